@@ -1,0 +1,56 @@
+# The two commands: `make run` serves on 127.0.0.1:50051 with an embedded Valkey, `make test` runs
+# the suite. Both create (or reuse) .venv in the repo root from nothing but Python 3.11+.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROTO_FILES := $(wildcard protos/livestate/v1/*.proto)
+GEN_DIR := clients
+
+.PHONY: run test lint typecheck proto proto-check buf-lint bench ci clean
+
+$(PY):
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "livestate needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[server,dev]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/livestate serve --listen $${LIVESTATE_LISTEN:-127.0.0.1:50051}
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Regenerates the committed stubs from protos/ (pinned grpcio-tools, so output is reproducible).
+PROTOC = $(PY) -m grpc_tools.protoc -Iprotos --python_out=$(1) --pyi_out=$(1) --grpc_python_out=$(1) $(PROTO_FILES)
+
+proto: $(STAMP)
+	$(call PROTOC,$(GEN_DIR))
+
+# Fails when the committed stubs differ from what `make proto` would write.
+proto-check: $(STAMP)
+	@tmp=$$(mktemp -d) && $(call PROTOC,$$tmp) && \
+		diff -r -x __pycache__ $$tmp/livestate/v1 $(GEN_DIR)/livestate/v1 && rm -rf $$tmp && \
+		echo "generated stubs match protos/"
+
+buf-lint: $(STAMP)
+	$(VENV)/bin/buf lint
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check server clients tests bench
+	$(VENV)/bin/ruff format --check server clients tests bench
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+ci:
+	bash .ci/run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,151 @@
+"""Assembling the server: gRPC, health, reflection, Redis, and the background loops.
+
+`create_server(config)` builds everything and binds (port 0 works, for tests); `LivestateServer`
+starts and stops it; `serve(config)` runs it until SIGTERM/SIGINT and drains gracefully.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import signal
+import threading
+from types import FrameType
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from livestate.v1 import (
+    flag_service_pb2,
+    flag_service_pb2_grpc,
+    heartbeat_service_pb2,
+    heartbeat_service_pb2_grpc,
+    match_service_pb2,
+    match_service_pb2_grpc,
+    node_service_pb2,
+    node_service_pb2_grpc,
+    queue_service_pb2,
+    queue_service_pb2_grpc,
+)
+
+from livestate.server import store
+from livestate.server.config import Config
+from livestate.server.embedded import EmbeddedRedis
+from livestate.server.heartbeat_servicer import HeartbeatServicer
+from livestate.server.maintenance import Maintenance
+from livestate.server.node_servicer import NodeServicer
+from livestate.server.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+# Every livestate service needs Redis, so each one's health status is Redis readiness.
+SERVICE_NAMES = tuple(
+    module.DESCRIPTOR.services_by_name[name].full_name
+    for module, name in (
+        (heartbeat_service_pb2, "HeartbeatService"),
+        (match_service_pb2, "MatchService"),
+        (flag_service_pb2, "FlagService"),
+        (queue_service_pb2, "QueueService"),
+        (node_service_pb2, "NodeService"),
+    )
+)
+
+
+class LivestateServer:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.embedded: EmbeddedRedis | None = None
+        redis_url = config.redis_url
+        if redis_url is None:
+            self.embedded = EmbeddedRedis()
+            self.embedded.start()
+            redis_url = self.embedded.url
+            log.info("no --redis-url: started embedded valkey at %s", redis_url)
+        self.redis_url = redis_url
+        self.client = store.connect(redis_url, config)
+        self.rt = Runtime.build(config, self.client)
+
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        self.grpc = grpc.server(
+            concurrent.futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
+            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+            options=[
+                ("grpc.max_receive_message_length", config.max_message_bytes),
+                ("grpc.max_metadata_size", 16 * 1024),
+                # Agents keep streams open for hours: let them ping every 10 s without a GOAWAY.
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.keepalive_time_ms", 30_000),
+                ("grpc.keepalive_timeout_ms", 10_000),
+            ],
+        )
+        heartbeat_service_pb2_grpc.add_HeartbeatServiceServicer_to_server(HeartbeatServicer(self.rt), self.grpc)
+        node_service_pb2_grpc.add_NodeServiceServicer_to_server(NodeServicer(self.rt), self.grpc)
+        # Declared in the contract, built by later issues: until then they answer UNIMPLEMENTED.
+        match_service_pb2_grpc.add_MatchServiceServicer_to_server(match_service_pb2_grpc.MatchServiceServicer(),
+                                                                  self.grpc)
+        flag_service_pb2_grpc.add_FlagServiceServicer_to_server(flag_service_pb2_grpc.FlagServiceServicer(),
+                                                                self.grpc)
+        queue_service_pb2_grpc.add_QueueServiceServicer_to_server(queue_service_pb2_grpc.QueueServiceServicer(),
+                                                                  self.grpc)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+        health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+        reflection.enable_server_reflection((*SERVICE_NAMES, health_name, reflection.SERVICE_NAME), self.grpc)
+        self.port = self.grpc.add_insecure_port(config.listen)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {config.listen}")
+        self.maintenance = Maintenance(self.rt, self._set_ready)
+        self._stopped = threading.Event()
+
+    def _set_ready(self, ready: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in SERVICE_NAMES:
+            self.health.set(name, status)
+
+    def start(self) -> int:
+        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self._set_ready(False)
+        try:
+            self.rt.scripts.load()
+            self.rt.epoch.refresh()
+        except Exception as exc:  # start anyway; RPCs answer UNAVAILABLE until Redis answers
+            log.warning("redis not answering at start-up: %s", exc)
+        self.rt.batcher.start()
+        self.maintenance.start()
+        self.grpc.start()
+        log.info("livestate serving on port %d (redis %s)", self.port, self.redis_url)
+        return self.port
+
+    def stop(self, grace: float | None = None) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self.health.enter_graceful_shutdown()
+        self.grpc.stop(self.config.shutdown_grace if grace is None else grace).wait()
+        self.maintenance.stop()
+        self.rt.batcher.stop()
+        self.client.close()
+        if self.embedded is not None:
+            self.embedded.stop()
+
+    def wait(self) -> None:
+        self.grpc.wait_for_termination()
+
+
+def create_server(config: Config) -> LivestateServer:
+    return LivestateServer(config)
+
+
+def serve(config: Config) -> None:
+    server = create_server(config)
+    server.start()
+    done = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: draining (grace %.1fs)", signum, config.shutdown_grace)
+        done.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    done.wait()
+    server.stop()

@@ -1,0 +1,156 @@
+"""Server configuration: every timing and limit, from flags and `LIVESTATE_*` env vars.
+
+Durations are seconds as floats (fractions allowed, so tests run with `--heartbeat-interval 0.2`).
+Precedence: command-line flag, then env var, then default. Derived defaults follow DESIGN.md:
+SUSPECT after 3 missed beats, OFFLINE after 5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+
+ENV_PREFIX = "LIVESTATE_"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, malformed or inconsistent."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    listen: str = "127.0.0.1:50051"
+    # None: start an embedded Valkey on a free loopback port.
+    redis_url: str | None = None
+    key_prefix: str = "ls"
+    heartbeat_interval: float = 2.0
+    # 0 means derived from heartbeat_interval (3 and 5 missed beats).
+    suspect_after: float = 0.0
+    offline_after: float = 0.0
+    # How long an OFFLINE node stays readable before its keys are forgotten.
+    retention: float = 3600.0
+    # How often each server process runs the liveness sweep; 0 = min(0.5, interval / 2).
+    sweep_interval: float = 0.0
+    sweep_batch: int = 1000
+    # Socket timeout for every Redis call: bounds how long an RPC can wait on a frozen Redis.
+    redis_timeout: float = 1.0
+    redis_max_connections: int = 64
+    max_workers: int = 256
+    max_concurrent_rpcs: int = 256
+    max_message_bytes: int = 256 * 1024
+    beat_batch_size: int = 256
+    beat_writers: int = 2
+    events_maxlen: int = 10_000
+    shutdown_grace: float = 5.0
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.suspect_after == 0:
+            object.__setattr__(self, "suspect_after", 3 * self.heartbeat_interval)
+        if self.offline_after == 0:
+            object.__setattr__(self, "offline_after", 5 * self.heartbeat_interval)
+        if self.sweep_interval == 0:
+            object.__setattr__(self, "sweep_interval", min(0.5, self.heartbeat_interval / 2))
+        self._check()
+
+    def _check(self) -> None:
+        if self.heartbeat_interval <= 0:
+            raise ConfigError("heartbeat_interval must be > 0")
+        if not self.heartbeat_interval <= self.suspect_after < self.offline_after:
+            raise ConfigError(
+                "need heartbeat_interval <= suspect_after < offline_after, got "
+                f"{self.heartbeat_interval} / {self.suspect_after} / {self.offline_after}"
+            )
+        for name in ("retention", "sweep_interval", "redis_timeout", "shutdown_grace"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0")
+        for name in ("sweep_batch", "redis_max_connections", "max_workers", "max_concurrent_rpcs",
+                     "max_message_bytes", "beat_batch_size", "beat_writers", "events_maxlen"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1")
+        if not self.key_prefix or any(c in self.key_prefix for c in "{}: "):
+            raise ConfigError("key_prefix must be non-empty without '{', '}', ':' or spaces")
+
+    @property
+    def node_ttl(self) -> float:
+        """A live node record outlives its last beat by offline_after + retention (+ margin)."""
+        return self.offline_after + self.retention + self.forget_margin
+
+    @property
+    def forget_margin(self) -> float:
+        # The sweeper forgets an OFFLINE node at `retention`; its keys expire a little later, so
+        # eviction is only the fallback for when no server process is running at all.
+        return max(60.0, 10 * self.sweep_interval)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+_HELP = {
+    "listen": "HOST:PORT to serve gRPC on",
+    "redis_url": "redis:// or unix:// URL; unset starts an embedded Valkey on a free loopback port",
+    "key_prefix": "prefix of every Redis key",
+    "heartbeat_interval": "seconds between agent heartbeats",
+    "suspect_after": "seconds without a beat before a node is SUSPECT (default 3 intervals)",
+    "offline_after": "seconds without a beat before a node is OFFLINE (default 5 intervals)",
+    "retention": "seconds an OFFLINE node stays readable",
+    "sweep_interval": "seconds between liveness sweeps (default min(0.5, interval/2))",
+    "sweep_batch": "nodes moved per partition and stage per sweep call",
+    "redis_timeout": "seconds a Redis call may take before the RPC fails UNAVAILABLE",
+    "redis_max_connections": "Redis connection pool size",
+    "max_workers": "gRPC worker threads (each open Heartbeat stream holds one)",
+    "max_concurrent_rpcs": "RPCs in flight before new ones get RESOURCE_EXHAUSTED",
+    "max_message_bytes": "largest request message accepted",
+    "beat_batch_size": "beats coalesced into one Redis pipeline at most",
+    "beat_writers": "threads writing beat pipelines to Redis",
+    "events_maxlen": "approximate length cap of each partition's event stream",
+    "shutdown_grace": "seconds in-flight RPCs get to finish on SIGTERM",
+    "log_level": "DEBUG, INFO, WARNING or ERROR",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for name, field in _FIELDS.items():
+        flag = "--" + name.replace("_", "-")
+        kind = _kind(field)
+        parser.add_argument(flag, dest=name, type=kind, default=None,
+                            help=f"{_HELP[name]} (env {ENV_PREFIX}{name.upper()})")
+
+
+def from_sources(args: argparse.Namespace | None = None,
+                 environ: Mapping[str, str] | None = None) -> Config:
+    environ = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for name, field in _FIELDS.items():
+        raw_flag = getattr(args, name, None) if args is not None else None
+        if raw_flag is not None:
+            values[name] = raw_flag
+            continue
+        raw_env = environ.get(ENV_PREFIX + name.upper())
+        if raw_env not in (None, ""):
+            try:
+                values[name] = _kind(field)(raw_env)
+            except ValueError as exc:
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw_env!r}: {exc}") from exc
+    try:
+        return Config(**values)  # type: ignore[arg-type]
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def parse(argv: Sequence[str]) -> Config:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return from_sources(parser.parse_args(argv), {})
+
+
+def _kind(field: dataclasses.Field[object]) -> type:
+    default = field.default
+    if isinstance(default, bool):
+        return bool
+    if isinstance(default, int):
+        return int
+    if isinstance(default, float):
+        return float
+    return str

@@ -1,0 +1,154 @@
+"""The exceptions servicers raise, and the one mapper that turns them into gRPC statuses.
+
+    LivestateError               base; carries a gRPC code and an AIP-193 ErrorInfo reason
+    ├── InvalidArgument          bad input; names the field (ErrorInfo + BadRequest details)
+    ├── NotFound
+    ├── FailedPrecondition
+    ├── ResourceExhausted
+    └── Unavailable              Redis unreachable, frozen or loading; safe to retry
+
+Servicer methods are wrapped by `unary` / `stream`, which abort the call with the mapped status.
+Redis errors that mean "the store is not answering" become UNAVAILABLE. Anything else is a bug:
+it is logged with its traceback and answered INTERNAL without leaking details.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+import redis.exceptions
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+log = logging.getLogger(__name__)
+
+DOMAIN = "livestate"
+
+
+class LivestateError(Exception):
+    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    reason: str = "UNKNOWN"
+
+    def __init__(self, message: str, *, reason: str | None = None,
+                 metadata: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+        self.metadata = dict(metadata or {})
+
+    def details(self) -> list[Any]:
+        return [error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=self.metadata)]
+
+
+class InvalidArgument(LivestateError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}", metadata={"field": field})
+        self.field = field
+        self.description = message
+
+    def details(self) -> list[Any]:
+        violation = error_details_pb2.BadRequest.FieldViolation(field=self.field, description=self.description)
+        return [*super().details(), error_details_pb2.BadRequest(field_violations=[violation])]
+
+
+class NotFound(LivestateError):
+    code = grpc.StatusCode.NOT_FOUND
+    reason = "NOT_FOUND"
+
+
+class FailedPrecondition(LivestateError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "FAILED_PRECONDITION"
+
+
+class ResourceExhausted(LivestateError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "RESOURCE_EXHAUSTED"
+
+
+class Unavailable(LivestateError):
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "REDIS_UNAVAILABLE"
+
+
+def to_status(err: LivestateError) -> grpc.Status:
+    details = []
+    for detail in err.details():
+        packed = any_pb2.Any()
+        packed.Pack(detail)
+        details.append(packed)
+    code = getattr(code_pb2, err.code.name)
+    return rpc_status.to_status(status_pb2.Status(code=code, message=err.message, details=details))
+
+
+# Redis errors that say "the store is not answering right now", never "your request was wrong".
+_REDIS_DOWN = (
+    redis.exceptions.ConnectionError,  # includes BusyLoadingError
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+)
+
+
+def from_redis(exc: redis.exceptions.RedisError) -> LivestateError | None:
+    if isinstance(exc, _REDIS_DOWN):
+        return Unavailable(f"redis unavailable: {type(exc).__name__}")
+    if isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith(("BUSY", "LOADING", "MASTERDOWN")):
+        return Unavailable(f"redis busy: {exc}")
+    return None
+
+
+def _abort(context: grpc.ServicerContext, exc: BaseException, method: str) -> None:
+    err: LivestateError | None
+    if isinstance(exc, LivestateError):
+        err = exc
+    elif isinstance(exc, redis.exceptions.RedisError):
+        err = from_redis(exc)
+    else:
+        err = None
+    if err is None:
+        log.exception("unexpected error in %s", method, exc_info=exc)
+        err = LivestateError("internal error", reason="INTERNAL")
+        err.code = grpc.StatusCode.INTERNAL
+    context.abort_with_status(to_status(err))
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def unary(fn: F) -> F:
+    """Wraps a unary (or client-streaming) servicer method."""
+
+    @functools.wraps(fn)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return fn(self, request, context)
+        except Exception as exc:
+            _abort(context, exc, fn.__qualname__)
+            raise  # abort_with_status raises; this is unreachable
+
+    return wrapper  # type: ignore[return-value]
+
+
+def stream(fn: F) -> F:
+    """Wraps a server-streaming servicer method (a generator)."""
+
+    @functools.wraps(fn)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            yield from fn(self, request, context)
+        except Exception as exc:
+            _abort(context, exc, fn.__qualname__)
+            raise
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,185 @@
+"""HeartbeatService: Register, Heartbeat (stream), Beat (unary), Deregister."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import grpc
+from google.protobuf import duration_pb2
+from livestate.v1 import heartbeat_service_pb2 as pb
+from livestate.v1 import heartbeat_service_pb2_grpc as pb_grpc
+from livestate.v1 import node_pb2
+
+from livestate.server import errors, validate
+from livestate.server.errors import FailedPrecondition, InvalidArgument, NotFound
+from livestate.server.keys import Partition
+from livestate.server.reads import fetch_node
+from livestate.server.records import joined, spec_fields
+from livestate.server.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+NODE_STATES = set(node_pb2.NodeState.values())
+
+# beat.lua return codes
+BEAT_APPLIED, BEAT_RESYNC, BEAT_STALE_SEQ, BEAT_VRAM_ABOVE_TOTAL = 0, 1, 2, 3
+# deregister.lua return codes
+DEREG_OK, DEREG_UNKNOWN, DEREG_OTHER_BOOT = 0, 1, 2
+
+BeatLike = pb.BeatRequest | pb.HeartbeatRequest
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromNanoseconds(int(seconds * 1e9))
+    return d
+
+
+def validate_spec(spec: node_pb2.NodeSpec) -> None:
+    validate.node_id(spec.node_id, "node.node_id")
+    validate.name(spec.env, "node.env", required=True)
+    validate.name(spec.region, "node.region", required=False)
+    for i, model in enumerate(validate.distinct(spec.models, "node.models", max_items=validate.MAX_MODELS)):
+        validate.model(model, f"node.models[{i}]", required=True)
+    for i, sub in enumerate(validate.distinct(spec.subclouds, "node.subclouds", max_items=validate.MAX_SUBCLOUDS)):
+        validate.name(sub, f"node.subclouds[{i}]", required=True)
+    validate.text(spec.gpu_model, "node.gpu_model", max_len=128)
+    validate.at_most(spec.gpu_count, validate.MAX_GPUS, "node.gpu_count")
+    validate.at_most(spec.vram_total_mb, validate.MAX_VRAM_MB, "node.vram_total_mb")
+    validate.at_most(spec.slots, validate.MAX_SLOTS, "node.slots")
+    validate.labels(spec.labels, "node.labels")
+    validate.text(spec.agent_version, "node.agent_version", max_len=128)
+    validate.text(spec.config_digest, "node.config_digest", max_len=128)
+
+
+def _validate_beat(request: BeatLike) -> None:
+    validate.node_id(request.node_id)
+    validate.boot_id(request.boot_id)
+    validate.enum_set(request.state, NODE_STATES, "state", required=True)
+    validate.at_most(request.vram_free_mb, validate.MAX_VRAM_MB, "vram_free_mb")
+    validate.at_most(request.running_jobs, validate.MAX_RUNNING_JOBS, "running_jobs")
+
+
+class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self._interval = _duration(rt.config.heartbeat_interval)
+
+    @errors.unary
+    def Register(self, request: pb.RegisterRequest, context: grpc.ServicerContext) -> pb.RegisterResponse:
+        spec = request.node
+        validate_spec(spec)
+        validate.boot_id(request.boot_id)
+        validate.enum_set(request.state, NODE_STATES, "state", required=False)
+        validate.at_most(request.vram_free_mb, spec.vram_total_mb or validate.MAX_VRAM_MB, "vram_free_mb")
+
+        rt, node_id = self.rt, spec.node_id
+        partition = Partition(spec.env, spec.region)
+        pk = rt.keys.partition(partition)
+        # A fresh epoch, so a registration right after Redis lost its state is stamped with the
+        # new epoch rather than the one this process cached before the loss.
+        epoch = rt.epoch.refresh(check_run_id=False)
+        previous = rt.locator.lookup(node_id, use_cache=False)
+
+        # Catalogue the partition before the node lands in it: the sweeper only visits listed ones.
+        rt.client.sadd(rt.keys.partitions, partition.label)
+        _, restarted, _ = rt.scripts.call(
+            "register",
+            [pk.node(node_id), pk.alive, pk.suspect, pk.offline, pk.nodes, pk.models, pk.subclouds, pk.events],
+            [node_id, request.boot_id, epoch, int(rt.config.node_ttl * 1000), pk.model_base, pk.subcloud_base,
+             rt.config.events_maxlen, request.state or node_pb2.NODE_STATE_IDLE, request.vram_free_mb,
+             joined(list(spec.models)), joined(list(spec.subclouds)), *spec_fields(spec)],
+        )
+        rt.client.set(rt.keys.locator(node_id), partition.label, px=rt.locator.ttl_ms)
+        if previous is not None and previous != partition:
+            old = rt.keys.partition(previous)
+            rt.scripts.call("forget", [old.node(node_id), *old.liveness_sets()],
+                            [node_id, old.model_base, old.subcloud_base])
+        rt.locator.remember(node_id, partition)
+
+        node = fetch_node(rt, partition, node_id)
+        return pb.RegisterResponse(
+            heartbeat_interval=self._interval,
+            node=node,
+            restarted=bool(restarted),
+            suspect_after=_duration(rt.config.suspect_after),
+            offline_after=_duration(rt.config.offline_after),
+        )
+
+    @errors.unary
+    def Beat(self, request: pb.BeatRequest, context: grpc.ServicerContext) -> pb.BeatResponse:
+        resync = self._beat(request, context.time_remaining())
+        return pb.BeatResponse(resync_required=resync, next_interval=self._interval, seq=request.seq)
+
+    @errors.stream
+    def Heartbeat(self, request_iterator: Iterator[pb.HeartbeatRequest],
+                  context: grpc.ServicerContext) -> Iterator[pb.HeartbeatResponse]:
+        first: pb.HeartbeatRequest | None = None
+        for request in request_iterator:
+            if first is None:
+                first = request
+            elif (request.node_id, request.boot_id) != (first.node_id, first.boot_id):
+                raise InvalidArgument("node_id", "node_id and boot_id must not change within a stream")
+            resync = self._beat(request, context.time_remaining())
+            yield pb.HeartbeatResponse(resync_required=resync, next_interval=self._interval, seq=request.seq)
+
+    @errors.unary
+    def Deregister(self, request: pb.DeregisterRequest, context: grpc.ServicerContext) -> pb.DeregisterResponse:
+        validate.node_id(request.node_id)
+        validate.boot_id(request.boot_id)
+
+        rt = self.rt
+        partition = rt.locator.lookup(request.node_id, use_cache=False)
+        if partition is None:
+            raise NotFound(f"node {request.node_id!r} is not registered")
+        pk = rt.keys.partition(partition)
+        code, _ = rt.scripts.call(
+            "deregister",
+            [pk.node(request.node_id), pk.alive, pk.suspect, pk.offline, pk.events],
+            [request.node_id, request.boot_id, int((rt.config.retention + rt.config.forget_margin) * 1000),
+             rt.config.events_maxlen],
+        )
+        if code == DEREG_UNKNOWN:
+            raise NotFound(f"node {request.node_id!r} is not registered")
+        if code == DEREG_OTHER_BOOT:
+            raise FailedPrecondition(f"boot_id {request.boot_id!r} is not the registered boot of the node",
+                                     reason="BOOT_MISMATCH")
+        return pb.DeregisterResponse()
+
+    def _beat(self, request: BeatLike, time_remaining: float | None) -> bool:
+        """Applies one beat; True when the agent must register again."""
+        _validate_beat(request)
+
+        rt = self.rt
+        partition = rt.locator.lookup(request.node_id)
+        if partition is None:
+            return True
+        code = self._run_beat(request, partition, time_remaining)
+        if code == BEAT_RESYNC:
+            # The cached partition may be stale (the node re-registered in another region through
+            # another server process): look once more before telling the agent to resync.
+            fresh = rt.locator.lookup(request.node_id, use_cache=False)
+            if fresh is not None and fresh != partition:
+                code = self._run_beat(request, fresh, time_remaining)
+        if code == BEAT_VRAM_ABOVE_TOTAL:
+            raise InvalidArgument("vram_free_mb", "above the node's registered vram_total_mb")
+        if code == BEAT_RESYNC:
+            rt.locator.forget(request.node_id)
+            return True
+        return False
+
+    def _run_beat(self, request: BeatLike, partition: Partition, time_remaining: float | None) -> int:
+        rt = self.rt
+        pk = rt.keys.partition(partition)
+        touch = rt.keys.locator(request.node_id) if rt.locator.touch_due(request.node_id) else None
+        code, _ = rt.batcher.call(
+            ("beat", [pk.node(request.node_id), pk.alive, pk.suspect, pk.events],
+             [request.node_id, request.boot_id, rt.epoch.current, request.seq, request.state,
+              request.vram_free_mb, request.running_jobs, int(rt.config.node_ttl * 1000), rt.config.events_maxlen,
+              int(rt.config.offline_after * 1000)]),
+            timeout=rt.redis_wait(time_remaining),
+            touch_key=touch,
+            touch_ttl_ms=rt.locator.ttl_ms,
+        )
+        return int(code)

@@ -1,0 +1,37 @@
+"""Reading node records back as `Node` messages (shared by Register and NodeService)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from livestate.v1 import node_pb2
+
+from livestate.server.keys import Partition
+from livestate.server.records import node_from_record
+from livestate.server.runtime import Runtime
+
+
+def redis_now_ms(time_reply: Sequence[int | str]) -> int:
+    seconds, micros = time_reply
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def fetch_nodes(rt: Runtime, partition: Partition, node_ids: Sequence[str]) -> list[node_pb2.Node | None]:
+    """One pipeline: every record plus the Redis clock, so liveness is judged on the same clock
+    the scripts use. Missing (forgotten) nodes come back as None."""
+    pk = rt.keys.partition(partition)
+    pipe = rt.client.pipeline(transaction=False)
+    pipe.time()
+    for node_id in node_ids:
+        pipe.hgetall(pk.node(node_id))
+    now_reply, *records = pipe.execute()
+    now = redis_now_ms(now_reply)
+    epoch = rt.epoch.current
+    return [
+        node_from_record(node_id, record, now, epoch, rt.config) if record else None
+        for node_id, record in zip(node_ids, records, strict=True)
+    ]
+
+
+def fetch_node(rt: Runtime, partition: Partition, node_id: str) -> node_pb2.Node | None:
+    return fetch_nodes(rt, partition, [node_id])[0]

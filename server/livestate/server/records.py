@@ -1,0 +1,93 @@
+"""The node record: how a NodeSpec and live state are laid out in the node's Redis hash, and how
+a hash becomes a `Node` again. Field names here are the ones the Lua scripts read and write.
+
+Fields are short and flat so a record stays a small listpack: spec fields, one `l:<key>` field per
+label, lists comma-joined (validation forbids commas in their items).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from google.protobuf import timestamp_pb2
+from livestate.v1 import node_pb2
+
+from livestate.server.config import Config
+
+LIVE_ONLINE = node_pb2.LIVENESS_ONLINE
+LIVE_SUSPECT = node_pb2.LIVENESS_SUSPECT
+LIVE_OFFLINE = node_pb2.LIVENESS_OFFLINE
+LABEL_PREFIX = "l:"
+
+
+def spec_fields(spec: node_pb2.NodeSpec) -> list[str]:
+    """Flat field/value pairs of a spec (ARGV tail of register.lua), models and subclouds apart."""
+    fields = [
+        "env", spec.env,
+        "region", spec.region,
+        "gpu", spec.gpu_model,
+        "gpus", str(spec.gpu_count),
+        "vram", str(spec.vram_total_mb),
+        "slots", str(spec.slots or 1),
+        "agent", spec.agent_version,
+        "digest", spec.config_digest,
+    ]
+    for key in sorted(spec.labels):
+        fields += [LABEL_PREFIX + key, spec.labels[key]]
+    return fields
+
+
+def joined(items: list[str]) -> str:
+    return ",".join(items)
+
+
+def _split(value: str | None) -> list[str]:
+    return [item for item in (value or "").split(",") if item]
+
+
+def _timestamp(ms: int) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromMilliseconds(ms)
+    return ts
+
+
+def liveness(record: Mapping[str, str], now_ms: int, epoch_ms: int, config: Config) -> int:
+    """Liveness as of `now_ms`, the same rule the sweeper applies, so reads are right even
+    before a sweep has run. Silence is counted from the epoch at the earliest (see epoch.lua)."""
+    if record.get("live") == str(LIVE_OFFLINE):
+        return LIVE_OFFLINE
+    silent_ms = now_ms - max(int(record.get("seen", "0")), epoch_ms)
+    if silent_ms > config.offline_after * 1000:
+        return LIVE_OFFLINE
+    if silent_ms > config.suspect_after * 1000:
+        return LIVE_SUSPECT
+    return LIVE_ONLINE
+
+
+def node_from_record(node_id: str, record: Mapping[str, str], now_ms: int, epoch_ms: int,
+                     config: Config) -> node_pb2.Node:
+    spec = node_pb2.NodeSpec(
+        node_id=node_id,
+        env=record.get("env", ""),
+        region=record.get("region", ""),
+        models=_split(record.get("models")),
+        gpu_model=record.get("gpu", ""),
+        gpu_count=int(record.get("gpus", "0")),
+        vram_total_mb=int(record.get("vram", "0")),
+        slots=int(record.get("slots", "1")),
+        subclouds=_split(record.get("subs")),
+        labels={k[len(LABEL_PREFIX):]: v for k, v in record.items() if k.startswith(LABEL_PREFIX)},
+        agent_version=record.get("agent", ""),
+        config_digest=record.get("digest", ""),
+    )
+    return node_pb2.Node(
+        spec=spec,
+        state=int(record.get("state", "0")),  # type: ignore[arg-type]
+        liveness=liveness(record, now_ms, epoch_ms, config),  # type: ignore[arg-type]
+        last_seen_time=_timestamp(int(record.get("seen", "0"))),
+        vram_free_mb=int(record.get("vfree", "0")),
+        running_jobs=int(record.get("jobs", "0")),
+        register_time=_timestamp(int(record.get("reg", "0"))),
+        boot_id=record.get("boot", ""),
+        seq=int(record.get("seq", "0")),
+    )

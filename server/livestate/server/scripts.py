@@ -1,0 +1,67 @@
+"""Lua scripts: loaded once from package data, called by SHA, batched in pipelines.
+
+Every script is `lib.lua` + its own file. Calls use EVALSHA; a NOSCRIPT answer (Redis restarted or
+flushed its script cache) loads the sources again and repeats only the calls that did not run, so
+a retry never runs a script twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import threading
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import redis
+import redis.exceptions
+
+ScriptName = Literal["register", "beat", "deregister", "sweep", "forget", "epoch", "locator_release"]
+SCRIPT_NAMES: tuple[ScriptName, ...] = (
+    "register", "beat", "deregister", "sweep", "forget", "epoch", "locator_release",
+)
+
+Call = tuple[ScriptName, Sequence[str], Sequence[str | int]]
+
+
+def _read(name: str) -> str:
+    return (importlib.resources.files("livestate.server") / "lua" / f"{name}.lua").read_text("utf-8")
+
+
+class Scripts:
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        lib = _read("lib")
+        self.sources: dict[ScriptName, str] = {name: lib + "\n" + _read(name) for name in SCRIPT_NAMES}
+        self._sha = {name: hashlib.sha1(src.encode()).hexdigest() for name, src in self.sources.items()}
+        self._load_lock = threading.Lock()
+
+    def load(self) -> None:
+        with self._load_lock:
+            pipe = self._client.pipeline(transaction=False)
+            for src in self.sources.values():
+                pipe.script_load(src)
+            pipe.execute()
+
+    def call(self, name: ScriptName, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        try:
+            return self._client.evalsha(self._sha[name], len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            self.load()
+            return self._client.evalsha(self._sha[name], len(keys), *keys, *args)
+
+    def call_many(self, calls: Sequence[Call]) -> list[Any]:
+        """Runs the calls in one pipeline; each result is a value or the exception it raised."""
+        results = self._run(calls)
+        missing = [i for i, r in enumerate(results) if isinstance(r, redis.exceptions.NoScriptError)]
+        if missing:
+            self.load()
+            for i, result in zip(missing, self._run([calls[i] for i in missing]), strict=True):
+                results[i] = result
+        return results
+
+    def _run(self, calls: Sequence[Call]) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        for name, keys, args in calls:
+            pipe.evalsha(self._sha[name], len(keys), *keys, *args)
+        return list(pipe.execute(raise_on_error=False))

@@ -1,0 +1,30 @@
+"""The Redis connection: one blocking pool per server process, with timeouts on everything.
+
+Timeouts are what turn a dead or frozen Redis into UNAVAILABLE instead of a hung RPC: connecting,
+each reply, and waiting for a free pooled connection are all bounded by `redis_timeout`. One
+immediate retry covers the common case of a pooled connection that died with a Redis restart.
+"""
+
+from __future__ import annotations
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from livestate.server.config import Config
+
+
+def connect(url: str, config: Config) -> redis.Redis:
+    pool = redis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=config.redis_max_connections,
+        timeout=config.redis_timeout,
+        socket_timeout=config.redis_timeout,
+        socket_connect_timeout=config.redis_timeout,
+        socket_keepalive=True,
+        decode_responses=True,
+        retry=Retry(NoBackoff(), 1),
+        retry_on_error=[redis.exceptions.ConnectionError],
+        client_name="livestate",
+    )
+    return redis.Redis(connection_pool=pool)

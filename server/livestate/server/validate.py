@@ -1,0 +1,114 @@
+"""Field checks for requests. Each raises InvalidArgument naming the field (as a proto path) and
+runs before any Redis call, so bad input never writes partial state."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+from livestate.server.errors import InvalidArgument
+
+ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+MODEL_RE = re.compile(r"^[A-Za-z0-9._:/@+-]{1,256}$")
+LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9._/-]{1,63}$")
+# Printable ASCII without the characters our storage reserves (',' joins lists; braces are hash tags).
+TEXT_RE = re.compile(r"^[\x20-\x7e]*$")
+RESERVED_TEXT = set(",{}")
+
+MAX_MODELS = 64
+MAX_SUBCLOUDS = 32
+MAX_LABELS = 64
+MAX_SLOTS = 1024
+MAX_GPUS = 1024
+MAX_VRAM_MB = 1 << 40
+MAX_RUNNING_JOBS = 1 << 20
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 100
+
+
+def node_id(value: str, field: str = "node_id") -> str:
+    if not value:
+        raise InvalidArgument(field, "required")
+    if not ID_RE.match(value):
+        raise InvalidArgument(field, "must be 1-128 characters from [A-Za-z0-9._-]")
+    return value
+
+
+def boot_id(value: str, field: str = "boot_id") -> str:
+    if not value:
+        raise InvalidArgument(field, "required")
+    if not ID_RE.match(value):
+        raise InvalidArgument(field, "must be 1-128 characters from [A-Za-z0-9._-]")
+    return value
+
+
+def name(value: str, field: str, *, required: bool) -> str:
+    if not value:
+        if required:
+            raise InvalidArgument(field, "required")
+        return value
+    if not NAME_RE.match(value):
+        raise InvalidArgument(field, "must be 1-64 characters from [A-Za-z0-9._-]")
+    return value
+
+
+def model(value: str, field: str, *, required: bool) -> str:
+    if not value:
+        if required:
+            raise InvalidArgument(field, "required")
+        return value
+    if not MODEL_RE.match(value):
+        raise InvalidArgument(field, "must be 1-256 characters from [A-Za-z0-9._:/@+-]")
+    return value
+
+
+def text(value: str, field: str, *, max_len: int) -> str:
+    if len(value) > max_len:
+        raise InvalidArgument(field, f"longer than {max_len} characters")
+    if not TEXT_RE.match(value) or RESERVED_TEXT.intersection(value):
+        raise InvalidArgument(field, "must be printable ASCII without ',', '{' or '}'")
+    return value
+
+
+def distinct(values: Iterable[str], field: str, *, max_items: int) -> list[str]:
+    items = list(values)
+    if len(items) > max_items:
+        raise InvalidArgument(field, f"more than {max_items} entries")
+    if len(set(items)) != len(items):
+        raise InvalidArgument(field, "duplicate entries")
+    return items
+
+
+def labels(values: Mapping[str, str], field: str) -> dict[str, str]:
+    if len(values) > MAX_LABELS:
+        raise InvalidArgument(field, f"more than {MAX_LABELS} labels")
+    for key, value in values.items():
+        if not LABEL_KEY_RE.match(key):
+            raise InvalidArgument(f"{field}[{key!r}]", "key must be 1-63 characters from [A-Za-z0-9._/-]")
+        text(value, f"{field}[{key!r}]", max_len=256)
+    return dict(values)
+
+
+def at_most(value: int, limit: int, field: str) -> int:
+    if value > limit:
+        raise InvalidArgument(field, f"must be at most {limit}")
+    return value
+
+
+def enum_set(value: int, valid: Iterable[int], field: str, *, required: bool) -> int:
+    if value == 0:
+        if required:
+            raise InvalidArgument(field, "required (UNSPECIFIED is not allowed)")
+        return value
+    if value not in set(valid):
+        raise InvalidArgument(field, f"unknown value {value}")
+    return value
+
+
+def page_size(value: int, field: str = "page_size") -> int:
+    if value < 0:
+        raise InvalidArgument(field, "must not be negative")
+    if value == 0:
+        return DEFAULT_PAGE_SIZE
+    return at_most(value, MAX_PAGE_SIZE, field)

@@ -1,0 +1,136 @@
+"""Test helpers: a livestate server in-process on port 0, called through the generated stubs."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+import redis
+from grpc_health.v1 import health_pb2_grpc
+from grpc_status import rpc_status
+from google.rpc import error_details_pb2
+from livestate.v1 import (
+    flag_service_pb2_grpc,
+    heartbeat_service_pb2,
+    heartbeat_service_pb2_grpc,
+    match_service_pb2_grpc,
+    node_pb2,
+    node_service_pb2,
+    node_service_pb2_grpc,
+    queue_service_pb2_grpc,
+)
+
+from livestate.server import Config, LivestateServer
+
+T = TypeVar("T")
+
+# Short timings so liveness tests take seconds; the ratios match the defaults (3 and 5 beats).
+FAST: dict[str, Any] = {
+    "heartbeat_interval": 0.2,
+    "suspect_after": 0.6,
+    "offline_after": 1.0,
+    "sweep_interval": 0.05,
+    "retention": 2.0,
+    "redis_timeout": 0.5,
+    "max_workers": 64,
+    "max_concurrent_rpcs": 64,
+}
+
+IDLE = node_pb2.NODE_STATE_IDLE
+BUSY = node_pb2.NODE_STATE_BUSY
+ONLINE = node_pb2.LIVENESS_ONLINE
+SUSPECT = node_pb2.LIVENESS_SUSPECT
+OFFLINE = node_pb2.LIVENESS_OFFLINE
+
+
+def wait_for(condition: Callable[[], T], timeout: float = 5.0, interval: float = 0.02) -> T:
+    """Polls until `condition()` is truthy and returns it; fails the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+def spec(node_id: str, **fields: Any) -> node_pb2.NodeSpec:
+    values: dict[str, Any] = {"env": "test", "region": "eu-west", "models": ["llama-3-8b"],
+                              "gpu_model": "NVIDIA L4", "gpu_count": 1, "vram_total_mb": 24_000}
+    values.update(fields)
+    return node_pb2.NodeSpec(node_id=node_id, **values)
+
+
+def error_field(err: grpc.RpcError) -> str | None:
+    """The field an INVALID_ARGUMENT names in its BadRequest detail."""
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    if status is None:
+        return None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            return bad.field_violations[0].field
+    return None
+
+
+def error_reason(err: grpc.RpcError) -> str | None:
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    if status is None:
+        return None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info.reason
+    return None
+
+
+class Harness:
+    def __init__(self, server: LivestateServer, redis_client: redis.Redis) -> None:
+        self.server = server
+        self.config: Config = server.config
+        self.redis = redis_client
+        self.port = server.port
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        self.heartbeat = heartbeat_service_pb2_grpc.HeartbeatServiceStub(self.channel)
+        self.nodes = node_service_pb2_grpc.NodeServiceStub(self.channel)
+        self.match = match_service_pb2_grpc.MatchServiceStub(self.channel)
+        self.flags = flag_service_pb2_grpc.FlagServiceStub(self.channel)
+        self.queue = queue_service_pb2_grpc.QueueServiceStub(self.channel)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def register(self, node_id: str, boot_id: str | None = None, **fields: Any
+                 ) -> tuple[str, heartbeat_service_pb2.RegisterResponse]:
+        boot = boot_id or uuid.uuid4().hex
+        response = self.heartbeat.Register(
+            heartbeat_service_pb2.RegisterRequest(node=spec(node_id, **fields), boot_id=boot), timeout=5)
+        return boot, response
+
+    def beat(self, node_id: str, boot_id: str, seq: int = 0, state: int = IDLE,
+             **fields: Any) -> heartbeat_service_pb2.BeatResponse:
+        return self.heartbeat.Beat(heartbeat_service_pb2.BeatRequest(
+            node_id=node_id, boot_id=boot_id, seq=seq, state=state, **fields), timeout=5)  # type: ignore[arg-type]
+
+    def get(self, node_id: str) -> node_pb2.Node:
+        return self.nodes.GetNode(node_service_pb2.GetNodeRequest(node_id=node_id), timeout=5).node
+
+    def liveness(self, node_id: str) -> int:
+        return self.get(node_id).liveness
+
+    def events(self, partition_label: str = "test/eu-west/0") -> list[dict[str, str]]:
+        key = self.server.rt.keys.partition(_partition(partition_label)).events
+        return [fields for _, fields in self.redis.xrange(key)]  # type: ignore[union-attr]
+
+
+def _partition(label: str) -> Any:
+    from livestate.server.keys import Partition
+
+    return Partition.from_label(label)
