@@ -48,7 +48,8 @@ def make_server(redis_client: redis.Redis, redis_url: str) -> Iterator[ServerFac
         config = Config(listen="127.0.0.1:0", redis_url=url or redis_url, **settings)
         server = LivestateServer(config)
         server.start()
-        harness = Harness(server, redis_client)
+        client = redis_client if url is None else redis.Redis.from_url(url, decode_responses=True)
+        harness = Harness(server, client)
         started.append(harness)
         return harness
 
@@ -56,6 +57,8 @@ def make_server(redis_client: redis.Redis, redis_url: str) -> Iterator[ServerFac
     for harness in started:
         harness.close()
         harness.server.stop(grace=0)
+        if harness.redis is not redis_client:
+            harness.redis.close()
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from livestate.v1 import (
 
 from livestate.server import store
 from livestate.server.config import Config
+from livestate.server.decoding import DecodeRequests
 from livestate.server.embedded import EmbeddedRedis
 from livestate.server.heartbeat_servicer import HeartbeatServicer
 from livestate.server.maintenance import Maintenance
@@ -69,6 +70,7 @@ class LivestateServer:
         self.grpc = grpc.server(
             concurrent.futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+            interceptors=[DecodeRequests()],
             options=[
                 ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.max_metadata_size", 16 * 1024),

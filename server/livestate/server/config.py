@@ -34,6 +34,9 @@ class Config:
     # How often each server process runs the liveness sweep; 0 = min(0.5, interval / 2).
     sweep_interval: float = 0.0
     sweep_batch: int = 1000
+    # A partition nobody swept for this long was not being heard (Redis frozen or unreachable,
+    # every server down): silence from then on is not held against its nodes. 0 = max(1, 4 sweeps).
+    sweep_gap: float = 0.0
     # Socket timeout for every Redis call: bounds how long an RPC can wait on a frozen Redis.
     redis_timeout: float = 1.0
     redis_max_connections: int = 64
@@ -53,6 +56,8 @@ class Config:
             object.__setattr__(self, "offline_after", 5 * self.heartbeat_interval)
         if self.sweep_interval == 0:
             object.__setattr__(self, "sweep_interval", min(0.5, self.heartbeat_interval / 2))
+        if self.sweep_gap == 0:
+            object.__setattr__(self, "sweep_gap", max(1.0, 4 * self.sweep_interval))
         self._check()
 
     def _check(self) -> None:
@@ -63,7 +68,7 @@ class Config:
                 "need heartbeat_interval <= suspect_after < offline_after, got "
                 f"{self.heartbeat_interval} / {self.suspect_after} / {self.offline_after}"
             )
-        for name in ("retention", "sweep_interval", "redis_timeout", "shutdown_grace"):
+        for name in ("retention", "sweep_interval", "sweep_gap", "redis_timeout", "shutdown_grace"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0")
         for name in ("sweep_batch", "redis_max_connections", "max_workers", "max_concurrent_rpcs",
@@ -97,6 +102,7 @@ _HELP = {
     "retention": "seconds an OFFLINE node stays readable",
     "sweep_interval": "seconds between liveness sweeps (default min(0.5, interval/2))",
     "sweep_batch": "nodes moved per partition and stage per sweep call",
+    "sweep_gap": "seconds unswept after which a partition's silence is not held against its nodes",
     "redis_timeout": "seconds a Redis call may take before the RPC fails UNAVAILABLE",
     "redis_max_connections": "Redis connection pool size",
     "max_workers": "gRPC worker threads (each open Heartbeat stream holds one)",

@@ -86,7 +86,7 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
         rt.client.sadd(rt.keys.partitions, partition.label)
         _, restarted, _ = rt.scripts.call(
             "register",
-            [pk.node(node_id), pk.alive, pk.suspect, pk.offline, pk.nodes, pk.models, pk.subclouds, pk.events],
+            pk.register_keys(node_id),
             [node_id, request.boot_id, epoch, int(rt.config.node_ttl * 1000), pk.model_base, pk.subcloud_base,
              rt.config.events_maxlen, request.state or node_pb2.NODE_STATE_IDLE, request.vram_free_mb,
              joined(list(spec.models)), joined(list(spec.subclouds)), *spec_fields(spec)],
@@ -94,7 +94,7 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
         rt.client.set(rt.keys.locator(node_id), partition.label, px=rt.locator.ttl_ms)
         if previous is not None and previous != partition:
             old = rt.keys.partition(previous)
-            rt.scripts.call("forget", [old.node(node_id), *old.liveness_sets()],
+            rt.scripts.call("forget", old.forget_keys(node_id),
                             [node_id, old.model_base, old.subcloud_base])
         rt.locator.remember(node_id, partition)
 
@@ -136,7 +136,7 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
         pk = rt.keys.partition(partition)
         code, _ = rt.scripts.call(
             "deregister",
-            [pk.node(request.node_id), pk.alive, pk.suspect, pk.offline, pk.events],
+            pk.deregister_keys(request.node_id),
             [request.node_id, request.boot_id, int((rt.config.retention + rt.config.forget_margin) * 1000),
              rt.config.events_maxlen],
         )
@@ -174,10 +174,10 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
         pk = rt.keys.partition(partition)
         touch = rt.keys.locator(request.node_id) if rt.locator.touch_due(request.node_id) else None
         code, _ = rt.batcher.call(
-            ("beat", [pk.node(request.node_id), pk.alive, pk.suspect, pk.events],
+            ("beat", pk.beat_keys(request.node_id),
              [request.node_id, request.boot_id, rt.epoch.current, request.seq, request.state,
               request.vram_free_mb, request.running_jobs, int(rt.config.node_ttl * 1000), rt.config.events_maxlen,
-              int(rt.config.offline_after * 1000)]),
+              int(rt.config.offline_after * 1000), int(rt.config.sweep_gap * 1000)]),
             timeout=rt.redis_wait(time_remaining),
             touch_key=touch,
             touch_ttl_ms=rt.locator.ttl_ms,

@@ -52,6 +52,7 @@ class PartitionKeys:
         self.models = self.base + "models"
         self.subclouds = self.base + "subclouds"
         self.events = self.base + "events"
+        self.meta = self.base + "meta"
         self.node_base = self.base + "node:"
         self.model_base = self.base + "model:"
         self.subcloud_base = self.base + "sub:"
@@ -67,6 +68,27 @@ class PartitionKeys:
 
     def liveness_sets(self) -> list[str]:
         return [self.alive, self.suspect, self.offline, self.nodes]
+
+    def bases(self) -> list[str]:
+        """Key bases passed in ARGV, from which scripts derive per-item keys."""
+        return [self.node_base, self.model_base, self.subcloud_base]
+
+    # KEYS of each partition script, in the order its header lists them.
+
+    def register_keys(self, node_id: str) -> list[str]:
+        return [self.node(node_id), *self.liveness_sets(), self.models, self.subclouds, self.events, self.meta]
+
+    def beat_keys(self, node_id: str) -> list[str]:
+        return [self.node(node_id), self.alive, self.suspect, self.events, self.meta]
+
+    def deregister_keys(self, node_id: str) -> list[str]:
+        return [self.node(node_id), self.alive, self.suspect, self.offline, self.events]
+
+    def forget_keys(self, node_id: str) -> list[str]:
+        return [self.node(node_id), *self.liveness_sets()]
+
+    def sweep_keys(self) -> list[str]:
+        return [*self.liveness_sets(), self.models, self.subclouds, self.events, self.meta]
 
 
 class Keys:

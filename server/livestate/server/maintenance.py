@@ -89,10 +89,11 @@ class Maintenance:
             pk = rt.keys.partition(p)
             calls.append((
                 "sweep",
-                [pk.alive, pk.suspect, pk.offline, pk.nodes, pk.models, pk.subclouds, pk.events],
+                pk.sweep_keys(),
                 [int(cfg.suspect_after * 1000), int(cfg.offline_after * 1000), int(cfg.retention * 1000), epoch,
                  cfg.sweep_batch, pk.node_base, pk.model_base, pk.subcloud_base, cfg.events_maxlen,
-                 int(cfg.node_ttl * 1000) if refresh else 0, int((cfg.retention + cfg.forget_margin) * 1000)],
+                 int(cfg.node_ttl * 1000) if refresh else 0, int((cfg.retention + cfg.forget_margin) * 1000),
+                 int(cfg.sweep_gap * 1000)],
             ))
         results = rt.scripts.call_many(calls)  # type: ignore[arg-type]
         again, released = [], []

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from livestate.v1 import node_pb2
 
 from livestate.server.keys import Partition
-from livestate.server.records import node_from_record
+from livestate.server.records import hearing_floor, node_from_record
 from livestate.server.runtime import Runtime
 
 
@@ -17,18 +17,19 @@ def redis_now_ms(time_reply: Sequence[int | str]) -> int:
 
 
 def fetch_nodes(rt: Runtime, partition: Partition, node_ids: Sequence[str]) -> list[node_pb2.Node | None]:
-    """One pipeline: every record plus the Redis clock, so liveness is judged on the same clock
-    the scripts use. Missing (forgotten) nodes come back as None."""
+    """One pipeline: every record plus the Redis clock and the partition's hearing floor, so
+    liveness is judged exactly as the scripts judge it. Forgotten nodes come back as None."""
     pk = rt.keys.partition(partition)
     pipe = rt.client.pipeline(transaction=False)
     pipe.time()
+    pipe.hmget(pk.meta, ["pulse", "floor"])
     for node_id in node_ids:
         pipe.hgetall(pk.node(node_id))
-    now_reply, *records = pipe.execute()
+    now_reply, meta, *records = pipe.execute()
     now = redis_now_ms(now_reply)
-    epoch = rt.epoch.current
+    floor = hearing_floor(meta, now, rt.epoch.current, rt.config)
     return [
-        node_from_record(node_id, record, now, epoch, rt.config) if record else None
+        node_from_record(node_id, record, now, floor, rt.config) if record else None
         for node_id, record in zip(node_ids, records, strict=True)
     ]
 

@@ -7,7 +7,7 @@ label, lists comma-joined (validation forbids commas in their items).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from google.protobuf import timestamp_pb2
 from livestate.v1 import node_pb2
@@ -51,12 +51,20 @@ def _timestamp(ms: int) -> timestamp_pb2.Timestamp:
     return ts
 
 
-def liveness(record: Mapping[str, str], now_ms: int, epoch_ms: int, config: Config) -> int:
+def hearing_floor(meta: Sequence[str | None], now_ms: int, epoch_ms: int, config: Config) -> int:
+    """The rule of hearing_floor in lua/lib.lua; `meta` is HMGET <p>:meta pulse floor."""
+    pulse, floor = meta
+    if pulse is not None and now_ms - int(pulse) > config.sweep_gap * 1000:
+        return now_ms
+    return max(epoch_ms, int(floor or 0))
+
+
+def liveness(record: Mapping[str, str], now_ms: int, floor_ms: int, config: Config) -> int:
     """Liveness as of `now_ms`, the same rule the sweeper applies, so reads are right even
-    before a sweep has run. Silence is counted from the epoch at the earliest (see epoch.lua)."""
+    before a sweep has run. Silence counts from the hearing floor at the earliest."""
     if record.get("live") == str(LIVE_OFFLINE):
         return LIVE_OFFLINE
-    silent_ms = now_ms - max(int(record.get("seen", "0")), epoch_ms)
+    silent_ms = now_ms - max(int(record.get("seen", "0")), floor_ms)
     if silent_ms > config.offline_after * 1000:
         return LIVE_OFFLINE
     if silent_ms > config.suspect_after * 1000:
@@ -64,7 +72,7 @@ def liveness(record: Mapping[str, str], now_ms: int, epoch_ms: int, config: Conf
     return LIVE_ONLINE
 
 
-def node_from_record(node_id: str, record: Mapping[str, str], now_ms: int, epoch_ms: int,
+def node_from_record(node_id: str, record: Mapping[str, str], now_ms: int, floor_ms: int,
                      config: Config) -> node_pb2.Node:
     spec = node_pb2.NodeSpec(
         node_id=node_id,
@@ -83,7 +91,7 @@ def node_from_record(node_id: str, record: Mapping[str, str], now_ms: int, epoch
     return node_pb2.Node(
         spec=spec,
         state=int(record.get("state", "0")),  # type: ignore[arg-type]
-        liveness=liveness(record, now_ms, epoch_ms, config),  # type: ignore[arg-type]
+        liveness=liveness(record, now_ms, floor_ms, config),  # type: ignore[arg-type]
         last_seen_time=_timestamp(int(record.get("seen", "0"))),
         vram_free_mb=int(record.get("vfree", "0")),
         running_jobs=int(record.get("jobs", "0")),

@@ -4,6 +4,7 @@
 -- KEYS[2]  zset   <p>:alive           ONLINE nodes, score = last seen (ms)
 -- KEYS[3]  zset   <p>:suspect         SUSPECT nodes, score = last seen (ms)
 -- KEYS[4]  stream <p>:events          node events (capped)
+-- KEYS[5]  hash   <p>:meta            partition sweep pulse and hearing floor (see lib.lua)
 -- ARGV[1]  node_id
 -- ARGV[2]  boot_id
 -- ARGV[3]  epoch the server knows (ms); records stamped with an older one are stale
@@ -14,6 +15,7 @@
 -- ARGV[8]  node record TTL (ms)
 -- ARGV[9]  events stream max length (approximate)
 -- ARGV[10] offline_after (ms): a beat this late finds the node already OFFLINE, sweep or not
+-- ARGV[11] sweep gap (ms): see hearing_floor in lib.lua
 --
 -- Returns {code, now_ms}:
 --   0 = applied
@@ -33,7 +35,8 @@ if rec[1] == false or rec[1] ~= ARGV[2] or tonumber(rec[2]) < tonumber(ARGV[3]) 
 end
 -- Past its offline deadline the node has lost its leases, whether or not a sweep has recorded
 -- that yet; it must register again rather than be revived with state the server dropped.
-if now - math.max(tonumber(rec[6]), tonumber(ARGV[3])) > tonumber(ARGV[10]) then
+local floor = hearing_floor(KEYS[5], now, ARGV[3], ARGV[11])
+if now - math.max(tonumber(rec[6]), floor) > tonumber(ARGV[10]) then
   return {1, now}
 end
 local vram = tonumber(rec[5] or '0')

@@ -24,3 +24,18 @@ local function remove_node(key, id, sets, model_base, sub_base)
   for _, set in ipairs(sets) do redis.call('ZREM', set, id) end
   redis.call('DEL', key)
 end
+
+-- The earliest time from which silence counts against a partition's nodes: the epoch (state
+-- younger than that cannot have heard them), the partition's recorded floor, or now when no sweep
+-- has run for longer than `gap` ms (Redis was frozen or unreachable, or every server was down:
+-- nobody could hear the nodes, so their silence proves nothing).
+--   meta: <p>:meta hash {pulse = last sweep (ms), floor = ms}
+-- Returns floor, gap_seen (true when the gap rule applied).
+local function hearing_floor(meta, now, epoch, gap)
+  local m = redis.call('HMGET', meta, 'pulse', 'floor')
+  local floor = math.max(tonumber(epoch), tonumber(m[2] or '0'))
+  if m[1] ~= false and now - tonumber(m[1]) > tonumber(gap) then
+    return now, true
+  end
+  return floor, false
+end

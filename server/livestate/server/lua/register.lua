@@ -8,6 +8,7 @@
 -- KEYS[6]  set   <p>:models           models with an index in this partition
 -- KEYS[7]  set   <p>:subclouds        subclouds with an index in this partition
 -- KEYS[8]  stream <p>:events          node events (capped)
+-- KEYS[9]  hash   <p>:meta            partition sweep pulse (see hearing_floor in lib.lua)
 -- ARGV[1]  node_id
 -- ARGV[2]  boot_id
 -- ARGV[3]  epoch (ms; see epoch.lua)
@@ -91,5 +92,15 @@ if not same_boot or old[7] ~= '1' then
   redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[7], '*', 'type', 1, 'node', id,
     'detail', restarted and 'restarted' or 'registered')
 end
+
+-- A new partition counts as heard from now on, so a Redis stall before its first sweep is
+-- recognised as a gap in hearing rather than as the nodes' silence.
+redis.call('HSETNX', KEYS[9], 'pulse', now)
+
+-- Partition-wide keys outlive their last writer by a node TTL at most (the sweeper refreshes
+-- them while any server runs), so an abandoned partition evicts itself.
+for i = 2, 9 do redis.call('PEXPIRE', KEYS[i], ARGV[4]) end
+for _, m in ipairs(new_models) do redis.call('PEXPIRE', ARGV[5] .. m, ARGV[4]) end
+for _, s in ipairs(new_subs) do redis.call('PEXPIRE', ARGV[6] .. s, ARGV[4]) end
 
 return {0, restarted and 1 or 0, now}

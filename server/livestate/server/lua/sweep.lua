@@ -10,11 +10,13 @@
 -- KEYS[5]  set    <p>:models     models with an index in this partition
 -- KEYS[6]  set    <p>:subclouds  subclouds with an index in this partition
 -- KEYS[7]  stream <p>:events     node events (capped)
+-- KEYS[8]  hash   <p>:meta       {pulse = last sweep (ms), floor = hearing floor (ms)}
 -- ARGV[1]  suspect_after (ms)
 -- ARGV[2]  offline_after (ms)
 -- ARGV[3]  retention (ms): how long an OFFLINE node stays readable
 -- ARGV[4]  epoch (ms): when the current Redis state began. No node counts as silent for longer
---          than the state has existed, so a Redis restart never declares nodes dead by itself.
+--          than the state has existed, so a Redis restart never declares nodes dead by itself;
+--          likewise after a gap in sweeping (ARGV[12], see hearing_floor in lib.lua).
 -- ARGV[5]  limit per stage
 -- ARGV[6]  node record base "<p>:node:"
 -- ARGV[7]  model index base "<p>:model:"
@@ -23,13 +25,16 @@
 -- ARGV[10] partition key TTL (ms), refreshed on every partition-wide key; 0 = skip the refresh
 -- ARGV[11] TTL (ms) given to a record when it goes OFFLINE (retention plus a margin, so this
 --          sweep, not eviction, forgets it and its index entries)
+-- ARGV[12] sweep gap (ms): a partition unswept for longer was not being heard
 --
 -- Returns {suspected, offlined, more, forgotten_id...}: more = 1 when a stage hit the limit
 -- (call again); forgotten ids are for the caller to drop their global locators.
 
 local now = now_ms()
 local limit = tonumber(ARGV[5])
-local epoch = tonumber(ARGV[4])
+local floor, gap_seen = hearing_floor(KEYS[8], now, ARGV[4], ARGV[12])
+if gap_seen then redis.call('HSET', KEYS[8], 'floor', floor) end
+redis.call('HSET', KEYS[8], 'pulse', now)
 local sets = {KEYS[1], KEYS[2], KEYS[3], KEYS[4]}
 local suspected, offlined, more = 0, 0, 0
 local forgotten = {}
@@ -40,7 +45,7 @@ end
 
 -- ONLINE -> SUSPECT
 local cutoff = now - tonumber(ARGV[1])
-if epoch < cutoff then
+if floor < cutoff then
   local hits = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. cutoff, 'WITHSCORES', 'LIMIT', 0, limit)
   for i = 1, #hits, 2 do
     local id = hits[i]
@@ -60,7 +65,7 @@ end
 
 -- SUSPECT -> OFFLINE
 cutoff = now - tonumber(ARGV[2])
-if epoch < cutoff then
+if floor < cutoff then
   local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. cutoff, 'LIMIT', 0, limit)
   for _, id in ipairs(ids) do
     local key = ARGV[6] .. id
@@ -89,7 +94,7 @@ if #ids == limit then more = 1 end
 -- Abandoned partitions evict themselves: the partition-wide keys live only as long as a sweeper
 -- keeps refreshing them. Index sets that emptied are dropped from the catalogues here too.
 if tonumber(ARGV[10]) > 0 then
-  for i = 1, 7 do redis.call('PEXPIRE', KEYS[i], ARGV[10]) end
+  for i = 1, 8 do redis.call('PEXPIRE', KEYS[i], ARGV[10]) end
   for _, pair in ipairs({{KEYS[5], ARGV[7]}, {KEYS[6], ARGV[8]}}) do
     for _, name in ipairs(redis.call('SMEMBERS', pair[1])) do
       if redis.call('PEXPIRE', pair[2] .. name, ARGV[10]) == 0 then

@@ -1,0 +1,198 @@
+"""Redis losing its state, dying, freezing: resync, UNAVAILABLE, recovery; never false offlines."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import grpc
+import pytest
+import redis
+
+from harness import OFFLINE, ONLINE, Harness, error_reason, spec, wait_for
+from conftest import ServerFactory
+from grpc_health.v1 import health_pb2
+from livestate.server.app import SERVICE_NAMES
+from livestate.server.embedded import EmbeddedRedis
+from livestate.v1 import heartbeat_service_pb2 as hb
+from livestate.v1 import node_service_pb2 as ns
+
+
+class Agents:
+    """N agents beating every interval on their own thread, re-registering when told to."""
+
+    def __init__(self, ls: Harness, count: int) -> None:
+        self.ls = ls
+        self.boots = {f"agent-{i}": uuid.uuid4().hex for i in range(count)}
+        self.resyncs: dict[str, list[float]] = {node_id: [] for node_id in self.boots}
+        self.errors: list[BaseException] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+        for node_id, boot in self.boots.items():
+            ls.register(node_id, boot_id=boot)
+
+    def __enter__(self) -> Agents:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        seq = 0
+        while not self._stop.wait(self.ls.config.heartbeat_interval):
+            seq += 1
+            for node_id, boot in self.boots.items():
+                try:
+                    if self.ls.beat(node_id, boot, seq=seq).resync_required:
+                        self.resyncs[node_id].append(time.monotonic())
+                        self.ls.register(node_id, boot_id=boot)
+                except grpc.RpcError as exc:
+                    self.errors.append(exc)
+
+
+def test_flush_makes_every_node_resync_and_none_offline(ls: Harness) -> None:
+    with Agents(ls, 20) as agents:
+        wait_for(lambda: len(ls.events()) >= 20)
+        flushed_at = time.monotonic()
+        ls.redis.flushdb()
+
+        # Every agent is told to resync on its next beat and is back within 2 intervals.
+        wait_for(lambda: all(agents.resyncs.values()), timeout=2 * ls.config.heartbeat_interval + 1)
+        assert all(t - flushed_at <= 2 * ls.config.heartbeat_interval + 0.5
+                   for times in agents.resyncs.values() for t in times)
+        wait_for(lambda: all(ls.liveness(n) == ONLINE for n in agents.boots))
+        # Hold past offline_after: nobody is declared offline because Redis lost its state.
+        time.sleep(ls.config.offline_after + 0.3)
+        assert all(ls.liveness(n) == ONLINE for n in agents.boots)
+    assert not [e for e in ls.events() if e["type"] in ("2", "3")]
+    assert not agents.errors
+
+
+def test_reloaded_stale_snapshot_starts_new_epoch_without_false_offlines(ls: Harness) -> None:
+    rt = ls.server.rt
+    with Agents(ls, 10) as agents:
+        wait_for(lambda: len(ls.events()) >= 10)
+        # What a restart from an old RDB looks like: the same keys, another run_id, and last-seen
+        # times far in the past.
+        pk = rt.keys.partition(rt.locator.lookup("agent-0"))  # type: ignore[arg-type]
+        old = int(ls.redis.time()[0] * 1000) - 60_000
+        pipe = ls.redis.pipeline()
+        pipe.hset(rt.keys.epoch, "run_id", "run-id-of-another-life")
+        for node_id in agents.boots:
+            pipe.hset(pk.node(node_id), "seen", old)
+            pipe.zadd(pk.alive, {node_id: old})
+        pipe.execute()
+
+        wait_for(lambda: all(agents.resyncs.values()), timeout=3)
+        time.sleep(ls.config.offline_after + 0.3)
+        assert all(ls.liveness(n) == ONLINE for n in agents.boots)
+    assert not [e for e in ls.events() if e["type"] in ("2", "3")]
+
+
+@pytest.fixture
+def own_redis() -> Iterator[EmbeddedRedis]:
+    with EmbeddedRedis() as embedded:
+        yield embedded
+
+
+def _readiness(ls: Harness) -> int:
+    name = SERVICE_NAMES[0]
+    return ls.health.Check(health_pb2.HealthCheckRequest(service=name), timeout=2).status  # type: ignore[no-any-return]
+
+
+def test_redis_killed_gives_unavailable_then_recovers(make_server: ServerFactory, own_redis: EmbeddedRedis) -> None:
+    ls = make_server(url=own_redis.url)
+    boot, _ = ls.register("gpu-1")
+    wait_for(lambda: _readiness(ls) == health_pb2.HealthCheckResponse.SERVING)
+
+    own_redis.kill()
+
+    for call in (lambda: ls.beat("gpu-1", boot, seq=1), lambda: ls.get("gpu-1"),
+                 lambda: ls.register("gpu-2"),
+                 lambda: ls.nodes.CountNodes(ns.CountNodesRequest(env="test"), timeout=5)):
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as err:
+            call()
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert error_reason(err.value) == "REDIS_UNAVAILABLE"
+        assert time.monotonic() - started < 2.0
+    wait_for(lambda: _readiness(ls) == health_pb2.HealthCheckResponse.NOT_SERVING, timeout=3)
+    overall = ls.health.Check(health_pb2.HealthCheckRequest(service=""), timeout=2).status
+    assert overall == health_pb2.HealthCheckResponse.SERVING  # liveness never flips with Redis
+
+    own_redis.start()  # empty, on the same port
+
+    wait_for(lambda: _readiness(ls) == health_pb2.HealthCheckResponse.SERVING, timeout=3)
+    assert ls.beat("gpu-1", boot, seq=2).resync_required
+    ls.register("gpu-1", boot_id=boot)
+    assert ls.liveness("gpu-1") == ONLINE
+
+
+def test_frozen_redis_gives_unavailable_within_deadline(make_server: ServerFactory, own_redis: EmbeddedRedis) -> None:
+    ls = make_server(url=own_redis.url)
+    boot, _ = ls.register("gpu-1")
+    assert own_redis.proc is not None
+    os.kill(own_redis.proc.pid, signal.SIGSTOP)
+    try:
+        for call in (lambda: ls.heartbeat.Beat(hb.BeatRequest(node_id="gpu-1", boot_id=boot, seq=1, state=1),
+                                               timeout=5),
+                     lambda: ls.get("gpu-1")):
+            started = time.monotonic()
+            with pytest.raises(grpc.RpcError) as err:
+                call()
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert time.monotonic() - started < 2 * ls.config.redis_timeout + 1
+        # A short client deadline is honoured too.
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as err:
+            ls.heartbeat.Beat(hb.BeatRequest(node_id="gpu-1", boot_id=boot, seq=2, state=1), timeout=0.3)
+        assert err.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+        assert time.monotonic() - started < 1.0
+    finally:
+        os.kill(own_redis.proc.pid, signal.SIGCONT)
+
+    # The node's beats could not land while Redis was frozen; that silence is not its fault.
+    wait_for(lambda: _try_beat(ls, boot), timeout=3)
+    assert ls.liveness("gpu-1") == ONLINE
+    assert not [e for e in ls.events() if e["type"] in ("2", "3")]
+
+
+def _try_beat(ls: Harness, boot: str) -> bool:
+    try:
+        return not ls.beat("gpu-1", boot, seq=10).resync_required
+    except grpc.RpcError:
+        return False
+
+
+def test_server_starts_while_redis_is_down_and_serves_once_it_is_up(make_server: ServerFactory) -> None:
+    down = EmbeddedRedis()  # not started: nothing listens on its port
+    ls = make_server(url=down.url)
+    with pytest.raises(grpc.RpcError) as err:
+        ls.register("gpu-1")
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+    down.start()
+    try:
+        wait_for(lambda: _readiness(ls) == health_pb2.HealthCheckResponse.SERVING, timeout=3)
+        ls.heartbeat.Register(hb.RegisterRequest(node=spec("gpu-1"), boot_id="b1"), timeout=5)
+        assert ls.liveness("gpu-1") == ONLINE
+    finally:
+        down.stop()
+
+
+def test_deleted_locator_cache_entry_is_not_trusted_after_flush(ls: Harness) -> None:
+    boot, _ = ls.register("gpu-1")
+    ls.redis.flushdb()
+    assert ls.beat("gpu-1", boot, seq=1).resync_required
+    with pytest.raises(grpc.RpcError) as err:
+        ls.get("gpu-1")
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    ls.register("gpu-1", boot_id=boot)
+    assert ls.get("gpu-1").liveness == ONLINE
+    assert ls.get("gpu-1").liveness != OFFLINE

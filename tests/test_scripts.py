@@ -1,0 +1,82 @@
+"""Static checks on the Lua scripts and the key builder: one slot per script, headers that match
+the keys passed, no keyspace-wide commands."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import pytest
+from redis.crc import key_slot
+
+from livestate.server.keys import Keys, Partition, PartitionKeys
+from livestate.server.scripts import SCRIPT_NAMES, _read
+
+PARTITIONS = [Partition("mainnet", "eu-west"), Partition("testnet", ""), Partition("a.b", "c_d", 7)]
+NODE = "node-1.x_y"
+
+PARTITION_SCRIPTS: dict[str, Callable[[PartitionKeys], list[str]]] = {
+    "register": lambda pk: pk.register_keys(NODE),
+    "beat": lambda pk: pk.beat_keys(NODE),
+    "deregister": lambda pk: pk.deregister_keys(NODE),
+    "forget": lambda pk: pk.forget_keys(NODE),
+    "sweep": lambda pk: pk.sweep_keys(),
+}
+
+
+def _declared_keys(name: str) -> int:
+    return len(re.findall(r"^-- KEYS\[(\d+)\]", _read(name), flags=re.M))
+
+
+@pytest.mark.parametrize("partition", PARTITIONS, ids=lambda p: p.label)
+@pytest.mark.parametrize("script", sorted(PARTITION_SCRIPTS))
+def test_every_key_of_a_partition_script_hashes_to_one_slot(script: str, partition: Partition) -> None:
+    pk = Keys("ls").partition(partition)
+    keys = PARTITION_SCRIPTS[script](pk)
+    # Per-item keys are derived in Lua from these bases; any suffix keeps the {tag}.
+    derived = [base + "some:item/with{braces}" for base in pk.bases()]
+
+    slots = {key_slot(k.encode()) for k in keys + derived}
+
+    assert len(slots) == 1, (script, keys)
+    assert len(keys) == len(set(keys))
+
+
+@pytest.mark.parametrize("script", sorted(PARTITION_SCRIPTS))
+def test_script_headers_declare_the_keys_the_server_passes(script: str) -> None:
+    pk = Keys("ls").partition(PARTITIONS[0])
+    assert _declared_keys(script) == len(PARTITION_SCRIPTS[script](pk))
+
+
+def test_single_key_scripts_declare_one_key() -> None:
+    assert _declared_keys("epoch") == 1
+    assert _declared_keys("locator_release") == 1
+
+
+def test_partitions_land_in_different_slots() -> None:
+    slots = {key_slot(Keys("ls").partition(p).alive.encode()) for p in PARTITIONS}
+    assert len(slots) == len(PARTITIONS)
+
+
+@pytest.mark.parametrize("script", [*SCRIPT_NAMES, "lib"])
+def test_scripts_never_walk_the_keyspace_or_use_commands_newer_than_redis_7_0(script: str) -> None:
+    source = _read(script)
+    calls = set(re.findall(r"redis\.call\('([A-Z]+)'", source))
+    assert not calls & {"KEYS", "SCAN", "FLUSHALL", "FLUSHDB", "RANDOMKEY"}
+    # Commands of Redis 7.2+ (and Valkey-only ones) would break on Debian's Redis 7.0.
+    assert not calls & {"WAITAOF", "HEXPIRE", "HPEXPIRE", "HTTL", "HGETDEL", "HGETEX", "HSETEX", "SETIFEQ"}
+
+
+@pytest.mark.parametrize("script", SCRIPT_NAMES)
+def test_scripts_open_with_a_header(script: str) -> None:
+    first = _read(script).splitlines()[0]
+    assert first.startswith(f"-- {script}.lua: ")
+
+
+def test_partition_label_round_trips() -> None:
+    for p in PARTITIONS:
+        assert Partition.from_label(p.label) == p
+    with pytest.raises(ValueError):
+        Partition.from_label("a/b")
+    with pytest.raises(ValueError):
+        Partition.from_label("/b/0")
