@@ -5,13 +5,15 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 import redis
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2_grpc
 from grpc_status import rpc_status
-from google.rpc import error_details_pb2
+from livestate.server import Config, LivestateServer
+from livestate.server.keys import Partition
 from livestate.v1 import (
     flag_service_pb2_grpc,
     heartbeat_service_pb2,
@@ -22,8 +24,6 @@ from livestate.v1 import (
     node_service_pb2_grpc,
     queue_service_pb2_grpc,
 )
-
-from livestate.server import Config, LivestateServer
 
 T = TypeVar("T")
 
@@ -59,8 +59,14 @@ def wait_for(condition: Callable[[], T], timeout: float = 5.0, interval: float =
 
 
 def spec(node_id: str, **fields: Any) -> node_pb2.NodeSpec:
-    values: dict[str, Any] = {"env": "test", "region": "eu-west", "models": ["llama-3-8b"],
-                              "gpu_model": "NVIDIA L4", "gpu_count": 1, "vram_total_mb": 24_000}
+    values: dict[str, Any] = {
+        "env": "test",
+        "region": "eu-west",
+        "models": ["llama-3-8b"],
+        "gpu_model": "NVIDIA L4",
+        "gpu_count": 1,
+        "vram_total_mb": 24_000,
+    }
     values.update(fields)
     return node_pb2.NodeSpec(node_id=node_id, **values)
 
@@ -74,7 +80,7 @@ def error_field(err: grpc.RpcError) -> str | None:
         if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
             bad = error_details_pb2.BadRequest()
             detail.Unpack(bad)
-            return bad.field_violations[0].field
+            return str(bad.field_violations[0].field)
     return None
 
 
@@ -86,7 +92,7 @@ def error_reason(err: grpc.RpcError) -> str | None:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
             detail.Unpack(info)
-            return info.reason
+            return str(info.reason)
     return None
 
 
@@ -107,30 +113,34 @@ class Harness:
     def close(self) -> None:
         self.channel.close()
 
-    def register(self, node_id: str, boot_id: str | None = None, **fields: Any
-                 ) -> tuple[str, heartbeat_service_pb2.RegisterResponse]:
+    def register(
+        self, node_id: str, boot_id: str | None = None, **fields: Any
+    ) -> tuple[str, heartbeat_service_pb2.RegisterResponse]:
         boot = boot_id or uuid.uuid4().hex
         response = self.heartbeat.Register(
-            heartbeat_service_pb2.RegisterRequest(node=spec(node_id, **fields), boot_id=boot), timeout=5)
+            heartbeat_service_pb2.RegisterRequest(node=spec(node_id, **fields), boot_id=boot), timeout=5
+        )
         return boot, response
 
-    def beat(self, node_id: str, boot_id: str, seq: int = 0, state: int = IDLE,
-             **fields: Any) -> heartbeat_service_pb2.BeatResponse:
-        return self.heartbeat.Beat(heartbeat_service_pb2.BeatRequest(
-            node_id=node_id, boot_id=boot_id, seq=seq, state=state, **fields), timeout=5)  # type: ignore[arg-type]
+    def beat(
+        self, node_id: str, boot_id: str, seq: int = 0, state: node_pb2.NodeState = IDLE, **fields: Any
+    ) -> heartbeat_service_pb2.BeatResponse:
+        request = heartbeat_service_pb2.BeatRequest(
+            node_id=node_id, boot_id=boot_id, seq=seq, state=state, **fields
+        )
+        response: heartbeat_service_pb2.BeatResponse = self.heartbeat.Beat(request, timeout=5)
+        return response
 
     def get(self, node_id: str) -> node_pb2.Node:
-        return self.nodes.GetNode(node_service_pb2.GetNodeRequest(node_id=node_id), timeout=5).node
+        node: node_pb2.Node = self.nodes.GetNode(
+            node_service_pb2.GetNodeRequest(node_id=node_id), timeout=5
+        ).node
+        return node
 
     def liveness(self, node_id: str) -> int:
         return self.get(node_id).liveness
 
     def events(self, partition_label: str = "test/eu-west/0") -> list[dict[str, str]]:
-        key = self.server.rt.keys.partition(_partition(partition_label)).events
-        return [fields for _, fields in self.redis.xrange(key)]  # type: ignore[union-attr]
-
-
-def _partition(label: str) -> Any:
-    from livestate.server.keys import Partition
-
-    return Partition.from_label(label)
+        key = self.server.rt.keys.partition(Partition.from_label(partition_label)).events
+        entries = cast(list[tuple[str, dict[str, str]]], self.redis.xrange(key))
+        return [fields for _, fields in entries]

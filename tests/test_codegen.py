@@ -20,8 +20,15 @@ def test_committed_stubs_match_protos(tmp_path: Path) -> None:
     from grpc_tools import protoc  # the pinned generator (dev extra)
 
     well_known = Path(grpc_tools.__file__).parent / "_proto"
-    args = ["protoc", f"-I{ROOT / 'protos'}", f"-I{well_known}", f"--python_out={tmp_path}", f"--pyi_out={tmp_path}",
-            f"--grpc_python_out={tmp_path}", *map(str, PROTOS)]
+    args = [
+        "protoc",
+        f"-I{ROOT / 'protos'}",
+        f"-I{well_known}",
+        f"--python_out={tmp_path}",
+        f"--pyi_out={tmp_path}",
+        f"--grpc_python_out={tmp_path}",
+        *map(str, PROTOS),
+    ]
     assert protoc.main(args) == 0
 
     fresh = tmp_path / "livestate" / "v1"

@@ -9,10 +9,9 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-
 from harness import BUSY, IDLE, OFFLINE, ONLINE, Harness, error_field, error_reason, spec, wait_for
-from livestate.v1 import heartbeat_service_pb2 as hb
 from livestate.server.keys import Partition
+from livestate.v1 import heartbeat_service_pb2 as hb
 from livestate.v1 import node_pb2
 
 
@@ -118,7 +117,7 @@ def test_beat_with_free_vram_above_total_is_invalid(ls: Harness) -> None:
     assert ls.get("gpu-1").seq == 0
 
 
-def _stream(ls: Harness, requests: "queue.Queue[hb.HeartbeatRequest | None]") -> Iterator[hb.HeartbeatResponse]:
+def _stream(ls: Harness, requests: queue.Queue[hb.HeartbeatRequest | None]) -> Iterator[hb.HeartbeatResponse]:
     def generate() -> Iterator[hb.HeartbeatRequest]:
         while (item := requests.get()) is not None:
             yield item
@@ -133,7 +132,9 @@ def test_heartbeat_stream_answers_each_beat_in_order(ls: Harness) -> None:
 
     seen = []
     for seq in range(1, 6):
-        requests.put(hb.HeartbeatRequest(node_id="gpu-1", boot_id=boot, seq=seq, state=BUSY, running_jobs=seq))
+        requests.put(
+            hb.HeartbeatRequest(node_id="gpu-1", boot_id=boot, seq=seq, state=BUSY, running_jobs=seq)
+        )
         seen.append(next(responses))
     requests.put(None)
 
@@ -239,8 +240,12 @@ def test_reregister_after_deregister_brings_node_back(ls: Harness) -> None:
 
 
 def test_register_initial_state_and_vram(ls: Harness) -> None:
-    ls.heartbeat.Register(hb.RegisterRequest(node=spec("gpu-1"), boot_id="b1",
-                                             state=node_pb2.NODE_STATE_LOADING, vram_free_mb=500), timeout=5)
+    ls.heartbeat.Register(
+        hb.RegisterRequest(
+            node=spec("gpu-1"), boot_id="b1", state=node_pb2.NODE_STATE_LOADING, vram_free_mb=500
+        ),
+        timeout=5,
+    )
 
     node = wait_for(lambda: ls.get("gpu-1"))
     assert (node.state, node.vram_free_mb) == (node_pb2.NODE_STATE_LOADING, 500)

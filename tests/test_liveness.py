@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from harness import OFFLINE, ONLINE, SUSPECT, Harness, wait_for
 from conftest import ServerFactory
+from harness import OFFLINE, ONLINE, SUSPECT, Harness, wait_for
 
 
 def _sweeper_liveness(ls: Harness, node_id: str) -> str | None:
@@ -87,8 +87,15 @@ def test_abandoned_state_carries_ttls(ls: Harness) -> None:
     ls.register("gpu-1")
     rt = ls.server.rt
     pk = rt.keys.partition(rt.locator.lookup("gpu-1"))  # type: ignore[arg-type]
-    for key in (pk.node("gpu-1"), rt.keys.locator("gpu-1"), pk.alive, pk.nodes, pk.models,
-                pk.model_index("llama-3-8b"), pk.events):
+    for key in (
+        pk.node("gpu-1"),
+        rt.keys.locator("gpu-1"),
+        pk.alive,
+        pk.nodes,
+        pk.models,
+        pk.model_index("llama-3-8b"),
+        pk.events,
+    ):
         assert ls.redis.pttl(key) > 0, key
 
 

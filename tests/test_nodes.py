@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import grpc
 import pytest
-
 from harness import BUSY, IDLE, OFFLINE, ONLINE, SUSPECT, Harness, error_field, wait_for
 from livestate.v1 import heartbeat_service_pb2 as hb
 from livestate.v1 import node_pb2
@@ -93,8 +92,9 @@ def test_list_nodes_rejects_token_when_filters_change(fleet: Harness) -> None:
     first = fleet.nodes.ListNodes(ns.ListNodesRequest(page_size=2, env="prod"), timeout=5)
 
     with pytest.raises(grpc.RpcError) as err:
-        fleet.nodes.ListNodes(ns.ListNodesRequest(page_size=2, env="dev", page_token=first.next_page_token),
-                              timeout=5)
+        fleet.nodes.ListNodes(
+            ns.ListNodesRequest(page_size=2, env="dev", page_token=first.next_page_token), timeout=5
+        )
 
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_field(err.value) == "page_token"
@@ -122,18 +122,26 @@ def test_count_nodes_counts_online_nodes_per_model_and_region(fleet: Harness) ->
 
     counts = {(c.model, c.region): c.online_nodes for c in response.counts}
     assert counts == {
-        ("llama", "eu"): 3, ("llama", "us"): 3, ("llama", "ap"): 3,
-        ("mistral", "eu"): 1, ("mistral", "us"): 2, ("mistral", "ap"): 1,
+        ("llama", "eu"): 3,
+        ("llama", "us"): 3,
+        ("llama", "ap"): 3,
+        ("mistral", "eu"): 1,
+        ("mistral", "us"): 2,
+        ("mistral", "ap"): 1,
     }
 
 
 def test_count_nodes_filters_and_drops_nodes_that_go_silent(fleet: Harness) -> None:
     request = ns.CountNodesRequest(env="dev", model="mistral")
     assert [(c.region, c.online_nodes) for c in fleet.nodes.CountNodes(request, timeout=5).counts] == [
-        ("ap", 1), ("eu", 1)]
+        ("ap", 1),
+        ("eu", 1),
+    ]
     # Nobody beats: every node leaves the count once it is SUSPECT.
-    wait_for(lambda: all(c.online_nodes == 0 for c in fleet.nodes.CountNodes(request, timeout=5).counts),
-             timeout=fleet.config.suspect_after + 1)
+    wait_for(
+        lambda: all(c.online_nodes == 0 for c in fleet.nodes.CountNodes(request, timeout=5).counts),
+        timeout=fleet.config.suspect_after + 1,
+    )
 
 
 def test_count_nodes_requires_env(ls: Harness) -> None:

@@ -11,11 +11,9 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-import redis
-
-from harness import OFFLINE, ONLINE, Harness, error_reason, spec, wait_for
 from conftest import ServerFactory
 from grpc_health.v1 import health_pb2
+from harness import IDLE, OFFLINE, ONLINE, Harness, error_reason, spec, wait_for
 from livestate.server.app import SERVICE_NAMES
 from livestate.server.embedded import EmbeddedRedis
 from livestate.v1 import heartbeat_service_pb2 as hb
@@ -64,8 +62,11 @@ def test_flush_makes_every_node_resync_and_none_offline(ls: Harness) -> None:
 
         # Every agent is told to resync on its next beat and is back within 2 intervals.
         wait_for(lambda: all(agents.resyncs.values()), timeout=2 * ls.config.heartbeat_interval + 1)
-        assert all(t - flushed_at <= 2 * ls.config.heartbeat_interval + 0.5
-                   for times in agents.resyncs.values() for t in times)
+        assert all(
+            t - flushed_at <= 2 * ls.config.heartbeat_interval + 0.5
+            for times in agents.resyncs.values()
+            for t in times
+        )
         wait_for(lambda: all(ls.liveness(n) == ONLINE for n in agents.boots))
         # Hold past offline_after: nobody is declared offline because Redis lost its state.
         time.sleep(ls.config.offline_after + 0.3)
@@ -106,16 +107,21 @@ def _readiness(ls: Harness) -> int:
     return ls.health.Check(health_pb2.HealthCheckRequest(service=name), timeout=2).status  # type: ignore[no-any-return]
 
 
-def test_redis_killed_gives_unavailable_then_recovers(make_server: ServerFactory, own_redis: EmbeddedRedis) -> None:
+def test_redis_killed_gives_unavailable_then_recovers(
+    make_server: ServerFactory, own_redis: EmbeddedRedis
+) -> None:
     ls = make_server(url=own_redis.url)
     boot, _ = ls.register("gpu-1")
     wait_for(lambda: _readiness(ls) == health_pb2.HealthCheckResponse.SERVING)
 
     own_redis.kill()
 
-    for call in (lambda: ls.beat("gpu-1", boot, seq=1), lambda: ls.get("gpu-1"),
-                 lambda: ls.register("gpu-2"),
-                 lambda: ls.nodes.CountNodes(ns.CountNodesRequest(env="test"), timeout=5)):
+    for call in (
+        lambda: ls.beat("gpu-1", boot, seq=1),
+        lambda: ls.get("gpu-1"),
+        lambda: ls.register("gpu-2"),
+        lambda: ls.nodes.CountNodes(ns.CountNodesRequest(env="test"), timeout=5),
+    ):
         started = time.monotonic()
         with pytest.raises(grpc.RpcError) as err:
             call()
@@ -134,15 +140,20 @@ def test_redis_killed_gives_unavailable_then_recovers(make_server: ServerFactory
     assert ls.liveness("gpu-1") == ONLINE
 
 
-def test_frozen_redis_gives_unavailable_within_deadline(make_server: ServerFactory, own_redis: EmbeddedRedis) -> None:
+def test_frozen_redis_gives_unavailable_within_deadline(
+    make_server: ServerFactory, own_redis: EmbeddedRedis
+) -> None:
     ls = make_server(url=own_redis.url)
     boot, _ = ls.register("gpu-1")
     assert own_redis.proc is not None
     os.kill(own_redis.proc.pid, signal.SIGSTOP)
     try:
-        for call in (lambda: ls.heartbeat.Beat(hb.BeatRequest(node_id="gpu-1", boot_id=boot, seq=1, state=1),
-                                               timeout=5),
-                     lambda: ls.get("gpu-1")):
+        for call in (
+            lambda: ls.heartbeat.Beat(
+                hb.BeatRequest(node_id="gpu-1", boot_id=boot, seq=1, state=IDLE), timeout=5
+            ),
+            lambda: ls.get("gpu-1"),
+        ):
             started = time.monotonic()
             with pytest.raises(grpc.RpcError) as err:
                 call()
@@ -151,7 +162,7 @@ def test_frozen_redis_gives_unavailable_within_deadline(make_server: ServerFacto
         # A short client deadline is honoured too.
         started = time.monotonic()
         with pytest.raises(grpc.RpcError) as err:
-            ls.heartbeat.Beat(hb.BeatRequest(node_id="gpu-1", boot_id=boot, seq=2, state=1), timeout=0.3)
+            ls.heartbeat.Beat(hb.BeatRequest(node_id="gpu-1", boot_id=boot, seq=2, state=IDLE), timeout=0.3)
         assert err.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
         assert time.monotonic() - started < 1.0
     finally:

@@ -7,7 +7,6 @@ from typing import Any
 
 import grpc
 import pytest
-
 from harness import IDLE, Harness, error_field, spec
 from livestate.v1 import heartbeat_service_pb2 as hb
 from livestate.v1 import match_service_pb2, node_pb2
@@ -44,7 +43,9 @@ BAD_SPECS: list[tuple[dict[str, Any], str]] = [
 
 
 @pytest.mark.parametrize(("fields", "field"), BAD_SPECS)
-def test_register_rejects_bad_spec_and_writes_nothing(ls: Harness, fields: dict[str, Any], field: str) -> None:
+def test_register_rejects_bad_spec_and_writes_nothing(
+    ls: Harness, fields: dict[str, Any], field: str
+) -> None:
     values = {"node_id": "gpu-1", **fields}
     node_id = values.pop("node_id")
     request = hb.RegisterRequest(node=spec(node_id, **values), boot_id="boot-1")
@@ -79,7 +80,9 @@ def test_register_rejects_bad_request_fields(ls: Harness, request_fields: dict[s
         ({"state": 42}, "state"),
     ],
 )
-def test_beat_rejects_bad_fields_and_changes_nothing(ls: Harness, request_fields: dict[str, Any], field: str) -> None:
+def test_beat_rejects_bad_fields_and_changes_nothing(
+    ls: Harness, request_fields: dict[str, Any], field: str
+) -> None:
     boot, _ = ls.register("gpu-1")
     values = {"node_id": "gpu-1", "boot_id": boot, "seq": 5, "state": IDLE, **request_fields}
     before = ls.get("gpu-1")
@@ -150,9 +153,17 @@ METHODS = [
 @pytest.mark.parametrize(("method", "streaming"), METHODS)
 def test_fuzzed_request_bytes_never_answer_internal(ls: Harness, method: str, streaming: bool) -> None:
     rng = random.Random(method)
-    call: Any = (ls.channel.stream_stream(method) if streaming else ls.channel.unary_unary(method))
+    call: Any = (
+        ls.channel.stream_stream(method, None, None)
+        if streaming
+        else ls.channel.unary_unary(method, None, None)
+    )
     payloads = [bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 64))) for _ in range(60)]
-    payloads += [b"\x0a\x05\xff\xfe\xfd\xfc\xfb", b"\x0a", b"\x12\x80\x80\x80\x80\x10"]  # bad UTF-8, truncated
+    payloads += [
+        b"\x0a\x05\xff\xfe\xfd\xfc\xfb",
+        b"\x0a",
+        b"\x12\x80\x80\x80\x80\x10",
+    ]  # bad UTF-8, truncated
     codes = set()
     for payload in payloads:
         try:

@@ -15,6 +15,14 @@ from types import FrameType
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from livestate.server import store
+from livestate.server.config import Config
+from livestate.server.decoding import DecodeRequests
+from livestate.server.embedded import EmbeddedRedis
+from livestate.server.heartbeat_servicer import HeartbeatServicer
+from livestate.server.maintenance import Maintenance
+from livestate.server.node_servicer import NodeServicer
+from livestate.server.runtime import Runtime
 from livestate.v1 import (
     flag_service_pb2,
     flag_service_pb2_grpc,
@@ -27,15 +35,6 @@ from livestate.v1 import (
     queue_service_pb2,
     queue_service_pb2_grpc,
 )
-
-from livestate.server import store
-from livestate.server.config import Config
-from livestate.server.decoding import DecodeRequests
-from livestate.server.embedded import EmbeddedRedis
-from livestate.server.heartbeat_servicer import HeartbeatServicer
-from livestate.server.maintenance import Maintenance
-from livestate.server.node_servicer import NodeServicer
-from livestate.server.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +80,20 @@ class LivestateServer:
                 ("grpc.keepalive_timeout_ms", 10_000),
             ],
         )
-        heartbeat_service_pb2_grpc.add_HeartbeatServiceServicer_to_server(HeartbeatServicer(self.rt), self.grpc)
+        heartbeat_service_pb2_grpc.add_HeartbeatServiceServicer_to_server(
+            HeartbeatServicer(self.rt), self.grpc
+        )
         node_service_pb2_grpc.add_NodeServiceServicer_to_server(NodeServicer(self.rt), self.grpc)
         # Declared in the contract, built by later issues: until then they answer UNIMPLEMENTED.
-        match_service_pb2_grpc.add_MatchServiceServicer_to_server(match_service_pb2_grpc.MatchServiceServicer(),
-                                                                  self.grpc)
-        flag_service_pb2_grpc.add_FlagServiceServicer_to_server(flag_service_pb2_grpc.FlagServiceServicer(),
-                                                                self.grpc)
-        queue_service_pb2_grpc.add_QueueServiceServicer_to_server(queue_service_pb2_grpc.QueueServiceServicer(),
-                                                                  self.grpc)
+        match_service_pb2_grpc.add_MatchServiceServicer_to_server(
+            match_service_pb2_grpc.MatchServiceServicer(), self.grpc
+        )
+        flag_service_pb2_grpc.add_FlagServiceServicer_to_server(
+            flag_service_pb2_grpc.FlagServiceServicer(), self.grpc
+        )
+        queue_service_pb2_grpc.add_QueueServiceServicer_to_server(
+            queue_service_pb2_grpc.QueueServiceServicer(), self.grpc
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
         reflection.enable_server_reflection((*SERVICE_NAMES, health_name, reflection.SERVICE_NAME), self.grpc)
@@ -100,7 +104,9 @@ class LivestateServer:
         self._stopped = threading.Event()
 
     def _set_ready(self, ready: bool) -> None:
-        status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         for name in SERVICE_NAMES:
             self.health.set(name, status)
 

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
-
 from livestate.server.errors import Unavailable
 from livestate.server.scripts import Call, Scripts
 

@@ -15,8 +15,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from livestate.server import config as config_mod
     except ImportError as exc:  # the client-only install
-        print(f"livestate serve needs the server extra: pip install 'livestate[server]' ({exc})",
-              file=sys.stderr)
+        print(
+            f"livestate serve needs the server extra: pip install 'livestate[server]' ({exc})",
+            file=sys.stderr,
+        )
         return 2
     config_mod.add_arguments(serve_parser)
     args = parser.parse_args(argv)
@@ -26,8 +28,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = config_mod.from_sources(args)
         except config_mod.ConfigError as exc:
             parser.error(str(exc))
-        logging.basicConfig(level=config.log_level.upper(),
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
         from livestate.server.app import serve
 
         serve(config)

@@ -71,8 +71,16 @@ class Config:
         for name in ("retention", "sweep_interval", "sweep_gap", "redis_timeout", "shutdown_grace"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0")
-        for name in ("sweep_batch", "redis_max_connections", "max_workers", "max_concurrent_rpcs",
-                     "max_message_bytes", "beat_batch_size", "beat_writers", "events_maxlen"):
+        for name in (
+            "sweep_batch",
+            "redis_max_connections",
+            "max_workers",
+            "max_concurrent_rpcs",
+            "max_message_bytes",
+            "beat_batch_size",
+            "beat_writers",
+            "events_maxlen",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")
         if not self.key_prefix or any(c in self.key_prefix for c in "{}: "):
@@ -120,12 +128,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, field in _FIELDS.items():
         flag = "--" + name.replace("_", "-")
         kind = _kind(field)
-        parser.add_argument(flag, dest=name, type=kind, default=None,
-                            help=f"{_HELP[name]} (env {ENV_PREFIX}{name.upper()})")
+        parser.add_argument(
+            flag, dest=name, type=kind, default=None, help=f"{_HELP[name]} (env {ENV_PREFIX}{name.upper()})"
+        )
 
 
-def from_sources(args: argparse.Namespace | None = None,
-                 environ: Mapping[str, str] | None = None) -> Config:
+def from_sources(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> Config:
     environ = os.environ if environ is None else environ
     values: dict[str, object] = {}
     for name, field in _FIELDS.items():

@@ -13,7 +13,6 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
-
 from livestate.server.errors import InvalidArgument, to_status
 
 Deserializer = Callable[[bytes], Any]
@@ -27,9 +26,12 @@ def _decode(deserialize: Deserializer, raw: bytes) -> Any:
         raise InvalidArgument(name, "request bytes are not a valid message") from exc
 
 
-class DecodeRequests(grpc.ServerInterceptor):
-    def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
-                          handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+class DecodeRequests(grpc.ServerInterceptor):  # type: ignore[type-arg]
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
         handler = continuation(handler_call_details)
         deserialize = getattr(handler, "request_deserializer", None)
         if handler is None or deserialize is None:
@@ -43,7 +45,7 @@ class DecodeRequests(grpc.ServerInterceptor):
             def streaming(raw_iter: Iterator[bytes], context: grpc.ServicerContext) -> Any:
                 return inner((_decode(deserialize, raw) for raw in raw_iter), context)
 
-            return handler._replace(request_deserializer=None, **{field: streaming})  # type: ignore[attr-defined, no-any-return]
+            return handler._replace(request_deserializer=None, **{field: streaming})
         inner = handler.unary_unary or handler.unary_stream
         field = "unary_unary" if handler.unary_unary else "unary_stream"
 
@@ -54,4 +56,4 @@ class DecodeRequests(grpc.ServerInterceptor):
                 context.abort_with_status(to_status(err))
             return inner(request, context)
 
-        return handler._replace(request_deserializer=None, **{field: unary})  # type: ignore[attr-defined, no-any-return]
+        return handler._replace(request_deserializer=None, **{field: unary})

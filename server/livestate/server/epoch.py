@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 
 import redis
-
 from livestate.server.keys import Keys
 from livestate.server.scripts import Scripts
 

@@ -34,8 +34,9 @@ class LivestateError(Exception):
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
     reason: str = "UNKNOWN"
 
-    def __init__(self, message: str, *, reason: str | None = None,
-                 metadata: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, message: str, *, reason: str | None = None, metadata: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         if reason is not None:
@@ -56,7 +57,9 @@ class InvalidArgument(LivestateError):
         self.description = message
 
     def details(self) -> list[Any]:
-        violation = error_details_pb2.BadRequest.FieldViolation(field=self.field, description=self.description)
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=self.field, description=self.description
+        )
         return [*super().details(), error_details_pb2.BadRequest(field_violations=[violation])]
 
 
@@ -103,7 +106,9 @@ _REDIS_DOWN = (
 def from_redis(exc: redis.exceptions.RedisError) -> LivestateError | None:
     if isinstance(exc, _REDIS_DOWN):
         return Unavailable(f"redis unavailable: {type(exc).__name__}")
-    if isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith(("BUSY", "LOADING", "MASTERDOWN")):
+    if isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith(
+        ("BUSY", "LOADING", "MASTERDOWN")
+    ):
         return Unavailable(f"redis busy: {exc}")
     return None
 

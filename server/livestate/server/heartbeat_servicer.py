@@ -7,16 +7,15 @@ from collections.abc import Iterator
 
 import grpc
 from google.protobuf import duration_pb2
-from livestate.v1 import heartbeat_service_pb2 as pb
-from livestate.v1 import heartbeat_service_pb2_grpc as pb_grpc
-from livestate.v1 import node_pb2
-
 from livestate.server import errors, validate
 from livestate.server.errors import FailedPrecondition, InvalidArgument, NotFound
 from livestate.server.keys import Partition
 from livestate.server.reads import fetch_node
 from livestate.server.records import joined, spec_fields
 from livestate.server.runtime import Runtime
+from livestate.v1 import heartbeat_service_pb2 as pb
+from livestate.v1 import heartbeat_service_pb2_grpc as pb_grpc
+from livestate.v1 import node_pb2
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +41,9 @@ def validate_spec(spec: node_pb2.NodeSpec) -> None:
     validate.name(spec.region, "node.region", required=False)
     for i, model in enumerate(validate.distinct(spec.models, "node.models", max_items=validate.MAX_MODELS)):
         validate.model(model, f"node.models[{i}]", required=True)
-    for i, sub in enumerate(validate.distinct(spec.subclouds, "node.subclouds", max_items=validate.MAX_SUBCLOUDS)):
+    for i, sub in enumerate(
+        validate.distinct(spec.subclouds, "node.subclouds", max_items=validate.MAX_SUBCLOUDS)
+    ):
         validate.name(sub, f"node.subclouds[{i}]", required=True)
     validate.text(spec.gpu_model, "node.gpu_model", max_len=128)
     validate.at_most(spec.gpu_count, validate.MAX_GPUS, "node.gpu_count")
@@ -87,15 +88,25 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
         _, restarted, _ = rt.scripts.call(
             "register",
             pk.register_keys(node_id),
-            [node_id, request.boot_id, epoch, int(rt.config.node_ttl * 1000), pk.model_base, pk.subcloud_base,
-             rt.config.events_maxlen, request.state or node_pb2.NODE_STATE_IDLE, request.vram_free_mb,
-             joined(list(spec.models)), joined(list(spec.subclouds)), *spec_fields(spec)],
+            [
+                node_id,
+                request.boot_id,
+                epoch,
+                int(rt.config.node_ttl * 1000),
+                pk.model_base,
+                pk.subcloud_base,
+                rt.config.events_maxlen,
+                request.state or node_pb2.NODE_STATE_IDLE,
+                request.vram_free_mb,
+                joined(list(spec.models)),
+                joined(list(spec.subclouds)),
+                *spec_fields(spec),
+            ],
         )
         rt.client.set(rt.keys.locator(node_id), partition.label, px=rt.locator.ttl_ms)
         if previous is not None and previous != partition:
             old = rt.keys.partition(previous)
-            rt.scripts.call("forget", old.forget_keys(node_id),
-                            [node_id, old.model_base, old.subcloud_base])
+            rt.scripts.call("forget", old.forget_keys(node_id), [node_id, old.model_base, old.subcloud_base])
         rt.locator.remember(node_id, partition)
 
         node = fetch_node(rt, partition, node_id)
@@ -113,8 +124,9 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
         return pb.BeatResponse(resync_required=resync, next_interval=self._interval, seq=request.seq)
 
     @errors.stream
-    def Heartbeat(self, request_iterator: Iterator[pb.HeartbeatRequest],
-                  context: grpc.ServicerContext) -> Iterator[pb.HeartbeatResponse]:
+    def Heartbeat(
+        self, request_iterator: Iterator[pb.HeartbeatRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.HeartbeatResponse]:
         first: pb.HeartbeatRequest | None = None
         for request in request_iterator:
             if first is None:
@@ -125,7 +137,9 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
             yield pb.HeartbeatResponse(resync_required=resync, next_interval=self._interval, seq=request.seq)
 
     @errors.unary
-    def Deregister(self, request: pb.DeregisterRequest, context: grpc.ServicerContext) -> pb.DeregisterResponse:
+    def Deregister(
+        self, request: pb.DeregisterRequest, context: grpc.ServicerContext
+    ) -> pb.DeregisterResponse:
         validate.node_id(request.node_id)
         validate.boot_id(request.boot_id)
 
@@ -137,14 +151,19 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
         code, _ = rt.scripts.call(
             "deregister",
             pk.deregister_keys(request.node_id),
-            [request.node_id, request.boot_id, int((rt.config.retention + rt.config.forget_margin) * 1000),
-             rt.config.events_maxlen],
+            [
+                request.node_id,
+                request.boot_id,
+                int((rt.config.retention + rt.config.forget_margin) * 1000),
+                rt.config.events_maxlen,
+            ],
         )
         if code == DEREG_UNKNOWN:
             raise NotFound(f"node {request.node_id!r} is not registered")
         if code == DEREG_OTHER_BOOT:
-            raise FailedPrecondition(f"boot_id {request.boot_id!r} is not the registered boot of the node",
-                                     reason="BOOT_MISMATCH")
+            raise FailedPrecondition(
+                f"boot_id {request.boot_id!r} is not the registered boot of the node", reason="BOOT_MISMATCH"
+            )
         return pb.DeregisterResponse()
 
     def _beat(self, request: BeatLike, time_remaining: float | None) -> bool:
@@ -174,10 +193,23 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
         pk = rt.keys.partition(partition)
         touch = rt.keys.locator(request.node_id) if rt.locator.touch_due(request.node_id) else None
         code, _ = rt.batcher.call(
-            ("beat", pk.beat_keys(request.node_id),
-             [request.node_id, request.boot_id, rt.epoch.current, request.seq, request.state,
-              request.vram_free_mb, request.running_jobs, int(rt.config.node_ttl * 1000), rt.config.events_maxlen,
-              int(rt.config.offline_after * 1000), int(rt.config.sweep_gap * 1000)]),
+            (
+                "beat",
+                pk.beat_keys(request.node_id),
+                [
+                    request.node_id,
+                    request.boot_id,
+                    rt.epoch.current,
+                    request.seq,
+                    request.state,
+                    request.vram_free_mb,
+                    request.running_jobs,
+                    int(rt.config.node_ttl * 1000),
+                    rt.config.events_maxlen,
+                    int(rt.config.offline_after * 1000),
+                    int(rt.config.sweep_gap * 1000),
+                ],
+            ),
             timeout=rt.redis_wait(time_remaining),
             touch_key=touch,
             touch_ttl_ms=rt.locator.ttl_ms,

@@ -76,7 +76,14 @@ class PartitionKeys:
     # KEYS of each partition script, in the order its header lists them.
 
     def register_keys(self, node_id: str) -> list[str]:
-        return [self.node(node_id), *self.liveness_sets(), self.models, self.subclouds, self.events, self.meta]
+        return [
+            self.node(node_id),
+            *self.liveness_sets(),
+            self.models,
+            self.subclouds,
+            self.events,
+            self.meta,
+        ]
 
     def beat_keys(self, node_id: str) -> list[str]:
         return [self.node(node_id), self.alive, self.suspect, self.events, self.meta]

@@ -12,7 +12,6 @@ import threading
 import time
 
 import redis
-
 from livestate.server.keys import Keys, Partition
 
 

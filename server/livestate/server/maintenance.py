@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 
 import redis
-
 from livestate.server.keys import Partition
 from livestate.server.runtime import Runtime
 
@@ -70,8 +69,11 @@ class Maintenance:
         before = rt.epoch.current
         epoch = rt.epoch.refresh()
         if before and epoch != before:
-            log.warning("redis state was lost or replaced (epoch %d -> %d): nodes will be told to resync",
-                        before, epoch)
+            log.warning(
+                "redis state was lost or replaced (epoch %d -> %d): nodes will be told to resync",
+                before,
+                epoch,
+            )
             rt.locator.clear()
         labels = sorted(str(label) for label in rt.client.smembers(rt.keys.partitions))
         due = [Partition.from_label(label) for label in labels]
@@ -87,14 +89,26 @@ class Maintenance:
         calls = []
         for p in parts:
             pk = rt.keys.partition(p)
-            calls.append((
-                "sweep",
-                pk.sweep_keys(),
-                [int(cfg.suspect_after * 1000), int(cfg.offline_after * 1000), int(cfg.retention * 1000), epoch,
-                 cfg.sweep_batch, pk.node_base, pk.model_base, pk.subcloud_base, cfg.events_maxlen,
-                 int(cfg.node_ttl * 1000) if refresh else 0, int((cfg.retention + cfg.forget_margin) * 1000),
-                 int(cfg.sweep_gap * 1000)],
-            ))
+            calls.append(
+                (
+                    "sweep",
+                    pk.sweep_keys(),
+                    [
+                        int(cfg.suspect_after * 1000),
+                        int(cfg.offline_after * 1000),
+                        int(cfg.retention * 1000),
+                        epoch,
+                        cfg.sweep_batch,
+                        pk.node_base,
+                        pk.model_base,
+                        pk.subcloud_base,
+                        cfg.events_maxlen,
+                        int(cfg.node_ttl * 1000) if refresh else 0,
+                        int((cfg.retention + cfg.forget_margin) * 1000),
+                        int(cfg.sweep_gap * 1000),
+                    ],
+                )
+            )
         results = rt.scripts.call_many(calls)  # type: ignore[arg-type]
         again, released = [], []
         for p, result in zip(parts, results, strict=True):
@@ -102,15 +116,20 @@ class Maintenance:
                 raise result
             suspected, offlined, more, *forgotten = result
             if suspected or offlined or forgotten:
-                log.info("sweep %s: %d suspect, %d offline, %d forgotten", p.label, suspected, offlined,
-                         len(forgotten))
+                log.info(
+                    "sweep %s: %d suspect, %d offline, %d forgotten",
+                    p.label,
+                    suspected,
+                    offlined,
+                    len(forgotten),
+                )
             released += [(p, str(node_id)) for node_id in forgotten]
             if more:
                 again.append(p)
         if released:
-            rt.scripts.call_many([
-                ("locator_release", [rt.keys.locator(node_id)], [p.label]) for p, node_id in released
-            ])
+            rt.scripts.call_many(
+                [("locator_release", [rt.keys.locator(node_id)], [p.label]) for p, node_id in released]
+            )
             for _, node_id in released:
                 rt.locator.forget(node_id)
         return again

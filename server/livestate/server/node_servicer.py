@@ -10,15 +10,14 @@ import json
 from collections.abc import Iterable
 
 import grpc
-from livestate.v1 import node_pb2
-from livestate.v1 import node_service_pb2 as pb
-from livestate.v1 import node_service_pb2_grpc as pb_grpc
-
 from livestate.server import errors, validate
 from livestate.server.errors import InvalidArgument, NotFound
 from livestate.server.keys import Partition
 from livestate.server.reads import fetch_node, fetch_nodes
 from livestate.server.runtime import Runtime
+from livestate.v1 import node_pb2
+from livestate.v1 import node_service_pb2 as pb
+from livestate.v1 import node_service_pb2_grpc as pb_grpc
 
 LIVENESS = set(node_pb2.Liveness.values())
 NODE_STATES = set(node_pb2.NodeState.values())
@@ -81,7 +80,9 @@ class NodeServicer(pb_grpc.NodeServiceServicer):
             else:
                 index = pk.nodes
             while True:
-                ids = [str(i) for i in rt.client.zrangebylex(index, f"({after}" if after else "-", "+", 0, CHUNK)]
+                ids = [
+                    str(i) for i in rt.client.zrangebylex(index, f"({after}" if after else "-", "+", 0, CHUNK)
+                ]
                 for node_id, node in zip(ids, fetch_nodes(rt, partition, ids), strict=True):
                     after = node_id
                     budget -= 1
@@ -95,7 +96,9 @@ class NodeServicer(pb_grpc.NodeServiceServicer):
         return pb.ListNodesResponse(nodes=nodes)
 
     @errors.unary
-    def CountNodes(self, request: pb.CountNodesRequest, context: grpc.ServicerContext) -> pb.CountNodesResponse:
+    def CountNodes(
+        self, request: pb.CountNodesRequest, context: grpc.ServicerContext
+    ) -> pb.CountNodesResponse:
         validate.name(request.env, "env", required=True)
         validate.model(request.model, "model", required=False)
         validate.name(request.region, "region", required=False)
@@ -125,7 +128,9 @@ class NodeServicer(pb_grpc.NodeServiceServicer):
             registered, alive = replies[2 * i], replies[2 * i + 1]
             if registered:
                 online[pair] += int(alive)
-        counts = [pb.ModelRegionCount(model=m, region=r, online_nodes=n) for (m, r), n in sorted(online.items())]
+        counts = [
+            pb.ModelRegionCount(model=m, region=r, online_nodes=n) for (m, r), n in sorted(online.items())
+        ]
         return pb.CountNodesResponse(counts=counts)
 
 

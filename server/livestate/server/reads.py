@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from livestate.v1 import node_pb2
-
 from livestate.server.keys import Partition
 from livestate.server.records import hearing_floor, node_from_record
 from livestate.server.runtime import Runtime
+from livestate.v1 import node_pb2
 
 
 def redis_now_ms(time_reply: Sequence[int | str]) -> int:

@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from google.protobuf import timestamp_pb2
-from livestate.v1 import node_pb2
-
 from livestate.server.config import Config
+from livestate.v1 import node_pb2
 
 LIVE_ONLINE = node_pb2.LIVENESS_ONLINE
 LIVE_SUSPECT = node_pb2.LIVENESS_SUSPECT
@@ -22,19 +21,18 @@ LABEL_PREFIX = "l:"
 
 def spec_fields(spec: node_pb2.NodeSpec) -> list[str]:
     """Flat field/value pairs of a spec (ARGV tail of register.lua), models and subclouds apart."""
-    fields = [
-        "env", spec.env,
-        "region", spec.region,
-        "gpu", spec.gpu_model,
-        "gpus", str(spec.gpu_count),
-        "vram", str(spec.vram_total_mb),
-        "slots", str(spec.slots or 1),
-        "agent", spec.agent_version,
-        "digest", spec.config_digest,
+    pairs = [
+        ("env", spec.env),
+        ("region", spec.region),
+        ("gpu", spec.gpu_model),
+        ("gpus", str(spec.gpu_count)),
+        ("vram", str(spec.vram_total_mb)),
+        ("slots", str(spec.slots or 1)),
+        ("agent", spec.agent_version),
+        ("digest", spec.config_digest),
+        *((LABEL_PREFIX + key, spec.labels[key]) for key in sorted(spec.labels)),
     ]
-    for key in sorted(spec.labels):
-        fields += [LABEL_PREFIX + key, spec.labels[key]]
-    return fields
+    return [item for pair in pairs for item in pair]
 
 
 def joined(items: list[str]) -> str:
@@ -72,8 +70,9 @@ def liveness(record: Mapping[str, str], now_ms: int, floor_ms: int, config: Conf
     return LIVE_ONLINE
 
 
-def node_from_record(node_id: str, record: Mapping[str, str], now_ms: int, floor_ms: int,
-                     config: Config) -> node_pb2.Node:
+def node_from_record(
+    node_id: str, record: Mapping[str, str], now_ms: int, floor_ms: int, config: Config
+) -> node_pb2.Node:
     spec = node_pb2.NodeSpec(
         node_id=node_id,
         env=record.get("env", ""),
@@ -84,7 +83,7 @@ def node_from_record(node_id: str, record: Mapping[str, str], now_ms: int, floor
         vram_total_mb=int(record.get("vram", "0")),
         slots=int(record.get("slots", "1")),
         subclouds=_split(record.get("subs")),
-        labels={k[len(LABEL_PREFIX):]: v for k, v in record.items() if k.startswith(LABEL_PREFIX)},
+        labels={k[len(LABEL_PREFIX) :]: v for k, v in record.items() if k.startswith(LABEL_PREFIX)},
         agent_version=record.get("agent", ""),
         config_digest=record.get("digest", ""),
     )

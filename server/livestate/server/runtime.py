@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 import redis
-
 from livestate.server.batcher import BeatBatcher
 from livestate.server.config import Config
 from livestate.server.epoch import EpochTracker
@@ -35,7 +34,9 @@ class Runtime:
             scripts=scripts,
             epoch=EpochTracker(client, scripts, keys),
             locator=Locator(client, keys, ttl=config.node_ttl),
-            batcher=BeatBatcher(client, scripts, batch_size=config.beat_batch_size, writers=config.beat_writers),
+            batcher=BeatBatcher(
+                client, scripts, batch_size=config.beat_batch_size, writers=config.beat_writers
+            ),
         )
 
     def redis_wait(self, time_remaining: float | None) -> float:

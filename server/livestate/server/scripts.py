@@ -18,7 +18,13 @@ import redis.exceptions
 
 ScriptName = Literal["register", "beat", "deregister", "sweep", "forget", "epoch", "locator_release"]
 SCRIPT_NAMES: tuple[ScriptName, ...] = (
-    "register", "beat", "deregister", "sweep", "forget", "epoch", "locator_release",
+    "register",
+    "beat",
+    "deregister",
+    "sweep",
+    "forget",
+    "epoch",
+    "locator_release",
 )
 
 Call = tuple[ScriptName, Sequence[str], Sequence[str | int]]

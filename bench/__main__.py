@@ -1,0 +1,215 @@
+"""`make bench`: livestate heartbeat throughput as a ratio of a bare gRPC stream, same run, same machine.
+
+Three processes per measurement: Redis (embedded Valkey), a server, and a load generator that
+holds `--streams` Heartbeat streams open and ping-pongs beats on each as fast as answers come.
+The baseline server answers the same messages on the same RPC path without touching Redis, so
+the ratio isolates what livestate adds (validation, batching, the beat script, Redis).
+
+    python -m bench [--nodes 10000] [--streams 64] [--seconds 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import redis
+
+from livestate.server.embedded import EmbeddedRedis, free_port
+from livestate.v1 import heartbeat_service_pb2 as hb
+from livestate.v1 import heartbeat_service_pb2_grpc as hb_grpc
+from livestate.v1 import node_pb2
+
+HERE = Path(__file__).resolve().parent
+
+
+def bare_server(port: int) -> None:
+    """The baseline: a threaded gRPC server answering each beat with a fixed response."""
+
+    class Bare(hb_grpc.HeartbeatServiceServicer):
+        def Heartbeat(self, request_iterator, context):  # type: ignore[no-untyped-def]
+            for request in request_iterator:
+                yield hb.HeartbeatResponse(seq=request.seq)
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=512), maximum_concurrent_rpcs=512)
+    hb_grpc.add_HeartbeatServiceServicer_to_server(Bare(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    server.wait_for_termination()
+
+
+async def _load(target: str, node_ids: list[str], boot: str, seconds: float) -> dict[str, float]:
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = hb_grpc.HeartbeatServiceStub(channel)
+        stop_at = time.monotonic() + seconds
+        latencies: list[float] = []
+        resyncs = 0
+
+        async def one(node_id: str) -> int:
+            nonlocal resyncs
+            call = stub.Heartbeat()
+            seq = 0
+            while time.monotonic() < stop_at:
+                seq += 1
+                sent = time.perf_counter()
+                await call.write(
+                    hb.HeartbeatRequest(
+                        node_id=node_id, boot_id=boot, seq=seq, state=node_pb2.NODE_STATE_IDLE
+                    )
+                )
+                response = await call.read()
+                latencies.append(time.perf_counter() - sent)
+                resyncs += response.resync_required
+            await call.done_writing()
+            return seq
+
+        started = time.monotonic()
+        counts = await asyncio.gather(*(one(n) for n in node_ids))
+        elapsed = time.monotonic() - started
+    latencies.sort()
+    return {
+        "beats_per_s": sum(counts) / elapsed,
+        "p50_ms": latencies[len(latencies) // 2] * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+        "resyncs": resyncs,
+    }
+
+
+def load_main(target: str, node_ids: list[str], boot: str, seconds: float) -> None:
+    print(json.dumps(asyncio.run(_load(target, node_ids, boot, seconds))))
+
+
+def _wait_ready(port: int) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        grpc.channel_ready_future(channel).result(timeout=30)
+
+
+def _measure(port: int, node_ids: list[str], boot: str, seconds: float) -> dict[str, float]:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--load",
+            f"127.0.0.1:{port}",
+            "--boot",
+            boot,
+            "--seconds",
+            str(seconds),
+            "--ids",
+            ",".join(node_ids),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=HERE.parent,
+    )
+    return dict(json.loads(out.stdout))
+
+
+def _populate(url: str, port: int, count: int, boot: str) -> None:
+    """Registers `count` nodes through the real Register RPC, several at a time."""
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = hb_grpc.HeartbeatServiceStub(channel)
+
+    def register(i: int) -> None:
+        spec = node_pb2.NodeSpec(
+            node_id=f"bench-{i:06d}",
+            env="bench",
+            region=f"r{i % 4}",
+            models=["llama-3-8b", "mistral-7b"][: 1 + i % 2],
+            gpu_model="NVIDIA L4",
+            gpu_count=1,
+            vram_total_mb=24_000,
+            labels={"tier": "std"},
+        )
+        stub.Register(hb.RegisterRequest(node=spec, boot_id=boot), timeout=30)
+
+    with futures.ThreadPoolExecutor(16) as pool:
+        list(pool.map(register, range(count)))
+    channel.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--nodes", type=int, default=10_000, help="registered nodes in Redis")
+    parser.add_argument("--streams", type=int, default=64, help="concurrent Heartbeat streams")
+    parser.add_argument("--seconds", type=float, default=8.0, help="duration of each measurement")
+    parser.add_argument("--load", help=argparse.SUPPRESS)
+    parser.add_argument("--boot", default="bench-boot", help=argparse.SUPPRESS)
+    parser.add_argument("--ids", help=argparse.SUPPRESS)
+    parser.add_argument("--bare", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.bare:
+        bare_server(args.bare)
+        return
+    if args.load:
+        load_main(args.load, args.ids.split(","), args.boot, args.seconds)
+        return
+
+    node_ids = [f"bench-{i:06d}" for i in range(min(args.streams, args.nodes))]
+    with EmbeddedRedis() as embedded:
+        bare_port, ls_port = free_port(), free_port()
+        bare = subprocess.Popen(
+            [sys.executable, "-m", "bench", "--bare", str(bare_port)],
+            cwd=HERE.parent,
+            stderr=subprocess.DEVNULL,
+        )
+        env = {
+            **os.environ,
+            "LIVESTATE_REDIS_URL": embedded.url,
+            "LIVESTATE_LOG_LEVEL": "WARNING",
+            "LIVESTATE_MAX_WORKERS": "512",
+            "LIVESTATE_MAX_CONCURRENT_RPCS": "512",
+            # Populating takes a while; no node may go silent before it beats in the measurement.
+            "LIVESTATE_SUSPECT_AFTER": "1800",
+            "LIVESTATE_OFFLINE_AFTER": "3600",
+        }
+        server = subprocess.Popen(
+            [str(Path(sys.executable).parent / "livestate"), "serve", "--listen", f"127.0.0.1:{ls_port}"],
+            env=env,
+        )
+        try:
+            _wait_ready(bare_port)
+            _wait_ready(ls_port)
+            started = time.monotonic()
+            _populate(embedded.url, ls_port, args.nodes, args.boot)
+            populate_s = time.monotonic() - started
+            client = redis.Redis.from_url(embedded.url)
+            memory = int(client.info("memory")["used_memory"])
+            client.close()
+
+            baseline = _measure(bare_port, node_ids, args.boot, args.seconds)
+            livestate = _measure(ls_port, node_ids, args.boot, args.seconds)
+        finally:
+            for proc in (bare, server):
+                proc.terminate()
+                proc.wait(timeout=15)
+
+    ratio = livestate["beats_per_s"] / baseline["beats_per_s"]
+    print(f"registered {args.nodes} nodes in {populate_s:.1f}s ({args.nodes / populate_s:.0f} Register/s)")
+    print(
+        f"redis used_memory with {args.nodes} nodes: {memory / max(1, args.nodes):.0f} B/node (incl. baseline)"
+    )
+    print(f"{args.streams} streams, {args.seconds:.0f}s each:")
+    print(
+        f"  bare gRPC stream     {baseline['beats_per_s']:8.0f} msg/s   p50 {baseline['p50_ms']:.2f} ms"
+        f"  p99 {baseline['p99_ms']:.2f} ms"
+    )
+    print(
+        f"  livestate Heartbeat  {livestate['beats_per_s']:8.0f} beats/s p50 {livestate['p50_ms']:.2f} ms"
+        f"  p99 {livestate['p99_ms']:.2f} ms  resyncs {livestate['resyncs']:.0f}"
+    )
+    print(f"  ratio                {ratio:8.2f}   (target >= 0.60)")
+
+
+if __name__ == "__main__":
+    main()
