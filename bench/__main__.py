@@ -196,9 +196,7 @@ def main() -> None:
 
     ratio = livestate["beats_per_s"] / baseline["beats_per_s"]
     print(f"registered {args.nodes} nodes in {populate_s:.1f}s ({args.nodes / populate_s:.0f} Register/s)")
-    print(
-        f"redis used_memory with {args.nodes} nodes: {memory / max(1, args.nodes):.0f} B/node (incl. baseline)"
-    )
+    print(f"redis used_memory / nodes: {memory / max(1, args.nodes):.0f} B/node (with {args.nodes} nodes)")
     print(f"{args.streams} streams, {args.seconds:.0f}s each:")
     print(
         f"  bare gRPC stream     {baseline['beats_per_s']:8.0f} msg/s   p50 {baseline['p50_ms']:.2f} ms"

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import redis
+
 from harness import FAST, Harness
 from livestate.server import Config, LivestateServer
 from livestate.server.embedded import EmbeddedRedis

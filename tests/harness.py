@@ -12,6 +12,7 @@ import redis
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2_grpc
 from grpc_status import rpc_status
+
 from livestate.server import Config, LivestateServer
 from livestate.server.keys import Partition
 from livestate.v1 import (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 import pytest
+
 from livestate.server.config import Config, ConfigError, add_arguments, from_sources, parse
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+
 from harness import BUSY, IDLE, OFFLINE, ONLINE, Harness, error_field, error_reason, spec, wait_for
 from livestate.server.keys import Partition
 from livestate.v1 import heartbeat_service_pb2 as hb

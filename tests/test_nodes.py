@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
+
 from harness import BUSY, IDLE, OFFLINE, ONLINE, SUSPECT, Harness, error_field, wait_for
 from livestate.v1 import heartbeat_service_pb2 as hb
 from livestate.v1 import node_pb2

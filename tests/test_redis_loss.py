@@ -11,8 +11,9 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from conftest import ServerFactory
 from grpc_health.v1 import health_pb2
+
+from conftest import ServerFactory
 from harness import IDLE, OFFLINE, ONLINE, Harness, error_reason, spec, wait_for
 from livestate.server.app import SERVICE_NAMES
 from livestate.server.embedded import EmbeddedRedis

@@ -7,9 +7,10 @@ import re
 from collections.abc import Callable
 
 import pytest
+from redis.crc import key_slot
+
 from livestate.server.keys import Keys, Partition, PartitionKeys
 from livestate.server.scripts import SCRIPT_NAMES, _read
-from redis.crc import key_slot
 
 PARTITIONS = [Partition("mainnet", "eu-west"), Partition("testnet", ""), Partition("a.b", "c_d", 7)]
 NODE = "node-1.x_y"

@@ -17,6 +17,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
 from harness import IDLE, spec, wait_for
 from livestate.server.app import SERVICE_NAMES
 from livestate.server.embedded import free_port

@@ -7,6 +7,7 @@ from typing import Any
 
 import grpc
 import pytest
+
 from harness import IDLE, Harness, error_field, spec
 from livestate.v1 import heartbeat_service_pb2 as hb
 from livestate.v1 import match_service_pb2, node_pb2

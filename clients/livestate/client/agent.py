@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import grpc
+
 from livestate.v1 import heartbeat_service_pb2 as hb
 from livestate.v1 import heartbeat_service_pb2_grpc as hb_grpc
 from livestate.v1 import node_pb2

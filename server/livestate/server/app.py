@@ -15,6 +15,7 @@ from types import FrameType
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
 from livestate.server import store
 from livestate.server.config import Config
 from livestate.server.decoding import DecodeRequests

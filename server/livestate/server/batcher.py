@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
+
 from livestate.server.errors import Unavailable
 from livestate.server.scripts import Call, Scripts
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
+
 from livestate.server.errors import InvalidArgument, to_status
 
 Deserializer = Callable[[bytes], Any]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import redis
+
 from livestate.server.keys import Keys
 from livestate.server.scripts import Scripts
 

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import grpc
 from google.protobuf import duration_pb2
+
 from livestate.server import errors, validate
 from livestate.server.errors import FailedPrecondition, InvalidArgument, NotFound
 from livestate.server.keys import Partition

@@ -12,6 +12,7 @@ import threading
 import time
 
 import redis
+
 from livestate.server.keys import Keys, Partition
 
 

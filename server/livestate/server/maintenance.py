@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 import redis
+
 from livestate.server.keys import Partition
 from livestate.server.runtime import Runtime
 

@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterable
 
 import grpc
+
 from livestate.server import errors, validate
 from livestate.server.errors import InvalidArgument, NotFound
 from livestate.server.keys import Partition

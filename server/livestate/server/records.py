@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from google.protobuf import timestamp_pb2
+
 from livestate.server.config import Config
 from livestate.v1 import node_pb2
 

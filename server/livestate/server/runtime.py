@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import redis
+
 from livestate.server.batcher import BeatBatcher
 from livestate.server.config import Config
 from livestate.server.epoch import EpochTracker

@@ -8,9 +8,10 @@ immediate retry covers the common case of a pooled connection that died with a R
 from __future__ import annotations
 
 import redis
-from livestate.server.config import Config
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from livestate.server.config import Config
 
 
 def connect(url: str, config: Config) -> redis.Redis:
