@@ -250,3 +250,20 @@ def test_register_initial_state_and_vram(ls: Harness) -> None:
 
     node = wait_for(lambda: ls.get("gpu-1"))
     assert (node.state, node.vram_free_mb) == (node_pb2.NODE_STATE_LOADING, 500)
+
+
+def test_agent_cancelling_its_stream_is_not_an_error(ls: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    boot, _ = ls.register("gpu-1")
+    hold = threading.Event()
+
+    def agent() -> Iterator[hb.HeartbeatRequest]:
+        yield hb.HeartbeatRequest(node_id="gpu-1", boot_id=boot, seq=1, state=IDLE)
+        hold.wait(10)
+
+    responses = ls.heartbeat.Heartbeat(agent(), timeout=10)
+    assert not next(responses).resync_required
+    responses.cancel()
+    hold.set()
+
+    wait_for(lambda: ls.beat("gpu-1", boot, seq=2).seq == 2)  # the server carries on
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]

@@ -152,6 +152,10 @@ def stream(fn: F) -> F:
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         try:
             yield from fn(self, request, context)
+        except grpc.RpcError:
+            # Raised by the request iterator when the client cancelled or went away: the call is
+            # over, there is no one to answer.
+            return
         except Exception as exc:
             _abort(context, exc, fn.__qualname__)
             raise

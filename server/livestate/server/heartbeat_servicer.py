@@ -6,12 +6,13 @@ import logging
 from collections.abc import Iterator
 
 import grpc
+import redis
 from google.protobuf import duration_pb2
 
 from livestate.server import errors, validate
 from livestate.server.errors import FailedPrecondition, InvalidArgument, NotFound
 from livestate.server.keys import Partition
-from livestate.server.reads import fetch_node
+from livestate.server.reads import nodes_from_replies, queue_node_reads
 from livestate.server.records import joined, spec_fields
 from livestate.server.runtime import Runtime
 from livestate.v1 import heartbeat_service_pb2 as pb
@@ -79,38 +80,43 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
         rt, node_id = self.rt, spec.node_id
         partition = Partition(spec.env, spec.region)
         pk = rt.keys.partition(partition)
-        # A fresh epoch, so a registration right after Redis lost its state is stamped with the
-        # new epoch rather than the one this process cached before the loss.
-        epoch = rt.epoch.refresh(check_run_id=False)
-        previous = rt.locator.lookup(node_id, use_cache=False)
 
-        # Catalogue the partition before the node lands in it: the sweeper only visits listed ones.
-        rt.client.sadd(rt.keys.partitions, partition.label)
-        _, restarted, _ = rt.scripts.call(
-            "register",
-            pk.register_keys(node_id),
-            [
-                node_id,
-                request.boot_id,
-                epoch,
-                int(rt.config.node_ttl * 1000),
-                pk.model_base,
-                pk.subcloud_base,
-                rt.config.events_maxlen,
-                request.state or node_pb2.NODE_STATE_IDLE,
-                request.vram_free_mb,
-                joined(list(spec.models)),
-                joined(list(spec.subclouds)),
-                *spec_fields(spec),
-            ],
-        )
-        rt.client.set(rt.keys.locator(node_id), partition.label, px=rt.locator.ttl_ms)
+        def prepare(pipe: redis.client.Pipeline) -> None:
+            pipe.get(rt.keys.locator(node_id))
+            # Catalogue the partition before the node lands in it: the sweeper visits listed ones.
+            pipe.sadd(rt.keys.partitions, partition.label)
+            rt.epoch.queue(pipe)
+
+        previous_label, _, epoch_reply = rt.scripts.pipeline(prepare)
+        epoch = rt.epoch.observe(epoch_reply)
+        args: list[str | int] = [
+            node_id,
+            request.boot_id,
+            epoch,
+            int(rt.config.node_ttl * 1000),
+            pk.model_base,
+            pk.subcloud_base,
+            rt.config.events_maxlen,
+            request.state or node_pb2.NODE_STATE_IDLE,
+            request.vram_free_mb,
+            joined(list(spec.models)),
+            joined(list(spec.subclouds)),
+            *spec_fields(spec),
+        ]
+
+        def register(pipe: redis.client.Pipeline) -> None:
+            rt.scripts.add(pipe, "register", pk.register_keys(node_id), args)
+            pipe.set(rt.keys.locator(node_id), partition.label, px=rt.locator.ttl_ms)
+            queue_node_reads(pipe, pk, [node_id])
+
+        (_, restarted, _), _, *reads = rt.scripts.pipeline(register)
+        rt.locator.remember(node_id, partition)
+        previous = Partition.from_label(previous_label) if previous_label else None
         if previous is not None and previous != partition:
             old = rt.keys.partition(previous)
             rt.scripts.call("forget", old.forget_keys(node_id), [node_id, old.model_base, old.subcloud_base])
-        rt.locator.remember(node_id, partition)
 
-        node = fetch_node(rt, partition, node_id)
+        (node,) = nodes_from_replies(rt, [node_id], reads)
         return pb.RegisterResponse(
             heartbeat_interval=self._interval,
             node=node,

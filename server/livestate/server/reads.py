@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from livestate.server.keys import Partition
+import redis
+
+from livestate.server.keys import Partition, PartitionKeys
 from livestate.server.records import hearing_floor, node_from_record
 from livestate.server.runtime import Runtime
 from livestate.v1 import node_pb2
@@ -15,22 +18,32 @@ def redis_now_ms(time_reply: Sequence[int | str]) -> int:
     return int(seconds) * 1000 + int(micros) // 1000
 
 
-def fetch_nodes(rt: Runtime, partition: Partition, node_ids: Sequence[str]) -> list[node_pb2.Node | None]:
-    """One pipeline: every record plus the Redis clock and the partition's hearing floor, so
-    liveness is judged exactly as the scripts judge it. Forgotten nodes come back as None."""
-    pk = rt.keys.partition(partition)
-    pipe = rt.client.pipeline(transaction=False)
+def queue_node_reads(pipe: redis.client.Pipeline, pk: PartitionKeys, node_ids: Sequence[str]) -> None:
+    """Every record plus the Redis clock and the partition's hearing floor, so liveness is judged
+    exactly as the scripts judge it; pass the replies, in order, to `nodes_from_replies`."""
     pipe.time()
     pipe.hmget(pk.meta, ["pulse", "floor"])
     for node_id in node_ids:
         pipe.hgetall(pk.node(node_id))
-    now_reply, meta, *records = pipe.execute()
+
+
+def nodes_from_replies(
+    rt: Runtime, node_ids: Sequence[str], replies: Sequence[Any]
+) -> list[node_pb2.Node | None]:
+    """Forgotten nodes come back as None."""
+    now_reply, meta, *records = replies
     now = redis_now_ms(now_reply)
     floor = hearing_floor(meta, now, rt.epoch.current, rt.config)
     return [
         node_from_record(node_id, record, now, floor, rt.config) if record else None
         for node_id, record in zip(node_ids, records, strict=True)
     ]
+
+
+def fetch_nodes(rt: Runtime, partition: Partition, node_ids: Sequence[str]) -> list[node_pb2.Node | None]:
+    pipe = rt.client.pipeline(transaction=False)
+    queue_node_reads(pipe, rt.keys.partition(partition), node_ids)
+    return nodes_from_replies(rt, node_ids, pipe.execute())
 
 
 def fetch_node(rt: Runtime, partition: Partition, node_id: str) -> node_pb2.Node | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import redis
@@ -65,6 +65,30 @@ class Scripts:
             for i, result in zip(missing, self._run([calls[i] for i in missing]), strict=True):
                 results[i] = result
         return results
+
+    def add(
+        self, pipe: redis.client.Pipeline, name: ScriptName, keys: Sequence[str], args: Sequence[str | int]
+    ) -> None:
+        """Queues one script call on a pipeline being built for `pipeline`."""
+        pipe.evalsha(self._sha[name], len(keys), *keys, *args)
+
+    def pipeline(self, build: Callable[[redis.client.Pipeline], None]) -> list[Any]:
+        """Runs a pipeline of plain commands and at most one script call, built by `build`, and
+        returns its replies, raising the first error. On NOSCRIPT the script did not run: the
+        sources are loaded and the pipeline is built and run again, so its plain commands must be
+        safe to repeat (reads, or writes of the same value)."""
+        for attempt in range(2):
+            pipe = self._client.pipeline(transaction=False)
+            build(pipe)
+            replies = list(pipe.execute(raise_on_error=False))
+            errors = [r for r in replies if isinstance(r, Exception)]
+            if attempt == 0 and any(isinstance(e, redis.exceptions.NoScriptError) for e in errors):
+                self.load()
+                continue
+            if errors:
+                raise errors[0]
+            return replies
+        raise AssertionError("unreachable")
 
     def _run(self, calls: Sequence[Call]) -> list[Any]:
         pipe = self._client.pipeline(transaction=False)
