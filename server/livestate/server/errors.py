@@ -5,7 +5,8 @@
     ├── NotFound
     ├── FailedPrecondition
     ├── ResourceExhausted
-    └── Unavailable              Redis unreachable, frozen or loading; safe to retry
+    ├── Unavailable              Redis unreachable, frozen or loading; safe to retry
+    └── Internal                 a bug (logged with its traceback; no details in the answer)
 
 Servicer methods are wrapped by `unary` / `stream`, which abort the call with the mapped status.
 Redis errors that mean "the store is not answering" become UNAVAILABLE. Anything else is a bug:
@@ -83,6 +84,13 @@ class Unavailable(LivestateError):
     reason = "REDIS_UNAVAILABLE"
 
 
+class Internal(LivestateError):
+    """A bug. Its details stay in the log, never in the answer."""
+
+    code = grpc.StatusCode.INTERNAL
+    reason = "INTERNAL"
+
+
 def to_status(err: LivestateError) -> grpc.Status:
     details = []
     for detail in err.details():
@@ -122,9 +130,8 @@ def _abort(context: grpc.ServicerContext, exc: BaseException, method: str) -> No
     else:
         err = None
     if err is None:
-        log.exception("unexpected error in %s", method, exc_info=exc)
-        err = LivestateError("internal error", reason="INTERNAL")
-        err.code = grpc.StatusCode.INTERNAL
+        log.error("unexpected error in %s", method, exc_info=exc)
+        err = Internal("internal error")
     context.abort_with_status(to_status(err))
 
 
