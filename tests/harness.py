@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
 
 import grpc
@@ -19,6 +21,8 @@ from livestate.v1 import (
     flag_service_pb2_grpc,
     heartbeat_service_pb2,
     heartbeat_service_pb2_grpc,
+    lease_pb2,
+    match_service_pb2,
     match_service_pb2_grpc,
     node_pb2,
     node_service_pb2,
@@ -106,7 +110,7 @@ class Harness:
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
         self.heartbeat = heartbeat_service_pb2_grpc.HeartbeatServiceStub(self.channel)
         self.nodes = node_service_pb2_grpc.NodeServiceStub(self.channel)
-        self.match = match_service_pb2_grpc.MatchServiceStub(self.channel)
+        self.match_stub = match_service_pb2_grpc.MatchServiceStub(self.channel)
         self.flags = flag_service_pb2_grpc.FlagServiceStub(self.channel)
         self.queue = queue_service_pb2_grpc.QueueServiceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
@@ -131,6 +135,55 @@ class Harness:
         )
         response: heartbeat_service_pb2.BeatResponse = self.heartbeat.Beat(request, timeout=5)
         return response
+
+    def match(self, job_id: str, model: str = "llama-3-8b", **fields: Any) -> match_service_pb2.MatchResponse:
+        values: dict[str, Any] = {"env": "test"}
+        values.update(fields)
+        request = match_service_pb2.MatchRequest(job_id=job_id, model=model, **values)
+        response: match_service_pb2.MatchResponse = self.match_stub.Match(request, timeout=10)
+        return response
+
+    def try_match(self, job_id: str, **fields: Any) -> str | None:
+        """The matched node's id, or None on NOT_FOUND (for polling)."""
+        try:
+            return self.match(job_id, **fields).lease.node_id
+        except grpc.RpcError as err:
+            if err.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            return None
+
+    def release(self, lease: lease_pb2.Lease) -> None:
+        self.match_stub.Release(
+            match_service_pb2.ReleaseRequest(lease_id=lease.lease_id, fencing_token=lease.fencing_token),
+            timeout=5,
+        )
+
+    def fail(self, lease: lease_pb2.Lease, reason: str = "oom") -> match_service_pb2.FailResponse:
+        response: match_service_pb2.FailResponse = self.match_stub.Fail(
+            match_service_pb2.FailRequest(
+                lease_id=lease.lease_id, fencing_token=lease.fencing_token, reason=reason
+            ),
+            timeout=5,
+        )
+        return response
+
+    @contextlib.contextmanager
+    def beating(self, boots: dict[str, str]) -> Iterator[None]:
+        """Keeps the nodes ({node_id: boot_id}) alive with an IDLE beat every interval."""
+        stop = threading.Event()
+
+        def run() -> None:
+            while not stop.wait(self.config.heartbeat_interval / 2):
+                for node_id, boot in boots.items():
+                    self.beat(node_id, boot)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
     def get(self, node_id: str) -> node_pb2.Node:
         node: node_pb2.Node = self.nodes.GetNode(

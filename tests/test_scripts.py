@@ -21,6 +21,9 @@ PARTITION_SCRIPTS: dict[str, Callable[[PartitionKeys], list[str]]] = {
     "deregister": lambda pk: pk.deregister_keys(NODE),
     "forget": lambda pk: pk.forget_keys(NODE),
     "sweep": lambda pk: pk.sweep_keys(),
+    "match": lambda pk: pk.match_keys(),
+    "renew": lambda pk: pk.renew_keys(),
+    "release": lambda pk: pk.release_keys(),
 }
 
 
@@ -46,11 +49,25 @@ def test_every_key_of_a_partition_script_hashes_to_one_slot(script: str, partiti
 def test_script_headers_declare_the_keys_the_server_passes(script: str) -> None:
     pk = Keys("ls").partition(PARTITIONS[0])
     assert _declared_keys(script) == len(PARTITION_SCRIPTS[script](pk))
+    # Every partition script reads the key bases first, as lib.lua's bases() does.
+    assert "-- ARGV[1..8] key bases (lib.lua)" in _read(script)
+    assert "local B = bases()" in _read(script)
+
+
+def test_lua_bases_match_the_key_builder() -> None:
+    lib = _read("lib")
+    order = re.findall(r"(\w+) = ARGV\[(\d)\]", lib.split("local function bases()", 1)[1].split("end", 1)[0])
+    pk = Keys("ls").partition(PARTITIONS[0])
+    bases = pk.bases()
+    assert [int(i) for _, i in order] == list(range(1, 9))
+    assert len(bases) == 8
+    for (name, i), base in zip(order, bases, strict=True):
+        assert base.endswith(f":{name}:") or (name == "sub" and base.endswith(":sub:")), (name, i, base)
 
 
 def test_single_key_scripts_declare_one_key() -> None:
     assert _declared_keys("epoch") == 1
-    assert _declared_keys("locator_release") == 1
+    assert _declared_keys("del_if_equal") == 1
 
 
 def test_partitions_land_in_different_slots() -> None:

@@ -22,6 +22,7 @@ from livestate.server.decoding import DecodeRequests
 from livestate.server.embedded import EmbeddedRedis
 from livestate.server.heartbeat_servicer import HeartbeatServicer
 from livestate.server.maintenance import Maintenance
+from livestate.server.match_servicer import MatchServicer
 from livestate.server.node_servicer import NodeServicer
 from livestate.server.runtime import Runtime
 from livestate.v1 import (
@@ -85,10 +86,8 @@ class LivestateServer:
             HeartbeatServicer(self.rt), self.grpc
         )
         node_service_pb2_grpc.add_NodeServiceServicer_to_server(NodeServicer(self.rt), self.grpc)
+        match_service_pb2_grpc.add_MatchServiceServicer_to_server(MatchServicer(self.rt), self.grpc)
         # Declared in the contract, built by later issues: until then they answer UNIMPLEMENTED.
-        match_service_pb2_grpc.add_MatchServiceServicer_to_server(
-            match_service_pb2_grpc.MatchServiceServicer(), self.grpc
-        )
         flag_service_pb2_grpc.add_FlagServiceServicer_to_server(
             flag_service_pb2_grpc.FlagServiceServicer(), self.grpc
         )

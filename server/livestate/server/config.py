@@ -47,6 +47,17 @@ class Config:
     beat_writers: int = 2
     events_maxlen: int = 10_000
     shutdown_grace: float = 5.0
+    # Leases and matching.
+    lease_ttl: float = 60.0
+    max_lease_ttl: float = 86_400.0
+    match_walk: int = 256
+    job_ttl: float = 3600.0
+    # Failure scoring: each Fail adds 1 to the node's score, which halves every half-life.
+    failure_half_life: float = 600.0
+    cooldown_score: float = 3.0
+    cooldown_ttl: float = 300.0
+    quarantine_score: float = 6.0
+    quarantine_ttl: float = 3600.0
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -68,10 +79,29 @@ class Config:
                 "need heartbeat_interval <= suspect_after < offline_after, got "
                 f"{self.heartbeat_interval} / {self.suspect_after} / {self.offline_after}"
             )
-        for name in ("retention", "sweep_interval", "sweep_gap", "redis_timeout", "shutdown_grace"):
+        for name in (
+            "retention",
+            "sweep_interval",
+            "sweep_gap",
+            "redis_timeout",
+            "shutdown_grace",
+            "lease_ttl",
+            "max_lease_ttl",
+            "job_ttl",
+            "failure_half_life",
+            "cooldown_score",
+            "cooldown_ttl",
+            "quarantine_score",
+            "quarantine_ttl",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0")
+        if self.lease_ttl > self.max_lease_ttl:
+            raise ConfigError("lease_ttl must be <= max_lease_ttl")
+        if self.cooldown_score > self.quarantine_score:
+            raise ConfigError("cooldown_score must be <= quarantine_score")
         for name in (
+            "match_walk",
             "sweep_batch",
             "redis_max_connections",
             "max_workers",
@@ -120,6 +150,15 @@ _HELP = {
     "beat_writers": "threads writing beat pipelines to Redis",
     "events_maxlen": "approximate length cap of each partition's event stream",
     "shutdown_grace": "seconds in-flight RPCs get to finish on SIGTERM",
+    "lease_ttl": "seconds a lease lasts when Match/Renew give no lease_ttl",
+    "max_lease_ttl": "longest lease_ttl a caller may ask for",
+    "match_walk": "idle-queue entries one match script call examines before yielding",
+    "job_ttl": "seconds a job's record (its tried nodes, attempts) outlives its last change",
+    "failure_half_life": "seconds in which a node's failure score halves",
+    "cooldown_score": "failure score at which a node gets a COOLDOWN flag",
+    "cooldown_ttl": "seconds a COOLDOWN lasts",
+    "quarantine_score": "failure score at which a node gets a QUARANTINE flag",
+    "quarantine_ttl": "seconds a QUARANTINE lasts",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
 }
 

@@ -4,6 +4,7 @@
     ├── InvalidArgument          bad input; names the field (ErrorInfo + BadRequest details)
     ├── NotFound
     ├── FailedPrecondition
+    ├── Aborted                  a concurrent call on the same thing won; retry
     ├── ResourceExhausted
     ├── Unavailable              Redis unreachable, frozen or loading; safe to retry
     └── Internal                 a bug (logged with its traceback; no details in the answer)
@@ -72,6 +73,11 @@ class NotFound(LivestateError):
 class FailedPrecondition(LivestateError):
     code = grpc.StatusCode.FAILED_PRECONDITION
     reason = "FAILED_PRECONDITION"
+
+
+class Aborted(LivestateError):
+    code = grpc.StatusCode.ABORTED
+    reason = "ABORTED"
 
 
 class ResourceExhausted(LivestateError):

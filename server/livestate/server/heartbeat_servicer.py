@@ -87,15 +87,16 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
             pipe.sadd(rt.keys.partitions, partition.label)
             rt.epoch.queue(pipe)
 
-        previous_label, _, epoch_reply = rt.scripts.pipeline(prepare)
+        previous_label, new_partition, epoch_reply = rt.scripts.pipeline(prepare)
+        if new_partition:
+            rt.catalogue.invalidate()
         epoch = rt.epoch.observe(epoch_reply)
         args: list[str | int] = [
+            *pk.bases(),
             node_id,
             request.boot_id,
             epoch,
             int(rt.config.node_ttl * 1000),
-            pk.model_base,
-            pk.subcloud_base,
             rt.config.events_maxlen,
             request.state or node_pb2.NODE_STATE_IDLE,
             request.vram_free_mb,
@@ -114,7 +115,9 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
         previous = Partition.from_label(previous_label) if previous_label else None
         if previous is not None and previous != partition:
             old = rt.keys.partition(previous)
-            rt.scripts.call("forget", old.forget_keys(node_id), [node_id, old.model_base, old.subcloud_base])
+            rt.scripts.call(
+                "forget", old.forget_keys(node_id), [*old.bases(), node_id, rt.config.events_maxlen]
+            )
 
         (node,) = nodes_from_replies(rt, [node_id], reads)
         return pb.RegisterResponse(
@@ -159,6 +162,7 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
             "deregister",
             pk.deregister_keys(request.node_id),
             [
+                *pk.bases(),
                 request.node_id,
                 request.boot_id,
                 int((rt.config.retention + rt.config.forget_margin) * 1000),
@@ -204,6 +208,7 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
                 "beat",
                 pk.beat_keys(request.node_id),
                 [
+                    *pk.bases(),
                     request.node_id,
                     request.boot_id,
                     rt.epoch.current,

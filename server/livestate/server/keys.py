@@ -39,6 +39,19 @@ class Partition:
         return cls(env, region, int(shard))
 
 
+def lease_id(partition: Partition, unique: str) -> str:
+    """Lease ids name their partition, so Renew/Release/Fail find the lease without a lookup."""
+    return f"{partition.label}/{unique}"
+
+
+def lease_partition(lease_id: str) -> Partition:
+    """The partition a lease id names; ValueError when it is not one of ours."""
+    label, _, unique = lease_id.rpartition("/")
+    if not unique or not re.fullmatch(r"[0-9a-f]{8,64}", unique):
+        raise ValueError(f"bad lease id {lease_id!r}")
+    return Partition.from_label(label)
+
+
 class PartitionKeys:
     """Keys of one partition. Every name here hashes to the partition's slot."""
 
@@ -53,9 +66,16 @@ class PartitionKeys:
         self.subclouds = self.base + "subclouds"
         self.events = self.base + "events"
         self.meta = self.base + "meta"
+        self.leases = self.base + "leases"
+        self.fence = self.base + "fence"
         self.node_base = self.base + "node:"
         self.model_base = self.base + "model:"
         self.subcloud_base = self.base + "sub:"
+        self.idle_base = self.base + "idle:"
+        self.idlev_base = self.base + "idlev:"
+        self.lease_base = self.base + "lease:"
+        self.nlease_base = self.base + "nlease:"
+        self.ctl_base = self.base + "ctl:"
 
     def node(self, node_id: str) -> str:
         return self.node_base + node_id
@@ -69,9 +89,28 @@ class PartitionKeys:
     def liveness_sets(self) -> list[str]:
         return [self.alive, self.suspect, self.offline, self.nodes]
 
+    def idle_queue(self, model: str) -> str:
+        return self.idle_base + model
+
+    def lease(self, lease_id: str) -> str:
+        return self.lease_base + lease_id
+
+    def control(self, node_id: str) -> str:
+        return self.ctl_base + node_id
+
     def bases(self) -> list[str]:
-        """Key bases passed in ARGV, from which scripts derive per-item keys."""
-        return [self.node_base, self.model_base, self.subcloud_base]
+        """ARGV[1..8] of every partition script: the bases from which scripts derive per-item
+        keys (base + id), in the order lib.lua's bases() reads them."""
+        return [
+            self.node_base,
+            self.model_base,
+            self.subcloud_base,
+            self.idle_base,
+            self.idlev_base,
+            self.lease_base,
+            self.nlease_base,
+            self.ctl_base,
+        ]
 
     # KEYS of each partition script, in the order its header lists them.
 
@@ -83,19 +122,37 @@ class PartitionKeys:
             self.subclouds,
             self.events,
             self.meta,
+            self.leases,
         ]
 
     def beat_keys(self, node_id: str) -> list[str]:
         return [self.node(node_id), self.alive, self.suspect, self.events, self.meta]
 
     def deregister_keys(self, node_id: str) -> list[str]:
-        return [self.node(node_id), self.alive, self.suspect, self.offline, self.events]
+        return [self.node(node_id), self.alive, self.suspect, self.offline, self.events, self.leases]
 
     def forget_keys(self, node_id: str) -> list[str]:
-        return [self.node(node_id), *self.liveness_sets()]
+        return [self.node(node_id), *self.liveness_sets(), self.leases, self.events]
 
     def sweep_keys(self) -> list[str]:
-        return [*self.liveness_sets(), self.models, self.subclouds, self.events, self.meta]
+        return [
+            *self.liveness_sets(),
+            self.models,
+            self.subclouds,
+            self.events,
+            self.meta,
+            self.leases,
+            self.fence,
+        ]
+
+    def match_keys(self) -> list[str]:
+        return [self.leases, self.fence, self.events, self.meta]
+
+    def renew_keys(self) -> list[str]:
+        return [self.leases]
+
+    def release_keys(self) -> list[str]:
+        return [self.leases, self.events]
 
 
 class Keys:
@@ -107,6 +164,19 @@ class Keys:
 
     def locator(self, node_id: str) -> str:
         return f"{self.prefix}:loc:{node_id}"
+
+    def job(self, job_id: str) -> str:
+        """The job's record: its live lease, the nodes it failed on, its attempts (global: a
+        job may run in any partition)."""
+        return f"{self.prefix}:job:{job_id}"
+
+    def job_tried(self, job_id: str) -> str:
+        """Nodes the job failed on: every later Match for the job skips them."""
+        return f"{self.prefix}:jobtried:{job_id}"
+
+    def job_claim(self, job_id: str) -> str:
+        """Held by the one Match in flight for a job, so concurrent retries cannot both claim."""
+        return f"{self.prefix}:jobclaim:{job_id}"
 
     def partition(self, partition: Partition) -> PartitionKeys:
         keys = self._cache.get(partition)

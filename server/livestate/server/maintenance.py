@@ -76,8 +76,7 @@ class Maintenance:
                 epoch,
             )
             rt.locator.clear()
-        labels = sorted(str(label) for label in rt.client.smembers(rt.keys.partitions))
-        due = [Partition.from_label(label) for label in labels]
+        due = rt.catalogue.partitions(fresh=True)
         refresh = self.ticks % REFRESH_EVERY == 0
         for _ in range(MAX_ROUNDS):
             if not due:
@@ -95,18 +94,17 @@ class Maintenance:
                     "sweep",
                     pk.sweep_keys(),
                     [
+                        *pk.bases(),
                         int(cfg.suspect_after * 1000),
                         int(cfg.offline_after * 1000),
                         int(cfg.retention * 1000),
                         epoch,
                         cfg.sweep_batch,
-                        pk.node_base,
-                        pk.model_base,
-                        pk.subcloud_base,
                         cfg.events_maxlen,
                         int(cfg.node_ttl * 1000) if refresh else 0,
                         int((cfg.retention + cfg.forget_margin) * 1000),
                         int(cfg.sweep_gap * 1000),
+                        int(cfg.node_ttl * 1000),
                     ],
                 )
             )
@@ -115,13 +113,14 @@ class Maintenance:
         for p, result in zip(parts, results, strict=True):
             if isinstance(result, Exception):
                 raise result
-            suspected, offlined, more, *forgotten = result
-            if suspected or offlined or forgotten:
+            suspected, offlined, expired, more, *forgotten = result
+            if suspected or offlined or expired or forgotten:
                 log.info(
-                    "sweep %s: %d suspect, %d offline, %d forgotten",
+                    "sweep %s: %d suspect, %d offline, %d leases expired, %d forgotten",
                     p.label,
                     suspected,
                     offlined,
+                    expired,
                     len(forgotten),
                 )
             released += [(p, str(node_id)) for node_id in forgotten]
@@ -129,7 +128,7 @@ class Maintenance:
                 again.append(p)
         if released:
             rt.scripts.call_many(
-                [("locator_release", [rt.keys.locator(node_id)], [p.label]) for p, node_id in released]
+                [("del_if_equal", [rt.keys.locator(node_id)], [p.label]) for p, node_id in released]
             )
             for _, node_id in released:
                 rt.locator.forget(node_id)

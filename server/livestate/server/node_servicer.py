@@ -28,18 +28,6 @@ CHUNK = 200
 SCAN_BUDGET_PAGES = 4
 
 
-def partitions(rt: Runtime, env: str, region: str | None = None) -> list[Partition]:
-    found = []
-    for label in rt.client.smembers(rt.keys.partitions):
-        try:
-            p = Partition.from_label(str(label))
-        except ValueError:
-            continue
-        if (not env or p.env == env) and (region is None or p.region == region):
-            found.append(p)
-    return sorted(found, key=lambda p: p.label)
-
-
 class NodeServicer(pb_grpc.NodeServiceServicer):
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
@@ -67,7 +55,11 @@ class NodeServicer(pb_grpc.NodeServiceServicer):
         start_label, after = _decode_token(request.page_token, digest)
 
         rt = self.rt
-        todo = [p for p in partitions(rt, request.env, request.region or None) if p.label >= start_label]
+        todo = [
+            p
+            for p in rt.catalogue.partitions(request.env, request.region or None, fresh=True)
+            if p.label >= start_label
+        ]
         nodes: list[node_pb2.Node] = []
         budget = page_size * SCAN_BUDGET_PAGES
         for partition in todo:
@@ -105,7 +97,7 @@ class NodeServicer(pb_grpc.NodeServiceServicer):
         validate.name(request.region, "region", required=False)
 
         rt = self.rt
-        parts = partitions(rt, request.env, request.region or None)
+        parts = rt.catalogue.partitions(request.env, request.region or None, fresh=True)
         if request.model:
             models: list[Iterable[str]] = [[request.model] for _ in parts]
         else:

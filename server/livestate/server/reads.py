@@ -25,18 +25,20 @@ def queue_node_reads(pipe: redis.client.Pipeline, pk: PartitionKeys, node_ids: S
     pipe.hmget(pk.meta, ["pulse", "floor"])
     for node_id in node_ids:
         pipe.hgetall(pk.node(node_id))
+        pipe.hgetall(pk.control(node_id))
 
 
 def nodes_from_replies(
     rt: Runtime, node_ids: Sequence[str], replies: Sequence[Any]
 ) -> list[node_pb2.Node | None]:
     """Forgotten nodes come back as None."""
-    now_reply, meta, *records = replies
+    now_reply, meta, *pairs = replies
+    records, controls = pairs[0::2], pairs[1::2]
     now = redis_now_ms(now_reply)
     floor = hearing_floor(meta, now, rt.epoch.current, rt.config)
     return [
-        node_from_record(node_id, record, now, floor, rt.config) if record else None
-        for node_id, record in zip(node_ids, records, strict=True)
+        node_from_record(node_id, record, now, floor, rt.config, control) if record else None
+        for node_id, record, control in zip(node_ids, records, controls, strict=True)
     ]
 
 

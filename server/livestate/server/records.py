@@ -7,12 +7,13 @@ label, lists comma-joined (validation forbids commas in their items).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 
 from google.protobuf import timestamp_pb2
 
 from livestate.server.config import Config
-from livestate.v1 import node_pb2
+from livestate.v1 import flag_pb2, node_pb2
 
 LIVE_ONLINE = node_pb2.LIVENESS_ONLINE
 LIVE_SUSPECT = node_pb2.LIVENESS_SUSPECT
@@ -71,8 +72,44 @@ def liveness(record: Mapping[str, str], now_ms: int, floor_ms: int, config: Conf
     return LIVE_ONLINE
 
 
+def flags_from_control(node_id: str, control: Mapping[str, str], now_ms: int) -> list[flag_pb2.Flag]:
+    """Flags in force, from the node's control hash ('<kind>' = expiry ms or 0, '<kind>:meta' =
+    JSON with reason, message, actor, create_ms). Expired flags are not shown."""
+    flags = []
+    for kind in sorted((k for k in control if k.isdigit()), key=int):
+        expire_ms = int(control[kind])
+        if expire_ms and expire_ms <= now_ms:
+            continue
+        meta = json.loads(control.get(f"{kind}:meta", "{}"))
+        flag = flag_pb2.Flag(
+            node_id=node_id,
+            kind=flag_pb2.FlagKind.Name(int(kind)),
+            reason=meta.get("reason", ""),
+            message=meta.get("message", ""),
+            actor=meta.get("actor", ""),
+        )
+        if expire_ms:
+            flag.expire_time.FromMilliseconds(expire_ms)
+        if "create_ms" in meta:
+            flag.create_time.FromMilliseconds(int(meta["create_ms"]))
+        flags.append(flag)
+    return flags
+
+
+def failure_score(control: Mapping[str, str], now_ms: int, config: Config) -> float:
+    """The decaying failure score as of now (release.lua stores it as of its last change)."""
+    score = float(control.get("score", "0"))
+    since = int(control.get("score_t", str(now_ms)))
+    return float(score * 2 ** (-(now_ms - since) / (config.failure_half_life * 1000)))
+
+
 def node_from_record(
-    node_id: str, record: Mapping[str, str], now_ms: int, floor_ms: int, config: Config
+    node_id: str,
+    record: Mapping[str, str],
+    now_ms: int,
+    floor_ms: int,
+    config: Config,
+    control: Mapping[str, str] | None = None,
 ) -> node_pb2.Node:
     spec = node_pb2.NodeSpec(
         node_id=node_id,
@@ -98,4 +135,7 @@ def node_from_record(
         register_time=_timestamp(int(record.get("reg", "0"))),
         boot_id=record.get("boot", ""),
         seq=int(record.get("seq", "0")),
+        leased_slots=int(record.get("used", "0")),
+        flags=flags_from_control(node_id, control or {}, now_ms),
+        failure_score=failure_score(control or {}, now_ms, config),
     )

@@ -7,6 +7,7 @@ import dataclasses
 import redis
 
 from livestate.server.batcher import BeatBatcher
+from livestate.server.catalogue import Catalogue
 from livestate.server.config import Config
 from livestate.server.epoch import EpochTracker
 from livestate.server.keys import Keys
@@ -23,6 +24,7 @@ class Runtime:
     epoch: EpochTracker
     locator: Locator
     batcher: BeatBatcher
+    catalogue: Catalogue
 
     @classmethod
     def build(cls, config: Config, client: redis.Redis) -> Runtime:
@@ -35,6 +37,7 @@ class Runtime:
             scripts=scripts,
             epoch=EpochTracker(client, scripts, keys),
             locator=Locator(client, keys, ttl=config.node_ttl),
+            catalogue=Catalogue(client, keys),
             batcher=BeatBatcher(
                 client, scripts, batch_size=config.beat_batch_size, writers=config.beat_writers
             ),

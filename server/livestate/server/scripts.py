@@ -16,7 +16,9 @@ from typing import Any, Literal
 import redis
 import redis.exceptions
 
-ScriptName = Literal["register", "beat", "deregister", "sweep", "forget", "epoch", "locator_release"]
+ScriptName = Literal[
+    "register", "beat", "deregister", "sweep", "forget", "epoch", "del_if_equal", "match", "renew", "release"
+]
 SCRIPT_NAMES: tuple[ScriptName, ...] = (
     "register",
     "beat",
@@ -24,10 +26,13 @@ SCRIPT_NAMES: tuple[ScriptName, ...] = (
     "sweep",
     "forget",
     "epoch",
-    "locator_release",
+    "del_if_equal",
+    "match",
+    "renew",
+    "release",
 )
 
-Call = tuple[ScriptName, Sequence[str], Sequence[str | int]]
+Call = tuple[ScriptName, Sequence[str], Sequence[str | int | float]]
 
 
 def _read(name: str) -> str:
@@ -49,7 +54,7 @@ class Scripts:
                 pipe.script_load(src)
             pipe.execute()
 
-    def call(self, name: ScriptName, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+    def call(self, name: ScriptName, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
         try:
             return self._client.evalsha(self._sha[name], len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:
@@ -67,7 +72,11 @@ class Scripts:
         return results
 
     def add(
-        self, pipe: redis.client.Pipeline, name: ScriptName, keys: Sequence[str], args: Sequence[str | int]
+        self,
+        pipe: redis.client.Pipeline,
+        name: ScriptName,
+        keys: Sequence[str],
+        args: Sequence[str | int | float],
     ) -> None:
         """Queues one script call on a pipeline being built for `pipeline`."""
         pipe.evalsha(self._sha[name], len(keys), *keys, *args)

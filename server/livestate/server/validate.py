@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
+from google.protobuf import duration_pb2
+
 from livestate.server.errors import InvalidArgument
 
 ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -15,6 +17,8 @@ LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9._/-]{1,63}$")
 # Printable ASCII without the characters our storage reserves (',' joins lists; braces are hash tags).
 TEXT_RE = re.compile(r"^[\x20-\x7e]*$")
 RESERVED_TEXT = set(",{}")
+
+JOB_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 MAX_MODELS = 64
 MAX_SUBCLOUDS = 32
@@ -33,6 +37,30 @@ def node_id(value: str, field: str = "node_id") -> str:
     if not ID_RE.match(value):
         raise InvalidArgument(field, "must be 1-128 characters from [A-Za-z0-9._-]")
     return value
+
+
+def job_id(value: str, field: str = "job_id") -> str:
+    if not value:
+        raise InvalidArgument(field, "required")
+    if not JOB_ID_RE.match(value):
+        raise InvalidArgument(field, "must be 1-128 characters from [A-Za-z0-9._:-]")
+    return value
+
+
+def duration(value: duration_pb2.Duration, field: str, *, maximum: float, minimum: float = 0.01) -> float:
+    """Seconds in a Duration; 0 when unset. Negative, malformed or out-of-range values are refused."""
+    if value.seconds < 0 or value.nanos < 0:
+        raise InvalidArgument(field, "must not be negative")
+    if value.nanos >= 1_000_000_000:
+        raise InvalidArgument(field, "nanos must be below 1e9")
+    seconds = value.seconds + value.nanos / 1e9
+    if seconds == 0:
+        return 0.0
+    if seconds < minimum:
+        raise InvalidArgument(field, f"must be at least {minimum:g} s")
+    if seconds > maximum:
+        raise InvalidArgument(field, f"must be at most {maximum:g} s")
+    return seconds
 
 
 def boot_id(value: str, field: str = "boot_id") -> str:

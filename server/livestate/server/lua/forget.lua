@@ -5,12 +5,16 @@
 -- KEYS[3]  zset   <p>:suspect
 -- KEYS[4]  zset   <p>:offline
 -- KEYS[5]  zset   <p>:nodes
--- ARGV[1]  node_id
--- ARGV[2]  model index base "<p>:model:"
--- ARGV[3]  subcloud index base "<p>:sub:"
+-- KEYS[6]  zset   <p>:leases
+-- KEYS[7]  stream <p>:events
+-- ARGV[1..8] key bases (lib.lua)
+-- ARGV[9]  node_id
+-- ARGV[10] events stream max length (approximate)
 --
 -- Returns 1 when a record was removed, 0 when the partition did not hold the node.
 
+local B = bases()
 local existed = redis.call('EXISTS', KEYS[1])
-remove_node(KEYS[1], ARGV[1], {KEYS[2], KEYS[3], KEYS[4], KEYS[5]}, ARGV[2], ARGV[3])
+leases_drop(B, KEYS[6], KEYS[7], ARGV[10], ARGV[9], 'moved')
+remove_node(B, ARGV[9], {KEYS[2], KEYS[3], KEYS[4], KEYS[5]})
 return existed
