@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pytest
 from redis.crc import key_slot
 
+from harness import Harness
 from livestate.server.keys import Keys, Partition, PartitionKeys
 from livestate.server.scripts import SCRIPT_NAMES, _read
 
@@ -24,6 +25,7 @@ PARTITION_SCRIPTS: dict[str, Callable[[PartitionKeys], list[str]]] = {
     "match": lambda pk: pk.match_keys(),
     "renew": lambda pk: pk.renew_keys(),
     "release": lambda pk: pk.release_keys(),
+    "unwait": lambda pk: pk.unwait_keys(),
 }
 
 
@@ -49,20 +51,30 @@ def test_every_key_of_a_partition_script_hashes_to_one_slot(script: str, partiti
 def test_script_headers_declare_the_keys_the_server_passes(script: str) -> None:
     pk = Keys("ls").partition(PARTITIONS[0])
     assert _declared_keys(script) == len(PARTITION_SCRIPTS[script](pk))
-    # Every partition script reads the key bases first, as lib.lua's bases() does.
-    assert "-- ARGV[1..8] key bases (lib.lua)" in _read(script)
-    assert "local B = bases()" in _read(script)
+    # Every partition script reads its partition context first, as lib.lua's context() does.
+    assert "-- ARGV[1..18] partition context (lib.lua)" in _read(script)
+    assert "local C = context()" in _read(script)
 
 
-def test_lua_bases_match_the_key_builder() -> None:
+def test_lua_context_matches_the_key_builder_and_runtime() -> None:
     lib = _read("lib")
-    order = re.findall(r"(\w+) = ARGV\[(\d)\]", lib.split("local function bases()", 1)[1].split("end", 1)[0])
+    body = lib.split("local function context()", 1)[1].split("\nend", 1)[0]
+    order = re.findall(r"(\w+) = (?:tonumber\()?ARGV\[(\d+)\]", body)
+    assert [int(i) for _, i in order] == list(range(1, 19))
     pk = Keys("ls").partition(PARTITIONS[0])
     bases = pk.bases()
-    assert [int(i) for _, i in order] == list(range(1, 9))
-    assert len(bases) == 8
-    for (name, i), base in zip(order, bases, strict=True):
-        assert base.endswith(f":{name}:") or (name == "sub" and base.endswith(":sub:")), (name, i, base)
+    for (name, _), base in zip(order, bases, strict=False):
+        assert base.endswith(f":{name}:"), (name, base)
+    assert [name for name, _ in order][len(bases) :] == [
+        "label",
+        "suspect_after",
+        "offline_after",
+        "epoch",
+        "gap",
+        "ttl",
+        "margin",
+        "maxlen",
+    ]
 
 
 def test_single_key_scripts_declare_one_key() -> None:
@@ -97,3 +109,11 @@ def test_partition_label_round_trips() -> None:
         Partition.from_label("a/b")
     with pytest.raises(ValueError):
         Partition.from_label("/b/0")
+
+
+def test_runtime_context_has_the_length_lib_expects(ls: Harness) -> None:
+    rt = ls.server.rt
+    pk = rt.keys.partition(PARTITIONS[0])
+    context = rt.context(pk)
+    assert len(context) == 18
+    assert context[10] == PARTITIONS[0].label

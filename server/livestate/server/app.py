@@ -24,6 +24,7 @@ from livestate.server.heartbeat_servicer import HeartbeatServicer
 from livestate.server.maintenance import Maintenance
 from livestate.server.match_servicer import MatchServicer
 from livestate.server.node_servicer import NodeServicer
+from livestate.server.queue_servicer import QueueServicer
 from livestate.server.runtime import Runtime
 from livestate.v1 import (
     flag_service_pb2,
@@ -91,9 +92,7 @@ class LivestateServer:
         flag_service_pb2_grpc.add_FlagServiceServicer_to_server(
             flag_service_pb2_grpc.FlagServiceServicer(), self.grpc
         )
-        queue_service_pb2_grpc.add_QueueServiceServicer_to_server(
-            queue_service_pb2_grpc.QueueServiceServicer(), self.grpc
-        )
+        queue_service_pb2_grpc.add_QueueServiceServicer_to_server(QueueServicer(self.rt), self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
         reflection.enable_server_reflection((*SERVICE_NAMES, health_name, reflection.SERVICE_NAME), self.grpc)
@@ -119,6 +118,7 @@ class LivestateServer:
         except Exception as exc:  # start anyway; RPCs answer UNAVAILABLE until Redis answers
             log.warning("redis not answering at start-up: %s", exc)
         self.rt.batcher.start()
+        self.rt.notifier.start()
         self.maintenance.start()
         self.grpc.start()
         log.info("livestate serving on port %d (redis %s)", self.port, self.redis_url)
@@ -131,6 +131,7 @@ class LivestateServer:
         self.health.enter_graceful_shutdown()
         self.grpc.stop(self.config.shutdown_grace if grace is None else grace).wait()
         self.maintenance.stop()
+        self.rt.notifier.stop()
         self.rt.batcher.stop()
         self.client.close()
         if self.embedded is not None:

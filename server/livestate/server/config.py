@@ -51,6 +51,11 @@ class Config:
     lease_ttl: float = 60.0
     max_lease_ttl: float = 86_400.0
     match_walk: int = 256
+    # Waiting: Match with wait holds a server thread, so both how many and how long are bounded.
+    max_waiting_matches: int = 64
+    max_wait: float = 300.0
+    queue_ttl: float = 300.0
+    max_queue_ttl: float = 86_400.0
     job_ttl: float = 3600.0
     # Failure scoring: each Fail adds 1 to the node's score, which halves every half-life.
     failure_half_life: float = 600.0
@@ -93,6 +98,9 @@ class Config:
             "cooldown_ttl",
             "quarantine_score",
             "quarantine_ttl",
+            "max_wait",
+            "queue_ttl",
+            "max_queue_ttl",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0")
@@ -101,6 +109,7 @@ class Config:
         if self.cooldown_score > self.quarantine_score:
             raise ConfigError("cooldown_score must be <= quarantine_score")
         for name in (
+            "max_waiting_matches",
             "match_walk",
             "sweep_batch",
             "redis_max_connections",
@@ -153,6 +162,10 @@ _HELP = {
     "lease_ttl": "seconds a lease lasts when Match/Renew give no lease_ttl",
     "max_lease_ttl": "longest lease_ttl a caller may ask for",
     "match_walk": "idle-queue entries one match script call examines before yielding",
+    "max_waiting_matches": "Match calls with wait > 0 one process holds at once (each holds a thread)",
+    "max_wait": "longest wait a Match may ask for",
+    "queue_ttl": "seconds an enqueued job waits (and its assignment waits for its scheduler) by default",
+    "max_queue_ttl": "longest ttl an Enqueue may ask for",
     "job_ttl": "seconds a job's record (its tried nodes, attempts) outlives its last change",
     "failure_half_life": "seconds in which a node's failure score halves",
     "cooldown_score": "failure score at which a node gets a COOLDOWN flag",

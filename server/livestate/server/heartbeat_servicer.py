@@ -10,6 +10,7 @@ import redis
 from google.protobuf import duration_pb2
 
 from livestate.server import errors, validate
+from livestate.server.assignments import parse, settle
 from livestate.server.errors import FailedPrecondition, InvalidArgument, NotFound
 from livestate.server.keys import Partition
 from livestate.server.reads import nodes_from_replies, queue_node_reads
@@ -90,14 +91,11 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
         previous_label, new_partition, epoch_reply = rt.scripts.pipeline(prepare)
         if new_partition:
             rt.catalogue.invalidate()
-        epoch = rt.epoch.observe(epoch_reply)
+        rt.epoch.observe(epoch_reply)  # rt.context stamps the registration with it
         args: list[str | int] = [
-            *pk.bases(),
+            *rt.context(pk),
             node_id,
             request.boot_id,
-            epoch,
-            int(rt.config.node_ttl * 1000),
-            rt.config.events_maxlen,
             request.state or node_pb2.NODE_STATE_IDLE,
             request.vram_free_mb,
             joined(list(spec.models)),
@@ -110,15 +108,14 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
             pipe.set(rt.keys.locator(node_id), partition.label, px=rt.locator.ttl_ms)
             queue_node_reads(pipe, pk, [node_id])
 
-        (_, restarted, _), _, *reads = rt.scripts.pipeline(register)
+        (_, restarted, _, *handed), _, *reads = rt.scripts.pipeline(register)
         rt.locator.remember(node_id, partition)
         previous = Partition.from_label(previous_label) if previous_label else None
         if previous is not None and previous != partition:
             old = rt.keys.partition(previous)
-            rt.scripts.call(
-                "forget", old.forget_keys(node_id), [*old.bases(), node_id, rt.config.events_maxlen]
-            )
+            rt.scripts.call("forget", old.forget_keys(node_id), [*rt.context(old), node_id])
 
+        settle(rt, parse(handed))
         (node,) = nodes_from_replies(rt, [node_id], reads)
         return pb.RegisterResponse(
             heartbeat_interval=self._interval,
@@ -162,11 +159,10 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
             "deregister",
             pk.deregister_keys(request.node_id),
             [
-                *pk.bases(),
+                *rt.context(pk),
                 request.node_id,
                 request.boot_id,
                 int((rt.config.retention + rt.config.forget_margin) * 1000),
-                rt.config.events_maxlen,
             ],
         )
         if code == DEREG_UNKNOWN:
@@ -203,27 +199,24 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
         rt = self.rt
         pk = rt.keys.partition(partition)
         touch = rt.keys.locator(request.node_id) if rt.locator.touch_due(request.node_id) else None
-        code, _ = rt.batcher.call(
+        code, _, *handed = rt.batcher.call(
             (
                 "beat",
                 pk.beat_keys(request.node_id),
                 [
-                    *pk.bases(),
+                    *rt.context(pk),
                     request.node_id,
                     request.boot_id,
-                    rt.epoch.current,
                     request.seq,
                     request.state,
                     request.vram_free_mb,
                     request.running_jobs,
-                    int(rt.config.node_ttl * 1000),
-                    rt.config.events_maxlen,
-                    int(rt.config.offline_after * 1000),
-                    int(rt.config.sweep_gap * 1000),
                 ],
             ),
             timeout=rt.redis_wait(time_remaining),
             touch_key=touch,
             touch_ttl_ms=rt.locator.ttl_ms,
         )
+        if handed:  # the node turned IDLE and took waiting jobs
+            settle(rt, parse(handed))
         return int(code)

@@ -68,6 +68,8 @@ class PartitionKeys:
         self.meta = self.base + "meta"
         self.leases = self.base + "leases"
         self.fence = self.base + "fence"
+        self.wexp = self.base + "wexp"
+        self.wait_models = self.base + "wmodels"
         self.node_base = self.base + "node:"
         self.model_base = self.base + "model:"
         self.subcloud_base = self.base + "sub:"
@@ -76,6 +78,8 @@ class PartitionKeys:
         self.lease_base = self.base + "lease:"
         self.nlease_base = self.base + "nlease:"
         self.ctl_base = self.base + "ctl:"
+        self.wait_base = self.base + "wait:"
+        self.wjob_base = self.base + "wjob:"
 
     def node(self, node_id: str) -> str:
         return self.node_base + node_id
@@ -98,9 +102,12 @@ class PartitionKeys:
     def control(self, node_id: str) -> str:
         return self.ctl_base + node_id
 
+    def wait_queue(self, model: str) -> str:
+        return self.wait_base + model
+
     def bases(self) -> list[str]:
-        """ARGV[1..8] of every partition script: the bases from which scripts derive per-item
-        keys (base + id), in the order lib.lua's bases() reads them."""
+        """The head of every partition script's context (lib.lua): the bases from which scripts
+        derive per-item keys (base + id), in the order context() reads them."""
         return [
             self.node_base,
             self.model_base,
@@ -110,6 +117,8 @@ class PartitionKeys:
             self.lease_base,
             self.nlease_base,
             self.ctl_base,
+            self.wait_base,
+            self.wjob_base,
         ]
 
     # KEYS of each partition script, in the order its header lists them.
@@ -123,10 +132,21 @@ class PartitionKeys:
             self.events,
             self.meta,
             self.leases,
+            self.fence,
+            self.wexp,
         ]
 
     def beat_keys(self, node_id: str) -> list[str]:
-        return [self.node(node_id), self.alive, self.suspect, self.events, self.meta]
+        return [
+            self.node(node_id),
+            self.alive,
+            self.suspect,
+            self.events,
+            self.meta,
+            self.leases,
+            self.fence,
+            self.wexp,
+        ]
 
     def deregister_keys(self, node_id: str) -> list[str]:
         return [self.node(node_id), self.alive, self.suspect, self.offline, self.events, self.leases]
@@ -143,16 +163,20 @@ class PartitionKeys:
             self.meta,
             self.leases,
             self.fence,
+            self.wexp,
         ]
 
     def match_keys(self) -> list[str]:
-        return [self.leases, self.fence, self.events, self.meta]
+        return [self.leases, self.fence, self.events, self.meta, self.wexp, self.wait_models]
 
     def renew_keys(self) -> list[str]:
         return [self.leases]
 
     def release_keys(self) -> list[str]:
-        return [self.leases, self.events]
+        return [self.leases, self.events, self.fence, self.meta, self.wexp]
+
+    def unwait_keys(self) -> list[str]:
+        return [self.wexp]
 
 
 class Keys:
@@ -173,6 +197,17 @@ class Keys:
     def job_tried(self, job_id: str) -> str:
         """Nodes the job failed on: every later Match for the job skips them."""
         return f"{self.prefix}:jobtried:{job_id}"
+
+    def scheduler(self, scheduler_id: str) -> str:
+        """Assignments not yet taken up by the scheduler (job_id -> lease_id): replayed on every
+        Assignments stream until the scheduler renews, releases or fails the lease."""
+        return f"{self.prefix}:sched:{scheduler_id}"
+
+    @property
+    def assigned_channel(self) -> str:
+        """Pub/sub channel announcing assignments to every server process (a wake-up only: the
+        job and scheduler records are the truth)."""
+        return f"{self.prefix}:assigned"
 
     def job_claim(self, job_id: str) -> str:
         """Held by the one Match in flight for a job, so concurrent retries cannot both claim."""

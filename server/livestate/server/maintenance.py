@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import redis
 
+from livestate.server.assignments import parse, settle
 from livestate.server.keys import Partition
 from livestate.server.runtime import Runtime
 
@@ -81,10 +82,10 @@ class Maintenance:
         for _ in range(MAX_ROUNDS):
             if not due:
                 break
-            due = self._sweep(due, epoch, refresh)
+            due = self._sweep(due, refresh)
             refresh = False
 
-    def _sweep(self, parts: list[Partition], epoch: int, refresh: bool) -> list[Partition]:
+    def _sweep(self, parts: list[Partition], refresh: bool) -> list[Partition]:
         rt, cfg = self.rt, self.rt.config
         calls = []
         for p in parts:
@@ -94,17 +95,11 @@ class Maintenance:
                     "sweep",
                     pk.sweep_keys(),
                     [
-                        *pk.bases(),
-                        int(cfg.suspect_after * 1000),
-                        int(cfg.offline_after * 1000),
+                        *rt.context(pk),
                         int(cfg.retention * 1000),
-                        epoch,
-                        cfg.sweep_batch,
-                        cfg.events_maxlen,
-                        int(cfg.node_ttl * 1000) if refresh else 0,
                         int((cfg.retention + cfg.forget_margin) * 1000),
-                        int(cfg.sweep_gap * 1000),
-                        int(cfg.node_ttl * 1000),
+                        cfg.sweep_batch,
+                        1 if refresh else 0,
                     ],
                 )
             )
@@ -113,7 +108,10 @@ class Maintenance:
         for p, result in zip(parts, results, strict=True):
             if isinstance(result, Exception):
                 raise result
-            suspected, offlined, expired, more, *forgotten = result
+            suspected, offlined, expired, more, n_forgotten, *rest = result
+            forgotten, handed = rest[:n_forgotten], rest[n_forgotten:]
+            if handed:  # slots of expired leases went to waiting jobs
+                settle(rt, parse(handed))
             if suspected or offlined or expired or forgotten:
                 log.info(
                     "sweep %s: %d suspect, %d offline, %d leases expired, %d forgotten",

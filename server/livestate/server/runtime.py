@@ -10,8 +10,9 @@ from livestate.server.batcher import BeatBatcher
 from livestate.server.catalogue import Catalogue
 from livestate.server.config import Config
 from livestate.server.epoch import EpochTracker
-from livestate.server.keys import Keys
+from livestate.server.keys import Keys, PartitionKeys
 from livestate.server.locator import Locator
+from livestate.server.notify import Notifier
 from livestate.server.scripts import Scripts
 
 
@@ -25,6 +26,7 @@ class Runtime:
     locator: Locator
     batcher: BeatBatcher
     catalogue: Catalogue
+    notifier: Notifier
 
     @classmethod
     def build(cls, config: Config, client: redis.Redis) -> Runtime:
@@ -38,10 +40,26 @@ class Runtime:
             epoch=EpochTracker(client, scripts, keys),
             locator=Locator(client, keys, ttl=config.node_ttl),
             catalogue=Catalogue(client, keys),
+            notifier=Notifier(client, keys.assigned_channel),
             batcher=BeatBatcher(
                 client, scripts, batch_size=config.beat_batch_size, writers=config.beat_writers
             ),
         )
+
+    def context(self, pk: PartitionKeys) -> list[str | int]:
+        """ARGV[1..18] of every partition script (see context() in lua/lib.lua)."""
+        cfg = self.config
+        return [
+            *pk.bases(),
+            pk.partition.label,
+            int(cfg.suspect_after * 1000),
+            int(cfg.offline_after * 1000),
+            self.epoch.current,
+            int(cfg.sweep_gap * 1000),
+            int(cfg.node_ttl * 1000),
+            int(cfg.forget_margin * 1000),
+            cfg.events_maxlen,
+        ]
 
     def redis_wait(self, time_remaining: float | None) -> float:
         """How long a handler may wait on Redis: its deadline, capped so a frozen Redis turns

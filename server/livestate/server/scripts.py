@@ -17,7 +17,17 @@ import redis
 import redis.exceptions
 
 ScriptName = Literal[
-    "register", "beat", "deregister", "sweep", "forget", "epoch", "del_if_equal", "match", "renew", "release"
+    "register",
+    "beat",
+    "deregister",
+    "sweep",
+    "forget",
+    "epoch",
+    "del_if_equal",
+    "match",
+    "renew",
+    "release",
+    "unwait",
 ]
 SCRIPT_NAMES: tuple[ScriptName, ...] = (
     "register",
@@ -30,6 +40,7 @@ SCRIPT_NAMES: tuple[ScriptName, ...] = (
     "match",
     "renew",
     "release",
+    "unwait",
 )
 
 Call = tuple[ScriptName, Sequence[str], Sequence[str | int | float]]

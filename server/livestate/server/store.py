@@ -28,3 +28,10 @@ def connect(url: str, config: Config) -> redis.Redis:
         client_name="livestate",
     )
     return redis.Redis(connection_pool=pool)
+
+
+def text(value: object) -> str | None:
+    """A reply from a client made with decode_responses=True, typed: str, or None for nil."""
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)

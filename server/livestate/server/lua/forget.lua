@@ -7,14 +7,13 @@
 -- KEYS[5]  zset   <p>:nodes
 -- KEYS[6]  zset   <p>:leases
 -- KEYS[7]  stream <p>:events
--- ARGV[1..8] key bases (lib.lua)
--- ARGV[9]  node_id
--- ARGV[10] events stream max length (approximate)
+-- ARGV[1..18] partition context (lib.lua)
+-- ARGV[19] node_id
 --
 -- Returns 1 when a record was removed, 0 when the partition did not hold the node.
 
-local B = bases()
+local C = context()
 local existed = redis.call('EXISTS', KEYS[1])
-leases_drop(B, KEYS[6], KEYS[7], ARGV[10], ARGV[9], 'moved')
-remove_node(B, ARGV[9], {KEYS[2], KEYS[3], KEYS[4], KEYS[5]})
+leases_drop(C, KEYS[6], KEYS[7], ARGV[19], 'moved')
+remove_node(C, ARGV[19], {KEYS[2], KEYS[3], KEYS[4], KEYS[5]})
 return existed

@@ -2,21 +2,31 @@
 -- no key: every key a helper touches is passed in by the calling script, or is a per-item key
 -- made of a base from the key builder plus an id.
 --
--- Partition scripts take the key bases of their partition as ARGV[1..8], in the order of
--- PartitionKeys.bases() in keys.py, and their own arguments from ARGV[9] on:
---   node   <p>:node:   + node_id             hash: the node record (records.py)
---   model  <p>:model:  + model               zset: nodes serving the model (listing index)
---   sub    <p>:sub:    + subcloud            zset: members of the subcloud (listing index)
---   idle   <p>:idle:   + model               zset: nodes with a free slot, score = idle since (ms)
---   idlev  <p>:idlev:  + class ':' model     zset: the same, by VRAM class (see vram_class)
---   lease  <p>:lease:  + lease_id            hash: one lease {job, node, token, exp}
---   nlease <p>:nlease: + node_id             set:  lease ids held by the node
---   ctl    <p>:ctl:    + node_id             hash: flags ('<kind>' = expiry ms, 0 = none;
---                                                  '<kind>:meta' = JSON) and failure score
+-- Partition scripts take their partition's context as ARGV[1..18] (Runtime.context in
+-- runtime.py builds it), and their own arguments from ARGV[19] on:
+--   1 node   <p>:node:   + node_id        hash: the node record (records.py)
+--   2 model  <p>:model:  + model          zset: nodes serving the model (listing index)
+--   3 sub    <p>:sub:    + subcloud       zset: members of the subcloud (listing index)
+--   4 idle   <p>:idle:   + model          zset: nodes with a free slot, score = idle since (ms)
+--   5 idlev  <p>:idlev:  + class ':' model zset: the same, by VRAM class (see vram_class)
+--   6 lease  <p>:lease:  + lease_id       hash: one lease {job, node, token, exp, sched}
+--   7 nlease <p>:nlease: + node_id        set:  lease ids held by the node
+--   8 ctl    <p>:ctl:    + node_id        hash: flags ('<kind>' = expiry ms, 0 = none;
+--                                              '<kind>:meta' = JSON) and failure score
+--   9 wait   <p>:wait:   + model          zset: jobs waiting for the model, best first
+--  10 wjob   <p>:wjob:   + job_id         hash: a waiting job's requirements
+--  11 label  the partition label (lease ids start with it)
+--  12 suspect_after (ms)   13 offline_after (ms)   14 epoch (ms)   15 sweep gap (ms)
+--  16 ttl: record and index TTL (ms)   17 margin: how long a lease record outlives its expiry
+--  18 maxlen: events stream cap (approximate)
+local NCONTEXT = 18
 
-local function bases()
+local function context()
   return {node = ARGV[1], model = ARGV[2], sub = ARGV[3], idle = ARGV[4], idlev = ARGV[5],
-          lease = ARGV[6], nlease = ARGV[7], ctl = ARGV[8]}
+          lease = ARGV[6], nlease = ARGV[7], ctl = ARGV[8], wait = ARGV[9], wjob = ARGV[10],
+          label = ARGV[11], suspect_after = tonumber(ARGV[12]), offline_after = tonumber(ARGV[13]),
+          epoch = tonumber(ARGV[14]), gap = tonumber(ARGV[15]), ttl = tonumber(ARGV[16]),
+          margin = tonumber(ARGV[17]), maxlen = ARGV[18]}
 end
 
 -- NodeState and Liveness numbers as stored (node.proto).
@@ -76,27 +86,27 @@ local function vram_class(mb)
   return c
 end
 
-local function idle_keys(B, models, vram)
+local function idle_keys(C, models, vram)
   local out, class = {}, vram_class(vram or 0)
   for _, m in ipairs(models) do
-    out[#out + 1] = B.idle .. m
-    out[#out + 1] = B.idlev .. class .. ':' .. m
+    out[#out + 1] = C.idle .. m
+    out[#out + 1] = C.idlev .. class .. ':' .. m
   end
   return out
 end
 
 -- Takes a node out of every idle queue of the given record fields (models csv, vram).
-local function idle_leave(B, id, models_csv, vram)
-  for _, key in ipairs(idle_keys(B, split(models_csv), vram)) do redis.call('ZREM', key, id) end
+local function idle_leave(C, id, models_csv, vram)
+  for _, key in ipairs(idle_keys(C, split(models_csv), vram)) do redis.call('ZREM', key, id) end
 end
 
 -- Puts the node into its idle queues when it can take a job (reported IDLE, not OFFLINE, a free
 -- slot), and takes it out otherwise. A node already queued keeps its place (idle since), unless
 -- `requeue` moves it to the back (a multi-slot node that just took a job: fair rotation).
-local function idle_sync(B, id, now, ttl, requeue)
-  local r = redis.call('HMGET', B.node .. id, 'state', 'live', 'used', 'slots', 'models', 'vram')
+local function idle_sync(C, id, now, requeue)
+  local r = redis.call('HMGET', C.node .. id, 'state', 'live', 'used', 'slots', 'models', 'vram')
   if r[1] == false then return end
-  local keys = idle_keys(B, split(r[5]), r[6])
+  local keys = idle_keys(C, split(r[5]), r[6])
   if r[1] == STATE_IDLE and r[2] ~= LIVE_OFFLINE and tonumber(r[3] or '0') < tonumber(r[4] or '1') then
     for _, key in ipairs(keys) do
       if requeue then
@@ -104,42 +114,42 @@ local function idle_sync(B, id, now, ttl, requeue)
       else
         redis.call('ZADD', key, 'NX', now, id)
       end
-      redis.call('PEXPIRE', key, ttl)
+      redis.call('PEXPIRE', key, C.ttl)
     end
   else
     for _, key in ipairs(keys) do redis.call('ZREM', key, id) end
   end
 end
 
--- Ends one lease and frees its slot. Returns the node id and job id (false when gone).
-local function lease_end(B, leases, lease_id)
-  local l = redis.call('HMGET', B.lease .. lease_id, 'node', 'job')
-  redis.call('DEL', B.lease .. lease_id)
+-- Ends one lease and frees its slot. Returns the node id, job id and scheduler (false when gone).
+local function lease_end(C, leases, lease_id)
+  local l = redis.call('HMGET', C.lease .. lease_id, 'node', 'job', 'sched')
+  redis.call('DEL', C.lease .. lease_id)
   redis.call('ZREM', leases, lease_id)
   local node = l[1]
   if node then
-    redis.call('SREM', B.nlease .. node, lease_id)
-    if redis.call('EXISTS', B.node .. node) == 1 and redis.call('HINCRBY', B.node .. node, 'used', -1) < 0 then
-      redis.call('HSET', B.node .. node, 'used', 0)
+    redis.call('SREM', C.nlease .. node, lease_id)
+    if redis.call('EXISTS', C.node .. node) == 1 and redis.call('HINCRBY', C.node .. node, 'used', -1) < 0 then
+      redis.call('HSET', C.node .. node, 'used', 0)
     end
   end
-  return node, l[2]
+  return node, l[2], l[3]
 end
 
 -- Drops every lease a node holds (it went offline, restarted or left): one LEASE_LOST event each.
-local function leases_drop(B, leases, events, maxlen, id, reason)
-  for _, lease_id in ipairs(redis.call('SMEMBERS', B.nlease .. id)) do
-    local _, job = lease_end(B, leases, lease_id)
-    event(events, maxlen, EV_LEASE_LOST, id, reason .. ' lease=' .. lease_id .. ' job=' .. tostring(job))
+local function leases_drop(C, leases, events, id, reason)
+  for _, lease_id in ipairs(redis.call('SMEMBERS', C.nlease .. id)) do
+    local _, job = lease_end(C, leases, lease_id)
+    event(events, C.maxlen, EV_LEASE_LOST, id, reason .. ' lease=' .. lease_id .. ' job=' .. tostring(job))
   end
-  redis.call('DEL', B.nlease .. id)
-  if redis.call('EXISTS', B.node .. id) == 1 then redis.call('HSET', B.node .. id, 'used', 0) end
+  redis.call('DEL', C.nlease .. id)
+  if redis.call('EXISTS', C.node .. id) == 1 then redis.call('HSET', C.node .. id, 'used', 0) end
 end
 
 -- True when a flag that keeps the node out of matching is in force: any kind but MAINTENANCE
 -- unexpired, and MAINTENANCE only inside its window ('6:from' <= now).
-local function blocked(B, id, now)
-  local raw = redis.call('HGETALL', B.ctl .. id)
+local function blocked(C, id, now)
+  local raw = redis.call('HGETALL', C.ctl .. id)
   if #raw == 0 then return false end
   local ctl = {}
   for i = 1, #raw, 2 do ctl[raw[i]] = raw[i + 1] end
@@ -154,14 +164,116 @@ local function blocked(B, id, now)
   return false
 end
 
+-- A job's node requirements, from their wire form (also how a waiting job stores them).
+local function requirements(min_vram, gpus_csv, subcloud, label_lines, excluded_csv)
+  local req = {min_vram = tonumber(min_vram), gpus = as_set(split(gpus_csv)), want_gpu = gpus_csv ~= '',
+               subcloud = subcloud, labels = {}, excluded = as_set(split(excluded_csv)),
+               fields = {'state', 'live', 'seen', 'used', 'slots', 'vram', 'gpu', 'subs', 'vfree'}}
+  for _, line in ipairs(split(label_lines, '\n')) do
+    local k, v = string.match(line, '^([^=]+)=(.*)$')
+    req.labels[#req.labels + 1] = {k, v}
+    req.fields[#req.fields + 1] = 'l:' .. k
+  end
+  return req
+end
+
+-- Can node `id` take a job with requirements `req` now?
+-- Returns true, free VRAM (eligible); nil (not now); false (a stale idle-queue entry: the node
+-- is gone, OFFLINE, not IDLE or full, so the caller may drop the entry).
+local function eligible(C, id, req, now, floor)
+  if req.excluded[id] then return nil end
+  local r = redis.call('HMGET', C.node .. id, unpack(req.fields))
+  if r[1] == false or r[2] == LIVE_OFFLINE or r[1] ~= STATE_IDLE then return false end
+  if tonumber(r[4] or '0') >= tonumber(r[5] or '1') then return false end
+  -- The deadline is checked here, not left to the sweep: a silent node is never matched.
+  if now - math.max(tonumber(r[3]), floor) > C.suspect_after then return nil end
+  if tonumber(r[6] or '0') < req.min_vram then return nil end
+  if req.want_gpu and not req.gpus[r[7]] then return nil end
+  if req.subcloud ~= '' and not as_set(split(r[8]))[req.subcloud] then return nil end
+  for i, kv in ipairs(req.labels) do
+    if r[9 + i] ~= kv[2] then return nil end
+  end
+  if blocked(C, id, now) then return nil end
+  return true, tonumber(r[9] or '0')
+end
+
+-- Claims a slot of node `id` for `job`: a lease with a fencing token that never repeats, even
+-- across a Redis that lost the counter (each token is at least the Redis clock in ms times 1024,
+-- which only grows). K: {leases, fence}. Returns lease_id, token.
+local function claim(C, K, id, job, sched, expire, now)
+  local token = math.max(tonumber(redis.call('GET', K.fence) or '0') + 1, now * 1024)
+  local token_s = string.format('%d', token)
+  redis.call('SET', K.fence, token_s)
+  local lease_id = C.label .. '/' .. string.format('%x', token)
+  local key = C.lease .. lease_id
+  redis.call('HSET', key, 'job', job, 'node', id, 'token', token_s, 'exp', expire, 'sched', sched)
+  redis.call('PEXPIREAT', key, expire + C.margin)
+  redis.call('ZADD', K.leases, expire, lease_id)
+  redis.call('SADD', C.nlease .. id, lease_id)
+  if redis.call('PTTL', C.nlease .. id) < expire + C.margin - now then
+    redis.call('PEXPIREAT', C.nlease .. id, expire + C.margin)
+  end
+  redis.call('HINCRBY', C.node .. id, 'used', 1)
+  idle_sync(C, id, now, true)
+  return lease_id, token_s
+end
+
+-- Takes a waiting job out of this partition's channel. K: {wexp}.
+local function unwait(C, K, job)
+  local model = redis.call('HGET', C.wjob .. job, 'model')
+  if model then redis.call('ZREM', C.wait .. model, job) end
+  redis.call('DEL', C.wjob .. job)
+  redis.call('ZREM', K.wexp, job)
+  return model and 1 or 0
+end
+
+-- A slot of node `id` just freed (or the node just became able to work): hand it to the waiting
+-- jobs of its models, highest priority first, oldest first within a priority, as long as it has
+-- free slots. Bounded: the first 16 waiting jobs of each model are considered.
+-- K: {leases, fence, meta, wexp}. Returns assignments as a flat list of
+-- {job, lease_id, token, expire, node, scheduler} sextuples.
+local function serve_waiting(C, K, id, now)
+  local out = {}
+  local models = redis.call('HGET', C.node .. id, 'models')
+  if not models then return out end
+  local floor = hearing_floor(K.meta, now, C.epoch, C.gap)
+  for _, m in ipairs(split(models)) do
+    for _, job in ipairs(redis.call('ZRANGE', C.wait .. m, 0, 15)) do
+      local raw = redis.call('HGETALL', C.wjob .. job)
+      local w = {}
+      for i = 1, #raw, 2 do w[raw[i]] = raw[i + 1] end
+      if not w.exp or tonumber(w.exp) <= now then
+        redis.call('ZREM', C.wait .. m, job)
+        unwait(C, K, job)
+      else
+        local ok = eligible(C, id, requirements(w.vram, w.gpus, w.sub, w.labels, w.excl), now, floor)
+        if ok == false then return out end
+        if ok then
+          -- Until its scheduler picks it up, the assignment holds for the job's whole ttl.
+          local expire = math.max(now + tonumber(w.lttl), tonumber(w.exp))
+          local lease_id, token = claim(C, K, id, job, w.sched, expire, now)
+          unwait(C, K, job)
+          for _, v in ipairs({job, lease_id, token, expire, id, w.sched}) do out[#out + 1] = v end
+        end
+      end
+    end
+  end
+  return out
+end
+
+local function append(list, more)
+  for _, v in ipairs(more) do list[#list + 1] = v end
+  return list
+end
+
 -- Removes a node and every index entry of it from its partition.
 --   sets: partition-wide zsets holding node ids (alive, suspect, offline, nodes).
-local function remove_node(B, id, sets)
-  local key = B.node .. id
+local function remove_node(C, id, sets)
+  local key = C.node .. id
   local rec = redis.call('HMGET', key, 'models', 'subs', 'vram')
-  for _, m in ipairs(split(rec[1])) do redis.call('ZREM', B.model .. m, id) end
-  for _, s in ipairs(split(rec[2])) do redis.call('ZREM', B.sub .. s, id) end
-  idle_leave(B, id, rec[1], rec[3])
+  for _, m in ipairs(split(rec[1])) do redis.call('ZREM', C.model .. m, id) end
+  for _, s in ipairs(split(rec[2])) do redis.call('ZREM', C.sub .. s, id) end
+  idle_leave(C, id, rec[1], rec[3])
   for _, set in ipairs(sets) do redis.call('ZREM', set, id) end
   redis.call('DEL', key)
 end

@@ -10,49 +10,49 @@
 -- KEYS[8]  stream <p>:events          node events (capped)
 -- KEYS[9]  hash   <p>:meta            partition sweep pulse (see hearing_floor in lib.lua)
 -- KEYS[10] zset   <p>:leases          live leases, score = expiry (ms)
--- ARGV[1..8] key bases (lib.lua)
--- ARGV[9]  node_id
--- ARGV[10] boot_id
--- ARGV[11] epoch (ms; see epoch.lua)
--- ARGV[12] node record TTL (ms), refreshed by every beat
--- ARGV[13] events stream max length (approximate)
--- ARGV[14] state (NodeState number)
--- ARGV[15] free VRAM (MiB)
--- ARGV[16] models, comma-joined ("" for none)
--- ARGV[17] subclouds, comma-joined ("" for none)
--- ARGV[18..] spec fields as field, value pairs (env, region, gpu, ...; labels as "l:<key>")
+-- KEYS[11] string <p>:fence           fencing token counter
+-- KEYS[12] zset   <p>:wexp            waiting jobs, score = when they stop waiting (ms)
+-- ARGV[1..18] partition context (lib.lua)
+-- ARGV[19] node_id
+-- ARGV[20] boot_id
+-- ARGV[21] state (NodeState number)
+-- ARGV[22] free VRAM (MiB)
+-- ARGV[23] models, comma-joined ("" for none)
+-- ARGV[24] subclouds, comma-joined ("" for none)
+-- ARGV[25..] spec fields as field, value pairs (env, region, gpu, ...; labels as "l:<key>")
 --
--- Returns {code, restarted, now_ms}: code 0 = registered; restarted 1 when a previous boot (or
--- epoch) of the node was replaced (its leases are dropped, LEASE_LOST), 0 for a first or
--- repeated registration of the same boot (its leases carry on).
+-- Returns {code, restarted, now_ms, assignment...}: code 0 = registered; restarted 1 when a
+-- previous boot (or epoch) of the node was replaced (its leases are dropped, LEASE_LOST), 0 for a
+-- first or repeated registration of the same boot (its leases carry on); then the waiting jobs
+-- the node was handed at once (sextuples, see serve_waiting in lib.lua).
 --
 -- Why one script: the record, the liveness sets, the indexes and the idle queues must never
 -- disagree, and a restart replaces the previous boot's state without a window where both count.
 
-local B = bases()
+local C = context()
+local K = {leases = KEYS[10], fence = KEYS[11], meta = KEYS[9], wexp = KEYS[12]}
 local now = now_ms()
-local id = ARGV[9]
-local ttl = ARGV[12]
+local id = ARGV[19]
 
 local old = redis.call('HMGET', KEYS[1], 'boot', 'epoch', 'models', 'subs', 'seq', 'reg', 'live', 'used', 'vram')
 local existed = old[1] ~= false
-local same_boot = existed and old[1] == ARGV[10] and tonumber(old[2]) == tonumber(ARGV[11])
+local same_boot = existed and old[1] == ARGV[20] and tonumber(old[2]) == C.epoch
 local restarted = existed and not same_boot
 
-local new_models = split(ARGV[16])
-local new_subs = split(ARGV[17])
+local new_models = split(ARGV[23])
+local new_subs = split(ARGV[24])
 
 if existed then
   -- Index entries the new spec no longer carries go; idle queues are rebuilt below.
   local keep_m = as_set(new_models)
   for _, m in ipairs(split(old[3])) do
-    if not keep_m[m] then redis.call('ZREM', B.model .. m, id) end
+    if not keep_m[m] then redis.call('ZREM', C.model .. m, id) end
   end
   local keep_s = as_set(new_subs)
   for _, s in ipairs(split(old[4])) do
-    if not keep_s[s] then redis.call('ZREM', B.sub .. s, id) end
+    if not keep_s[s] then redis.call('ZREM', C.sub .. s, id) end
   end
-  idle_leave(B, id, old[3], old[9])
+  idle_leave(C, id, old[3], old[9])
 end
 
 local seq, reg, used = '0', now, 0
@@ -60,39 +60,39 @@ if same_boot and old[7] ~= LIVE_OFFLINE then
   seq, reg, used = old[5] or '0', old[6] or now, tonumber(old[8] or '0')
 else
   -- A restarted (or returning OFFLINE) node runs none of the jobs it was leased for.
-  leases_drop(B, KEYS[10], KEYS[8], ARGV[13], id, restarted and 'restarted' or 'registered')
+  leases_drop(C, K.leases, KEYS[8], id, restarted and 'restarted' or 'registered')
 end
 
 -- Rewrite the record whole: a new spec may have dropped labels.
 redis.call('DEL', KEYS[1])
-local fields = {'boot', ARGV[10], 'epoch', ARGV[11], 'seq', seq, 'reg', reg, 'seen', now,
-  'live', 1, 'state', ARGV[14], 'vfree', ARGV[15], 'jobs', 0, 'used', used,
-  'models', ARGV[16], 'subs', ARGV[17]}
-for i = 18, #ARGV, 2 do
+local fields = {'boot', ARGV[20], 'epoch', C.epoch, 'seq', seq, 'reg', reg, 'seen', now,
+  'live', 1, 'state', ARGV[21], 'vfree', ARGV[22], 'jobs', 0, 'used', used,
+  'models', ARGV[23], 'subs', ARGV[24]}
+for i = 25, #ARGV, 2 do
   fields[#fields + 1] = ARGV[i]
   fields[#fields + 1] = ARGV[i + 1]
 end
 redis.call('HSET', KEYS[1], unpack(fields))
-redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[1], C.ttl)
 
 redis.call('ZADD', KEYS[2], now, id)
 redis.call('ZREM', KEYS[3], id)
 redis.call('ZREM', KEYS[4], id)
 redis.call('ZADD', KEYS[5], 0, id)
 for _, m in ipairs(new_models) do
-  redis.call('ZADD', B.model .. m, 0, id)
-  redis.call('PEXPIRE', B.model .. m, ttl)
+  redis.call('ZADD', C.model .. m, 0, id)
+  redis.call('PEXPIRE', C.model .. m, C.ttl)
   redis.call('SADD', KEYS[6], m)
 end
 for _, s in ipairs(new_subs) do
-  redis.call('ZADD', B.sub .. s, 0, id)
-  redis.call('PEXPIRE', B.sub .. s, ttl)
+  redis.call('ZADD', C.sub .. s, 0, id)
+  redis.call('PEXPIRE', C.sub .. s, C.ttl)
   redis.call('SADD', KEYS[7], s)
 end
-idle_sync(B, id, now, ttl, false)
+idle_sync(C, id, now, false)
 
 if not same_boot or old[7] ~= '1' then
-  event(KEYS[8], ARGV[13], EV_ONLINE, id, restarted and 'restarted' or 'registered')
+  event(KEYS[8], C.maxlen, EV_ONLINE, id, restarted and 'restarted' or 'registered')
 end
 
 -- A new partition counts as heard from now on, so a Redis stall before its first sweep is
@@ -101,6 +101,6 @@ redis.call('HSETNX', KEYS[9], 'pulse', now)
 
 -- Partition-wide keys outlive their last writer by a node TTL at most (the sweeper refreshes
 -- them while any server runs), so an abandoned partition evicts itself.
-for i = 2, 9 do redis.call('PEXPIRE', KEYS[i], ttl) end
+for i = 2, 9 do redis.call('PEXPIRE', KEYS[i], C.ttl) end
 
-return {0, restarted and 1 or 0, now}
+return append({0, restarted and 1 or 0, now}, serve_waiting(C, K, id, now))

@@ -3,51 +3,54 @@
 --
 -- KEYS[1]  zset   <p>:leases  live leases, score = expiry (ms)
 -- KEYS[2]  stream <p>:events  node events (capped)
--- ARGV[1..8] key bases (lib.lua)
--- ARGV[9]  lease_id
--- ARGV[10] fencing token the caller holds
--- ARGV[11] idle queue TTL (ms)
--- ARGV[12] 1 = the job failed (score the node), 0 = it finished
--- ARGV[13] failure score half-life (ms)
--- ARGV[14] COOLDOWN threshold (score)
--- ARGV[15] COOLDOWN TTL (ms)
--- ARGV[16] QUARANTINE threshold (score)
--- ARGV[17] QUARANTINE TTL (ms)
--- ARGV[18] control record TTL (ms): how long flags and score outlive their last change
--- ARGV[19] events stream max length (approximate)
--- ARGV[20] failure reason
+-- KEYS[3]  string <p>:fence   fencing token counter
+-- KEYS[4]  hash   <p>:meta    hearing floor (see lib.lua)
+-- KEYS[5]  zset   <p>:wexp    waiting jobs, score = when they stop waiting (ms)
+-- ARGV[1..18] partition context (lib.lua)
+-- ARGV[19] lease_id
+-- ARGV[20] fencing token the caller holds
+-- ARGV[21] 1 = the job failed (score the node), 0 = it finished
+-- ARGV[22] failure score half-life (ms)
+-- ARGV[23] COOLDOWN threshold (score)
+-- ARGV[24] COOLDOWN TTL (ms)
+-- ARGV[25] QUARANTINE threshold (score)
+-- ARGV[26] QUARANTINE TTL (ms)
+-- ARGV[27] control record TTL (ms): how long flags and score outlive their last change
+-- ARGV[28] failure reason
 --
--- Returns {code, job_id, node_id, score, flag}: code 0 = done, 1 = no such lease (never issued,
--- released, or expired), 2 = the token is not the lease's; score is the node's failure score
--- after this failure (a decimal string), flag the FlagKind newly set (0 = none).
+-- Returns {code, job_id, node_id, scheduler, score, flag, assignment...}: code 0 = done, 1 = no
+-- such lease (never issued, released, or expired), 2 = the token is not the lease's; score is
+-- the node's failure score after this failure (a decimal string), flag the FlagKind newly set
+-- (0 = none); then the waiting jobs the freed slot went to (see serve_waiting in lib.lua).
 
-local B = bases()
+local C = context()
+local K = {leases = KEYS[1], fence = KEYS[3], meta = KEYS[4], wexp = KEYS[5]}
 local now = now_ms()
-local l = redis.call('HMGET', B.lease .. ARGV[9], 'token', 'exp')
-if l[1] == false or tonumber(l[2]) <= now then return {1, '', '', '0', 0} end
-if l[1] ~= ARGV[10] then return {2, '', '', '0', 0} end
+local l = redis.call('HMGET', C.lease .. ARGV[19], 'token', 'exp')
+if l[1] == false or tonumber(l[2]) <= now then return {1, '', '', '', '0', 0} end
+if l[1] ~= ARGV[20] then return {2, '', '', '', '0', 0} end
 
-local node, job = lease_end(B, KEYS[1], ARGV[9])
+local node, job, sched = lease_end(C, K.leases, ARGV[19])
 local score, flag = 0, 0
-if ARGV[12] == '1' then
-  local ctl = B.ctl .. node
+if ARGV[21] == '1' then
+  local ctl = C.ctl .. node
   local c = redis.call('HMGET', ctl, 'score', 'score_t', FLAG_COOLDOWN, FLAG_QUARANTINE)
   local prev, since = tonumber(c[1] or '0'), tonumber(c[2] or now)
-  score = prev * math.pow(2, -(now - since) / tonumber(ARGV[13])) + 1
+  score = prev * math.pow(2, -(now - since) / tonumber(ARGV[22])) + 1
   redis.call('HSET', ctl, 'score', string.format('%.6f', score), 'score_t', now)
   local function raise(kind, threshold, ttl, current)
     local active = current and (tonumber(current) == 0 or tonumber(current) > now)
     if score >= tonumber(threshold) and not active then
       local meta = cjson.encode({reason = 'failure_score', actor = 'livestate', create_ms = now,
-        message = string.format('failure score %.2f after: %s', score, ARGV[20])})
+        message = string.format('failure score %.2f after: %s', score, ARGV[28])})
       redis.call('HSET', ctl, kind, now + tonumber(ttl), kind .. ':meta', meta)
-      event(KEYS[2], ARGV[19], EV_FLAGGED, node, 'kind=' .. kind .. ' reason=failure_score')
+      event(KEYS[2], C.maxlen, EV_FLAGGED, node, 'kind=' .. kind .. ' reason=failure_score')
       flag = tonumber(kind)
     end
   end
-  raise(FLAG_QUARANTINE, ARGV[16], ARGV[17], c[4])
-  if flag == 0 then raise(FLAG_COOLDOWN, ARGV[14], ARGV[15], c[3]) end
-  redis.call('PEXPIRE', ctl, ARGV[18])
+  raise(FLAG_QUARANTINE, ARGV[25], ARGV[26], c[4])
+  if flag == 0 then raise(FLAG_COOLDOWN, ARGV[23], ARGV[24], c[3]) end
+  redis.call('PEXPIRE', ctl, ARGV[27])
 end
-idle_sync(B, node, now, ARGV[11], false)
-return {0, job, node, string.format('%.6f', score), flag}
+idle_sync(C, node, now, false)
+return append({0, job, node, sched or '', string.format('%.6f', score), flag}, serve_waiting(C, K, node, now))

@@ -1,7 +1,8 @@
 -- sweep.lua: move one partition's nodes along ONLINE -> SUSPECT -> OFFLINE -> forgotten by their
--- heartbeat deadlines, and end leases past their expiry. Bounded (at most ARGV[13] items per
--- stage per call) and idempotent, so any number of server processes may run it at once: each
--- stage only moves what is due, and what one run moved is not in the source set for the next.
+-- heartbeat deadlines, end leases past their expiry, and drop waiting jobs past theirs. Bounded
+-- (at most ARGV[21] items per stage per call) and idempotent, so any number of server processes
+-- may run it at once: each stage only moves what is due, and what one run moved is not in the
+-- source set for the next.
 --
 -- KEYS[1]  zset   <p>:alive      ONLINE nodes, score = last seen (ms)
 -- KEYS[2]  zset   <p>:suspect    SUSPECT nodes, score = last seen (ms)
@@ -13,46 +14,42 @@
 -- KEYS[8]  hash   <p>:meta       {pulse = last sweep (ms), floor = hearing floor (ms)}
 -- KEYS[9]  zset   <p>:leases     live leases, score = expiry (ms)
 -- KEYS[10] string <p>:fence      fencing token counter
--- ARGV[1..8] key bases (lib.lua)
--- ARGV[9]  suspect_after (ms)
--- ARGV[10] offline_after (ms)
--- ARGV[11] retention (ms): how long an OFFLINE node stays readable
--- ARGV[12] epoch (ms): when the current Redis state began. No node counts as silent for longer
---          than the state has existed, so a Redis restart never declares nodes dead by itself;
---          likewise after a gap in sweeping (ARGV[17], see hearing_floor in lib.lua).
--- ARGV[13] limit per stage
--- ARGV[14] events stream max length (approximate)
--- ARGV[15] partition key TTL (ms), refreshed on every partition-wide key; 0 = skip the refresh
--- ARGV[16] TTL (ms) given to a record when it goes OFFLINE (retention plus a margin, so this
+-- KEYS[11] zset   <p>:wexp       waiting jobs, score = when they stop waiting (ms)
+-- ARGV[1..18] partition context (lib.lua). Its epoch: no node counts as silent for longer than
+--          the Redis state has existed, so a Redis restart never declares nodes dead by itself;
+--          likewise after a gap in sweeping (see hearing_floor).
+-- ARGV[19] retention (ms): how long an OFFLINE node stays readable
+-- ARGV[20] TTL (ms) given to a record when it goes OFFLINE (retention plus a margin, so this
 --          sweep, not eviction, forgets it and its index entries)
--- ARGV[17] sweep gap (ms): a partition unswept for longer was not being heard
--- ARGV[18] idle queue TTL (ms)
+-- ARGV[21] limit per stage
+-- ARGV[22] 1 = refresh the TTL of every partition-wide key (done every few sweeps)
 --
--- Returns {suspected, offlined, expired, more, forgotten_id...}: more = 1 when a stage hit the
--- limit (call again); forgotten ids are for the caller to drop their global locators.
+-- Returns {suspected, offlined, expired, more, n_forgotten, forgotten_id..., assignment...}:
+-- more = 1 when a stage hit the limit (call again); forgotten ids are for the caller to drop
+-- their global locators; assignments are waiting jobs handed the slots of expired leases.
 
-local B = bases()
+local C = context()
+local K = {leases = KEYS[9], fence = KEYS[10], meta = KEYS[8], wexp = KEYS[11]}
 local now = now_ms()
-local limit = tonumber(ARGV[13])
-local maxlen = ARGV[14]
-local floor, gap_seen = hearing_floor(KEYS[8], now, ARGV[12], ARGV[17])
+local limit = tonumber(ARGV[21])
+local floor, gap_seen = hearing_floor(KEYS[8], now, C.epoch, C.gap)
 if gap_seen then redis.call('HSET', KEYS[8], 'floor', floor) end
 redis.call('HSET', KEYS[8], 'pulse', now)
 local sets = {KEYS[1], KEYS[2], KEYS[3], KEYS[4]}
 local suspected, offlined, expired, more = 0, 0, 0, 0
-local forgotten = {}
+local forgotten, assigned = {}, {}
 
 -- ONLINE -> SUSPECT: unmatchable (the claim checks the deadline itself), leases kept.
-local cutoff = now - tonumber(ARGV[9])
+local cutoff = now - C.suspect_after
 if floor < cutoff then
   local hits = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. cutoff, 'WITHSCORES', 'LIMIT', 0, limit)
   for i = 1, #hits, 2 do
     local id = hits[i]
     redis.call('ZREM', KEYS[1], id)
-    if redis.call('EXISTS', B.node .. id) == 1 then
+    if redis.call('EXISTS', C.node .. id) == 1 then
       redis.call('ZADD', KEYS[2], hits[i + 1], id)
-      redis.call('HSET', B.node .. id, 'live', 2)
-      event(KEYS[7], maxlen, EV_SUSPECT, id, 'missed deadline')
+      redis.call('HSET', C.node .. id, 'live', 2)
+      event(KEYS[7], C.maxlen, EV_SUSPECT, id, 'missed deadline')
       suspected = suspected + 1
     else
       redis.call('ZREM', KEYS[4], id)
@@ -62,20 +59,20 @@ if floor < cutoff then
 end
 
 -- SUSPECT -> OFFLINE: out of the idle queues, leases lost.
-cutoff = now - tonumber(ARGV[10])
+cutoff = now - C.offline_after
 if floor < cutoff then
   local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. cutoff, 'LIMIT', 0, limit)
   for _, id in ipairs(ids) do
-    local key = B.node .. id
+    local key = C.node .. id
     redis.call('ZREM', KEYS[2], id)
     if redis.call('EXISTS', key) == 1 then
       local rec = redis.call('HMGET', key, 'models', 'vram')
-      idle_leave(B, id, rec[1], rec[2])
-      leases_drop(B, KEYS[9], KEYS[7], maxlen, id, 'offline')
+      idle_leave(C, id, rec[1], rec[2])
+      leases_drop(C, K.leases, KEYS[7], id, 'offline')
       redis.call('HSET', key, 'live', 3, 'gone', now, 'why', 'silent')
-      redis.call('PEXPIRE', key, ARGV[16])
+      redis.call('PEXPIRE', key, ARGV[20])
       redis.call('ZADD', KEYS[3], now, id)
-      event(KEYS[7], maxlen, EV_OFFLINE, id, 'silent')
+      event(KEYS[7], C.maxlen, EV_OFFLINE, id, 'silent')
       offlined = offlined + 1
     else
       redis.call('ZREM', KEYS[4], id)
@@ -84,39 +81,45 @@ if floor < cutoff then
   if #ids == limit then more = 1 end
 end
 
--- Leases past their expiry end by themselves: the slot returns to the node.
-local due = redis.call('ZRANGEBYSCORE', KEYS[9], '-inf', now, 'LIMIT', 0, limit)
+-- Leases past their expiry end by themselves: the slot returns to the node, or to a waiting job.
+local due = redis.call('ZRANGEBYSCORE', K.leases, '-inf', now, 'LIMIT', 0, limit)
 for _, lease_id in ipairs(due) do
-  local node, job = lease_end(B, KEYS[9], lease_id)
+  local node, job = lease_end(C, K.leases, lease_id)
   if node then
-    event(KEYS[7], maxlen, EV_LEASE_LOST, node, 'expired lease=' .. lease_id .. ' job=' .. tostring(job))
-    idle_sync(B, node, now, ARGV[18], false)
+    event(KEYS[7], C.maxlen, EV_LEASE_LOST, node, 'expired lease=' .. lease_id .. ' job=' .. tostring(job))
+    idle_sync(C, node, now, false)
+    append(assigned, serve_waiting(C, K, node, now))
   end
   expired = expired + 1
 end
 if #due == limit then more = 1 end
 
+-- Waiting jobs past their ttl leave their channel.
+local stale = redis.call('ZRANGEBYSCORE', K.wexp, '-inf', now, 'LIMIT', 0, limit)
+for _, job in ipairs(stale) do unwait(C, K, job) end
+if #stale == limit then more = 1 end
+
 -- OFFLINE past retention -> forgotten
-local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. (now - tonumber(ARGV[11])), 'LIMIT', 0, limit)
+local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. (now - tonumber(ARGV[19])), 'LIMIT', 0, limit)
 for _, id in ipairs(ids) do
-  remove_node(B, id, sets)
+  remove_node(C, id, sets)
   forgotten[#forgotten + 1] = id
 end
 if #ids == limit then more = 1 end
 
 -- Abandoned partitions evict themselves: the partition-wide keys live only as long as a sweeper
 -- keeps refreshing them. Index sets that emptied are dropped from the catalogues here too.
-if tonumber(ARGV[15]) > 0 then
-  for i = 1, 10 do redis.call('PEXPIRE', KEYS[i], ARGV[15]) end
-  for _, pair in ipairs({{KEYS[5], B.model}, {KEYS[6], B.sub}}) do
+if ARGV[22] == '1' then
+  for i = 1, 11 do redis.call('PEXPIRE', KEYS[i], C.ttl) end
+  for _, pair in ipairs({{KEYS[5], C.model}, {KEYS[6], C.sub}}) do
     for _, name in ipairs(redis.call('SMEMBERS', pair[1])) do
-      if redis.call('PEXPIRE', pair[2] .. name, ARGV[15]) == 0 then
+      if redis.call('PEXPIRE', pair[2] .. name, C.ttl) == 0 then
         redis.call('SREM', pair[1], name)
       end
     end
   end
 end
 
-local out = {suspected, offlined, expired, more}
-for _, id in ipairs(forgotten) do out[#out + 1] = id end
-return out
+local out = {suspected, offlined, expired, more, #forgotten}
+append(out, forgotten)
+return append(out, assigned)

@@ -1,0 +1,141 @@
+"""What happens after a script hands a slot to a job: the job's global record learns its lease,
+the job leaves the channels of other partitions, and its scheduler (or waiting Match) hears.
+
+A job waiting for any of several regions waits in each of their partitions, and two partitions
+could each hand it a slot at the same moment (no script spans two partitions). The job record
+decides: the first lease written to it (HSETNX) wins, and a losing lease is released at once,
+its slot going back to its node or to the next waiting job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from livestate.server.keys import Partition, lease_partition
+from livestate.server.notify import message
+from livestate.server.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+# Bounds the chain "a losing lease is released, its slot goes to another job that also loses".
+MAX_DEPTH = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class Assignment:
+    job_id: str
+    lease_id: str
+    token: int
+    expire_ms: int
+    node_id: str
+    scheduler_id: str
+
+    @property
+    def partition(self) -> Partition:
+        return lease_partition(self.lease_id)
+
+
+def parse(flat: Sequence[Any]) -> list[Assignment]:
+    """Assignments from a script reply tail: {job, lease_id, token, expire, node, scheduler}*."""
+    out = []
+    for i in range(0, len(flat) - len(flat) % 6, 6):
+        job, lease, token, expire, node, sched = flat[i : i + 6]
+        out.append(Assignment(str(job), str(lease), int(token), int(expire), str(node), str(sched)))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Ended:
+    code: int
+    job_id: str
+    node_id: str
+    scheduler_id: str
+    score: float
+    flag: int
+
+
+def end_lease(
+    rt: Runtime, lease_id: str, token: int, *, failed: bool, reason: str = "", depth: int = 0
+) -> Ended:
+    """Runs release.lua (Release, Fail, or giving back a losing lease) and settles the waiting
+    jobs the freed slot went to."""
+    cfg = rt.config
+    pk = rt.keys.partition(lease_partition(lease_id))
+    control_ttl = (max(cfg.quarantine_ttl, cfg.cooldown_ttl) + 10 * cfg.failure_half_life) * 1000
+    reply = rt.scripts.call(
+        "release",
+        pk.release_keys(),
+        [
+            *rt.context(pk),
+            lease_id,
+            token,
+            int(failed),
+            int(cfg.failure_half_life * 1000),
+            cfg.cooldown_score,
+            int(cfg.cooldown_ttl * 1000),
+            cfg.quarantine_score,
+            int(cfg.quarantine_ttl * 1000),
+            int(control_ttl),
+            reason,
+        ],
+    )
+    code, job_id, node_id, sched, score, flag, *rest = reply
+    ended = Ended(int(code), str(job_id), str(node_id), str(sched), float(score), int(flag))
+    if ended.code == 0:
+        if ended.scheduler_id:
+            rt.client.hdel(rt.keys.scheduler(ended.scheduler_id), ended.job_id)
+        settle(rt, parse(rest), depth=depth + 1)
+    return ended
+
+
+def settle(rt: Runtime, assignments: Sequence[Assignment], depth: int = 0) -> list[Assignment]:
+    """Records each assignment on its job; returns those that won (the others were given back)."""
+    won = []
+    for a in assignments:
+        job_key = rt.keys.job(a.job_id)
+        if (
+            not rt.client.hsetnx(job_key, "lease", a.lease_id)
+            and rt.client.hget(job_key, "lease") != a.lease_id
+        ):
+            # The job already holds another lease (another partition was faster): give this one back.
+            if depth < MAX_DEPTH:
+                end_lease(rt, a.lease_id, a.token, failed=False, depth=depth)
+            else:
+                log.warning("duplicate assignment of %s left to expire: lease %s", a.job_id, a.lease_id)
+            continue
+        pipe = rt.client.pipeline(transaction=False)
+        pipe.hset(job_key, "node", a.node_id)
+        pipe.hincrby(job_key, "attempts", 1)
+        pipe.hget(job_key, "waiting")
+        pipe.hdel(job_key, "waiting")
+        pipe.pexpire(job_key, int(rt.config.job_ttl * 1000))
+        if a.scheduler_id:
+            pipe.hset(rt.keys.scheduler(a.scheduler_id), a.job_id, a.lease_id)
+            pipe.pexpire(rt.keys.scheduler(a.scheduler_id), int(rt.config.job_ttl * 1000))
+        pipe.publish(rt.keys.assigned_channel, message(a.job_id, a.scheduler_id))
+        _, _, waiting, _, *_ = pipe.execute()
+        unwait(rt, a.job_id, waiting, skip=a.partition)
+        won.append(a)
+    return won
+
+
+def unwait(rt: Runtime, job_id: str, waiting: str | None, skip: Partition | None = None) -> int:
+    """Takes the job out of the channels of the partitions it waits in; returns how many held it."""
+    labels = [label for label in (waiting or "").split(",") if label]
+    calls = []
+    for label in labels:
+        partition = Partition.from_label(label)
+        if partition == skip:
+            continue
+        pk = rt.keys.partition(partition)
+        calls.append(("unwait", pk.unwait_keys(), [*rt.context(pk), job_id]))
+    if not calls:
+        return 0
+    results = rt.scripts.call_many(calls)  # type: ignore[arg-type]
+    for r in results:
+        if isinstance(r, Exception):
+            raise r
+    return sum(int(r) for r in results)

@@ -1,0 +1,252 @@
+"""The job side of matching, shared by MatchService and QueueService: a job's record, the claim
+that lets one call at a time act for a job, the job's live lease, and trying partitions in order.
+
+Records (global keys; see keys.py):
+    job:<id>       hash  lease (the live one, set first-writer-wins), node, attempts, waiting
+                         (partition labels it waits in), scheduler
+    jobtried:<id>  set   nodes the job failed on; every later match skips them
+    jobclaim:<id>  str   held by the one Match/Enqueue acting for the job
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import random
+import time
+import uuid
+from collections.abc import Sequence
+
+import redis
+from google.protobuf import timestamp_pb2
+
+from livestate.server.assignments import Assignment, end_lease, settle
+from livestate.server.errors import Aborted
+from livestate.server.keys import Partition, lease_partition
+from livestate.server.reads import nodes_from_replies, queue_node_reads
+from livestate.server.runtime import Runtime
+from livestate.server.store import text
+from livestate.v1 import lease_pb2, node_pb2
+
+# match.lua return codes
+CLAIMED, NONE, MORE, WAITING = 0, 1, 2, 3
+POLICY_NUMBERS = {0: 1, 1: 1, 2: 2, 3: 3}  # SelectionPolicy -> match.lua policy
+# How long a call may hold its job's claim (it is released as soon as the call ends).
+CLAIM_MS = 10_000
+# A call that finds another in flight for its job waits this long for that one to finish.
+AWAIT_OTHER = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class JobSpec:
+    """What a job needs (the job fields shared by MatchRequest and EnqueueRequest)."""
+
+    job_id: str
+    env: str
+    model: str
+    regions: Sequence[str]
+    min_vram_mb: int
+    gpu_models: Sequence[str]
+    subcloud: str
+    labels: dict[str, str]
+    excluded: frozenset[str]
+    lease_ttl_ms: int
+    policy: int
+    priority: int = 0
+
+
+@dataclasses.dataclass
+class Held:
+    """The job's claim, with what the job record said when it was taken."""
+
+    job_id: str
+    claim: str
+    tried: set[str]
+
+
+def timestamp(ms: int) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromMilliseconds(ms)
+    return ts
+
+
+def live_lease(
+    rt: Runtime, job_id: str, lease_id: str | None
+) -> tuple[lease_pb2.Lease, node_pb2.Node] | None:
+    """The job's lease and its node while the lease lives, else None."""
+    if not lease_id:
+        return None
+    try:
+        pk = rt.keys.partition(lease_partition(lease_id))
+    except ValueError:
+        return None
+    pipe = rt.client.pipeline(transaction=False)
+    pipe.hmget(pk.lease(lease_id), ["job", "node", "token", "exp"])
+    pipe.time()
+    (job, node_id, token, expire), (seconds, micros) = pipe.execute()
+    if job != job_id or int(expire or 0) <= int(seconds) * 1000 + int(micros) // 1000:
+        return None
+    pipe = rt.client.pipeline(transaction=False)
+    queue_node_reads(pipe, pk, [node_id])
+    (node,) = nodes_from_replies(rt, [node_id], pipe.execute())
+    lease = lease_pb2.Lease(
+        lease_id=lease_id,
+        job_id=job_id,
+        node_id=node_id,
+        fencing_token=int(token),
+        expire_time=timestamp(int(expire)),
+    )
+    return lease, node or node_pb2.Node()
+
+
+def acquire(
+    rt: Runtime, job_id: str, time_remaining: float | None
+) -> Held | tuple[lease_pb2.Lease, node_pb2.Node]:
+    """Takes the job's claim, so no other Match or Enqueue acts for the job meanwhile; or, when
+    the job already holds a live lease, returns it (the idempotent answer). A call racing another
+    for the same job waits for that one's answer."""
+    give_up = time.monotonic() + min(AWAIT_OTHER, time_remaining or AWAIT_OTHER)
+    while True:
+        claim = uuid.uuid4().hex
+        pipe = rt.client.pipeline(transaction=False)
+        pipe.hgetall(rt.keys.job(job_id))
+        pipe.smembers(rt.keys.job_tried(job_id))
+        pipe.set(rt.keys.job_claim(job_id), claim, nx=True, px=CLAIM_MS)
+        job, tried, claimed = pipe.execute()
+        live = live_lease(rt, job_id, job.get("lease"))
+        if live is not None:
+            if claimed:
+                release(rt, Held(job_id, claim, set()))
+            return live
+        if claimed:
+            if job.get("lease"):
+                # A lease that ended (released, failed, expired): the job may be matched again.
+                rt.scripts.call("del_if_equal", [rt.keys.job(job_id)], [job["lease"], "lease"])
+            return Held(job_id, claim, {str(n) for n in tried})
+        if time.monotonic() > give_up:
+            raise Aborted("another call for this job is still in flight", reason="JOB_BUSY")
+        time.sleep(0.01)
+
+
+def release(rt: Runtime, held: Held) -> None:
+    with contextlib.suppress(redis.exceptions.RedisError):  # it expires by itself
+        rt.scripts.call("del_if_equal", [rt.keys.job_claim(held.job_id)], [held.claim])
+
+
+def partitions(rt: Runtime, job: JobSpec, *, fresh: bool, with_idle_only: bool) -> list[Partition]:
+    """Partitions to try, in order: the caller's regions in its order of preference, or every
+    region of the env, most idle capacity for the model first. With `with_idle_only`, those whose
+    idle queue for the model is empty are left out (the script would find nothing there).
+    Otherwise (the job may wait) a named region with no partition yet gets one, so the job waits
+    for the first node that registers there."""
+    known = rt.catalogue.partitions(job.env, fresh=fresh)
+    if job.regions:
+        order = {region: i for i, region in enumerate(job.regions)}
+        candidates = sorted((p for p in known if p.region in order), key=lambda p: (order[p.region], p.shard))
+        missing = [Partition(job.env, r) for r in job.regions if r not in {p.region for p in candidates}]
+        if missing and not with_idle_only:
+            rt.client.sadd(rt.keys.partitions, *(p.label for p in missing))
+            rt.catalogue.invalidate()
+            candidates = sorted([*candidates, *missing], key=lambda p: (order[p.region], p.shard))
+    else:
+        candidates = list(known)
+    if not candidates:
+        return []
+    pipe = rt.client.pipeline(transaction=False)
+    for p in candidates:
+        pipe.zcard(rt.keys.partition(p).idle_queue(job.model))
+    depth = dict(zip(candidates, pipe.execute(), strict=True))
+    if not job.regions:
+        candidates.sort(key=lambda p: -depth[p])
+    return [p for p in candidates if depth[p] or not with_idle_only]
+
+
+def try_partition(
+    rt: Runtime, partition: Partition, job: JobSpec, excluded: set[str], *, scheduler: str, wait_ms: int
+) -> Assignment | int | None:
+    """Runs match.lua in one partition until it decides: the Assignment when it claimed a slot,
+    the job's position when it left the job waiting there (wait_ms > 0), None when nothing fits."""
+    cfg = rt.config
+    pk = rt.keys.partition(partition)
+    labels = "\n".join(f"{k}={v}" for k, v in sorted(job.labels.items()))
+    cursor = ""
+    while True:
+        result = rt.scripts.call(
+            "match",
+            pk.match_keys(),
+            [
+                *rt.context(pk),
+                job.job_id,
+                job.model,
+                job.min_vram_mb,
+                ",".join(job.gpu_models),
+                job.subcloud,
+                labels,
+                ",".join(sorted(excluded)),
+                job.lease_ttl_ms,
+                POLICY_NUMBERS[job.policy],
+                cfg.match_walk,
+                cursor,
+                random.getrandbits(31),
+                scheduler,
+                1 if wait_ms > 0 else 0,
+                job.priority,
+                wait_ms,
+            ],
+        )
+        code = int(result[0])
+        if code == NONE:
+            return None
+        if code == MORE:
+            cursor = str(result[1])
+            continue
+        if code == WAITING:
+            return int(result[1])
+        _, lease_id, token, expire_ms, node_id = result
+        return Assignment(job.job_id, str(lease_id), int(token), int(expire_ms), str(node_id), scheduler)
+
+
+def place(
+    rt: Runtime, held: Held, job: JobSpec, *, scheduler: str, wait_ms: int
+) -> tuple[lease_pb2.Lease, node_pb2.Node] | int | None:
+    """Claims a slot for the job in the first partition that has one (then its lease and node);
+    with wait_ms > 0, leaves it waiting in every allowed partition that has none (then its best
+    position); else None."""
+    excluded = set(job.excluded) | held.tried
+    waiting: list[Partition] = []
+    positions: list[int] = []
+    tried: set[Partition] = set()
+    # The cached catalogue first; before giving up, a fresh one (a partition another server
+    # created a moment ago).
+    for fresh in (False, True):
+        candidates = partitions(rt, job, fresh=fresh, with_idle_only=wait_ms == 0)
+        if wait_ms and candidates:
+            # Every partition it may wait in is on the record before it waits anywhere, so an
+            # assignment in one partition can take it out of all the others.
+            rt.client.hset(rt.keys.job(job.job_id), "waiting", ",".join(p.label for p in candidates))
+        for partition in candidates:
+            if partition in tried:
+                continue
+            tried.add(partition)
+            outcome = try_partition(rt, partition, job, excluded, scheduler=scheduler, wait_ms=wait_ms)
+            if isinstance(outcome, Assignment):
+                if settle(rt, [outcome]):
+                    won = live_lease(rt, job.job_id, outcome.lease_id)
+                else:  # a waiting copy of the job was assigned elsewhere first
+                    won = live_lease(rt, job.job_id, text(rt.client.hget(rt.keys.job(job.job_id), "lease")))
+                if won is not None:
+                    return won
+            elif outcome is not None:
+                waiting.append(partition)
+                positions.append(outcome)
+    if waiting:
+        return min(positions)
+    return None
+
+
+def ended_lease(
+    rt: Runtime, lease_id: str, token: int, *, failed: bool, reason: str = ""
+) -> tuple[int, str, str]:
+    """Release or Fail: (code, job_id, node_id)."""
+    ended = end_lease(rt, lease_id, token, failed=failed, reason=reason)
+    return ended.code, ended.job_id, ended.node_id
