@@ -26,21 +26,35 @@ import redis
 from livestate.server.embedded import EmbeddedRedis, free_port
 from livestate.v1 import heartbeat_service_pb2 as hb
 from livestate.v1 import heartbeat_service_pb2_grpc as hb_grpc
-from livestate.v1 import node_pb2
+from livestate.v1 import lease_pb2, node_pb2
+from livestate.v1 import match_service_pb2 as mpb
+from livestate.v1 import match_service_pb2_grpc as mpb_grpc
 
 HERE = Path(__file__).resolve().parent
 
 
 def bare_server(port: int) -> None:
-    """The baseline: a threaded gRPC server answering each beat with a fixed response."""
+    """The baseline: a threaded gRPC server answering beats and Matches with fixed responses."""
 
     class Bare(hb_grpc.HeartbeatServiceServicer):
         def Heartbeat(self, request_iterator, context):  # type: ignore[no-untyped-def]
             for request in request_iterator:
                 yield hb.HeartbeatResponse(seq=request.seq)
 
+    canned = mpb.MatchResponse(
+        lease=lease_pb2.Lease(lease_id="bench/r0/0/abcdef0123", node_id="bench-000000")
+    )
+
+    class BareMatch(mpb_grpc.MatchServiceServicer):
+        def Match(self, request, context):  # type: ignore[no-untyped-def]
+            return canned
+
+        def Release(self, request, context):  # type: ignore[no-untyped-def]
+            return mpb.ReleaseResponse()
+
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=512), maximum_concurrent_rpcs=512)
     hb_grpc.add_HeartbeatServiceServicer_to_server(Bare(), server)
+    mpb_grpc.add_MatchServiceServicer_to_server(BareMatch(), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     server.wait_for_termination()
@@ -83,6 +97,48 @@ async def _load(target: str, node_ids: list[str], boot: str, seconds: float) -> 
     }
 
 
+async def _match_load(target: str, workers: int, seconds: float) -> dict[str, float]:
+    """Closed loop: each worker matches a new job, then releases its lease."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = mpb_grpc.MatchServiceStub(channel)
+        stop_at = time.monotonic() + seconds
+        latencies: list[float] = []
+        misses = 0
+
+        async def one(worker: int) -> None:
+            nonlocal misses
+            n = 0
+            while time.monotonic() < stop_at:
+                n += 1
+                sent = time.perf_counter()
+                try:
+                    response = await stub.Match(
+                        mpb.MatchRequest(job_id=f"bench-{worker}-{n}", env="bench", model="llama-3-8b"),
+                        timeout=5,
+                    )
+                except grpc.aio.AioRpcError:
+                    misses += 1
+                    continue
+                latencies.append(time.perf_counter() - sent)
+                await stub.Release(
+                    mpb.ReleaseRequest(
+                        lease_id=response.lease.lease_id, fencing_token=response.lease.fencing_token
+                    ),
+                    timeout=5,
+                )
+
+        started = time.monotonic()
+        await asyncio.gather(*(one(w) for w in range(workers)))
+        elapsed = time.monotonic() - started
+    latencies.sort()
+    return {
+        "matches_per_s": len(latencies) / elapsed,
+        "p50_ms": latencies[len(latencies) // 2] * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+        "misses": misses,
+    }
+
+
 def load_main(target: str, node_ids: list[str], boot: str, seconds: float) -> None:
     print(json.dumps(asyncio.run(_load(target, node_ids, boot, seconds))))
 
@@ -106,6 +162,27 @@ def _measure(port: int, node_ids: list[str], boot: str, seconds: float) -> dict[
             str(seconds),
             "--ids",
             ",".join(node_ids),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=HERE.parent,
+    )
+    return dict(json.loads(out.stdout))
+
+
+def _measure_match(port: int, workers: int, seconds: float) -> dict[str, float]:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--match-load",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--seconds",
+            str(seconds),
         ],
         capture_output=True,
         text=True,
@@ -147,12 +224,17 @@ def main() -> None:
     parser.add_argument("--boot", default="bench-boot", help=argparse.SUPPRESS)
     parser.add_argument("--ids", help=argparse.SUPPRESS)
     parser.add_argument("--bare", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--match-load", help=argparse.SUPPRESS)
+    parser.add_argument("--workers", type=int, default=8, help="concurrent Match callers")
     args = parser.parse_args()
     if args.bare:
         bare_server(args.bare)
         return
     if args.load:
         load_main(args.load, args.ids.split(","), args.boot, args.seconds)
+        return
+    if args.match_load:
+        print(json.dumps(asyncio.run(_match_load(args.match_load, args.workers, args.seconds))))
         return
 
     node_ids = [f"bench-{i:06d}" for i in range(min(args.streams, args.nodes))]
@@ -189,6 +271,8 @@ def main() -> None:
 
             baseline = _measure(bare_port, node_ids, args.boot, args.seconds)
             livestate = _measure(ls_port, node_ids, args.boot, args.seconds)
+            match_baseline = _measure_match(bare_port, args.workers, args.seconds)
+            match_livestate = _measure_match(ls_port, args.workers, args.seconds)
         finally:
             for proc in (bare, server):
                 proc.terminate()
@@ -207,6 +291,21 @@ def main() -> None:
         f"  p99 {livestate['p99_ms']:.2f} ms  resyncs {livestate['resyncs']:.0f}"
     )
     print(f"  ratio                {ratio:8.2f}   (target >= 0.60)")
+    match_ratio = match_livestate["matches_per_s"] / match_baseline["matches_per_s"]
+    print(f"Match + Release, {args.workers} callers, {args.seconds:.0f}s each, {args.nodes} nodes:")
+    print(
+        f"  bare gRPC unary      {match_baseline['matches_per_s']:8.0f} calls/s  "
+        f"p50 {match_baseline['p50_ms']:.2f} ms  p99 {match_baseline['p99_ms']:.2f} ms"
+    )
+    print(
+        f"  livestate Match      {match_livestate['matches_per_s']:8.0f} matches/s "
+        f"p50 {match_livestate['p50_ms']:.2f} ms  p99 {match_livestate['p99_ms']:.2f} ms  "
+        f"not found {match_livestate['misses']:.0f}"
+    )
+    print(
+        f"  ratio                {match_ratio:8.2f}   (Match alone vs a bare call; each livestate match also"
+        " pays a Release)"
+    )
 
 
 if __name__ == "__main__":

@@ -73,10 +73,10 @@ def test_offline_node_is_forgotten_after_retention(ls: Harness) -> None:
     ls.register("gpu-1")
     rt = ls.server.rt
     pk = rt.keys.partition(rt.locator.lookup("gpu-1"))  # type: ignore[arg-type]
-    wait_for(lambda: _sweeper_liveness(ls, "gpu-1") == "3", timeout=3)
+    wait_for(lambda: _sweeper_liveness(ls, "gpu-1") == "3", timeout=5)
     assert ls.get("gpu-1").liveness == OFFLINE  # still visible during retention
 
-    wait_for(lambda: not ls.redis.exists(pk.node("gpu-1")), timeout=ls.config.retention + 2)
+    wait_for(lambda: not ls.redis.exists(pk.node("gpu-1")), timeout=ls.config.retention + 4)
 
     assert not ls.redis.exists(rt.keys.locator("gpu-1"))
     for key in (pk.alive, pk.suspect, pk.offline, pk.nodes, pk.model_index("llama-3-8b")):

@@ -14,9 +14,12 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import redis
+
 from livestate.server.keys import Partition, lease_partition
 from livestate.server.notify import message
 from livestate.server.runtime import Runtime
+from livestate.v1 import lease_pb2
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,13 @@ class Assignment:
     @property
     def partition(self) -> Partition:
         return lease_partition(self.lease_id)
+
+    def lease(self) -> lease_pb2.Lease:
+        lease = lease_pb2.Lease(
+            lease_id=self.lease_id, job_id=self.job_id, node_id=self.node_id, fencing_token=self.token
+        )
+        lease.expire_time.FromMilliseconds(self.expire_ms)
+        return lease
 
 
 def parse(flat: Sequence[Any]) -> list[Assignment]:
@@ -95,29 +105,32 @@ def settle(rt: Runtime, assignments: Sequence[Assignment], depth: int = 0) -> li
     """Records each assignment on its job; returns those that won (the others were given back)."""
     won = []
     for a in assignments:
-        job_key = rt.keys.job(a.job_id)
-        if (
-            not rt.client.hsetnx(job_key, "lease", a.lease_id)
-            and rt.client.hget(job_key, "lease") != a.lease_id
-        ):
+
+        def record(pipe: redis.client.Pipeline, a: Assignment = a) -> None:
+            rt.scripts.add(
+                pipe,
+                "settle",
+                [rt.keys.job(a.job_id)],
+                [a.lease_id, a.node_id, int(rt.config.job_ttl * 1000)],
+            )
+            if a.scheduler_id:
+                # Replayed until taken up; an entry whose lease lost (or lapsed) is dropped on read.
+                pipe.hset(rt.keys.scheduler(a.scheduler_id), a.job_id, a.lease_id)
+                pipe.pexpire(rt.keys.scheduler(a.scheduler_id), int(rt.config.job_ttl * 1000))
+                pipe.publish(rt.keys.assigned_channel, message(a.job_id, a.scheduler_id))
+
+        (kept, waiting), *_ = rt.scripts.pipeline(record)
+        if not int(kept):
             # The job already holds another lease (another partition was faster): give this one back.
             if depth < MAX_DEPTH:
                 end_lease(rt, a.lease_id, a.token, failed=False, depth=depth)
             else:
                 log.warning("duplicate assignment of %s left to expire: lease %s", a.job_id, a.lease_id)
             continue
-        pipe = rt.client.pipeline(transaction=False)
-        pipe.hset(job_key, "node", a.node_id)
-        pipe.hincrby(job_key, "attempts", 1)
-        pipe.hget(job_key, "waiting")
-        pipe.hdel(job_key, "waiting")
-        pipe.pexpire(job_key, int(rt.config.job_ttl * 1000))
-        if a.scheduler_id:
-            pipe.hset(rt.keys.scheduler(a.scheduler_id), a.job_id, a.lease_id)
-            pipe.pexpire(rt.keys.scheduler(a.scheduler_id), int(rt.config.job_ttl * 1000))
-        pipe.publish(rt.keys.assigned_channel, message(a.job_id, a.scheduler_id))
-        _, _, waiting, _, *_ = pipe.execute()
-        unwait(rt, a.job_id, waiting, skip=a.partition)
+        if waiting:
+            unwait(rt, a.job_id, str(waiting), skip=a.partition)
+        if not a.scheduler_id:  # a waiting Match, if any, hears of it
+            rt.client.publish(rt.keys.assigned_channel, message(a.job_id, ""))
         won.append(a)
     return won
 

@@ -62,6 +62,7 @@ class Held:
     job_id: str
     claim: str
     tried: set[str]
+    released: bool = False
 
 
 def timestamp(ms: int) -> timestamp_pb2.Timestamp:
@@ -128,7 +129,29 @@ def acquire(
         time.sleep(0.01)
 
 
+def read_node(
+    rt: Runtime, partition: Partition, node_id: str, releasing: Held | None = None
+) -> node_pb2.Node:
+    """The node as a Match answer shows it; also lets go of the job's claim in the same round
+    trip, when given one."""
+
+    def build(pipe: redis.client.Pipeline) -> None:
+        queue_node_reads(pipe, rt.keys.partition(partition), [node_id])
+        if releasing is not None:
+            rt.scripts.add(pipe, "del_if_equal", [rt.keys.job_claim(releasing.job_id)], [releasing.claim])
+
+    replies = rt.scripts.pipeline(build)
+    if releasing is not None:
+        releasing.released = True
+        replies = replies[:-1]
+    (node,) = nodes_from_replies(rt, [node_id], replies)
+    return node or node_pb2.Node()
+
+
 def release(rt: Runtime, held: Held) -> None:
+    if held.released:
+        return
+    held.released = True
     with contextlib.suppress(redis.exceptions.RedisError):  # it expires by itself
         rt.scripts.call("del_if_equal", [rt.keys.job_claim(held.job_id)], [held.claim])
 
@@ -231,9 +254,9 @@ def place(
             outcome = try_partition(rt, partition, job, excluded, scheduler=scheduler, wait_ms=wait_ms)
             if isinstance(outcome, Assignment):
                 if settle(rt, [outcome]):
-                    won = live_lease(rt, job.job_id, outcome.lease_id)
-                else:  # a waiting copy of the job was assigned elsewhere first
-                    won = live_lease(rt, job.job_id, text(rt.client.hget(rt.keys.job(job.job_id), "lease")))
+                    return outcome.lease(), read_node(rt, partition, outcome.node_id, releasing=held)
+                # A waiting copy of the job was assigned elsewhere first: that lease is the answer.
+                won = live_lease(rt, job.job_id, text(rt.client.hget(rt.keys.job(job.job_id), "lease")))
                 if won is not None:
                     return won
             elif outcome is not None:

@@ -28,6 +28,7 @@ ScriptName = Literal[
     "renew",
     "release",
     "unwait",
+    "settle",
 ]
 SCRIPT_NAMES: tuple[ScriptName, ...] = (
     "register",
@@ -41,6 +42,7 @@ SCRIPT_NAMES: tuple[ScriptName, ...] = (
     "renew",
     "release",
     "unwait",
+    "settle",
 )
 
 Call = tuple[ScriptName, Sequence[str], Sequence[str | int | float]]
