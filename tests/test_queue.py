@@ -311,3 +311,20 @@ def test_enqueue_rejects_bad_input(ls: Harness, request_fields: dict[str, Any], 
         _enqueue(ls, "job-1", regions=["eu-west"], **request_fields)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_field(err.value) == field
+
+
+def test_node_becoming_eligible_without_a_slot_freeing_serves_the_waiting_job(
+    make_server: ServerFactory,
+) -> None:
+    ls = make_server(
+        cooldown_score=0.5, cooldown_ttl=0.5, heartbeat_interval=5, suspect_after=30, offline_after=60
+    )
+    ls.register("gpu-1")
+    ls.fail(ls.match("bad-run").lease)  # COOLDOWN: the node stays idle but unmatchable for 0.5 s
+    stream = Stream(ls)
+    try:
+        _enqueue(ls, "job-1", regions=["eu-west"])
+
+        assert stream.next(timeout=3).lease.node_id == "gpu-1"  # handed over once the flag lapsed
+    finally:
+        stream.close()

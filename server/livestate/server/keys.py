@@ -164,6 +164,7 @@ class PartitionKeys:
             self.leases,
             self.fence,
             self.wexp,
+            self.wait_models,
         ]
 
     def match_keys(self) -> list[str]:

@@ -15,6 +15,7 @@
 -- KEYS[9]  zset   <p>:leases     live leases, score = expiry (ms)
 -- KEYS[10] string <p>:fence      fencing token counter
 -- KEYS[11] zset   <p>:wexp       waiting jobs, score = when they stop waiting (ms)
+-- KEYS[12] set    <p>:wmodels    models that have had waiting jobs
 -- ARGV[1..18] partition context (lib.lua). Its epoch: no node counts as silent for longer than
 --          the Redis state has existed, so a Redis restart never declares nodes dead by itself;
 --          likewise after a gap in sweeping (see hearing_floor).
@@ -99,6 +100,19 @@ local stale = redis.call('ZRANGEBYSCORE', K.wexp, '-inf', now, 'LIMIT', 0, limit
 for _, job in ipairs(stale) do unwait(C, K, job) end
 if #stale == limit then more = 1 end
 
+-- Slots are handed to waiting jobs when they free; a node can also become eligible without a
+-- slot freeing (a flag lapsed, it recovered from SUSPECT). Offer the longest-idle nodes of each
+-- model with waiting jobs to its channel once per sweep (bounded: 8 nodes per model).
+for _, m in ipairs(redis.call('SMEMBERS', KEYS[12])) do
+  if redis.call('ZCARD', C.wait .. m) > 0 then
+    for _, node in ipairs(redis.call('ZRANGE', C.idle .. m, 0, 7)) do
+      append(assigned, serve_waiting(C, K, node, now))
+    end
+  else
+    redis.call('SREM', KEYS[12], m)
+  end
+end
+
 -- OFFLINE past retention -> forgotten
 local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. (now - tonumber(ARGV[19])), 'LIMIT', 0, limit)
 for _, id in ipairs(ids) do
@@ -110,7 +124,7 @@ if #ids == limit then more = 1 end
 -- Abandoned partitions evict themselves: the partition-wide keys live only as long as a sweeper
 -- keeps refreshing them. Index sets that emptied are dropped from the catalogues here too.
 if ARGV[22] == '1' then
-  for i = 1, 11 do redis.call('PEXPIRE', KEYS[i], C.ttl) end
+  for i = 1, 12 do redis.call('PEXPIRE', KEYS[i], C.ttl) end
   for _, pair in ipairs({{KEYS[5], C.model}, {KEYS[6], C.sub}}) do
     for _, name in ipairs(redis.call('SMEMBERS', pair[1])) do
       if redis.call('PEXPIRE', pair[2] .. name, C.ttl) == 0 then
