@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import redis
 from google.protobuf import timestamp_pb2
 
-from livestate.server.assignments import Assignment, end_lease, settle
+from livestate.server.assignments import Assignment, settle
 from livestate.server.errors import Aborted
 from livestate.server.keys import Partition, lease_partition
 from livestate.server.reads import nodes_from_replies, queue_node_reads
@@ -266,10 +266,3 @@ def place(
         return min(positions)
     return None
 
-
-def ended_lease(
-    rt: Runtime, lease_id: str, token: int, *, failed: bool, reason: str = ""
-) -> tuple[int, str, str]:
-    """Release or Fail: (code, job_id, node_id)."""
-    ended = end_lease(rt, lease_id, token, failed=failed, reason=reason)
-    return ended.code, ended.job_id, ended.node_id

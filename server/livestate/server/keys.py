@@ -39,13 +39,9 @@ class Partition:
         return cls(env, region, int(shard))
 
 
-def lease_id(partition: Partition, unique: str) -> str:
-    """Lease ids name their partition, so Renew/Release/Fail find the lease without a lookup."""
-    return f"{partition.label}/{unique}"
-
-
 def lease_partition(lease_id: str) -> Partition:
-    """The partition a lease id names; ValueError when it is not one of ours."""
+    """The partition a lease id names (lib.lua's claim makes them "<label>/<token in hex>", so
+    Renew/Release/Fail find the lease without a lookup); ValueError when it is not one of ours."""
     label, _, unique = lease_id.rpartition("/")
     if not unique or not re.fullmatch(r"[0-9a-f]{8,64}", unique):
         raise ValueError(f"bad lease id {lease_id!r}")

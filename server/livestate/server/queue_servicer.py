@@ -48,7 +48,7 @@ class QueueServicer(pb_grpc.QueueServiceServicer):
     def Enqueue(self, request: pb.EnqueueRequest, context: grpc.ServicerContext) -> pb.EnqueueResponse:
         rt = self.rt
         job = job_spec(rt, request)  # type: ignore[arg-type]
-        validate.node_id(request.scheduler_id, "scheduler_id")
+        validate.identifier(request.scheduler_id, "scheduler_id")
         ttl = validate.duration(request.ttl, "ttl", maximum=rt.config.max_queue_ttl) or rt.config.queue_ttl
 
         held = jobs.acquire(rt, job.job_id, context.time_remaining())
@@ -76,7 +76,7 @@ class QueueServicer(pb_grpc.QueueServiceServicer):
         self, request: pb.AssignmentsRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.AssignmentsResponse]:
         rt = self.rt
-        validate.node_id(request.scheduler_id, "scheduler_id")
+        validate.identifier(request.scheduler_id, "scheduler_id")
 
         key = rt.keys.scheduler(request.scheduler_id)
         sent: set[tuple[str, str]] = set()

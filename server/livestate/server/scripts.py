@@ -11,7 +11,7 @@ import hashlib
 import importlib.resources
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import redis
 import redis.exceptions
@@ -30,20 +30,7 @@ ScriptName = Literal[
     "unwait",
     "settle",
 ]
-SCRIPT_NAMES: tuple[ScriptName, ...] = (
-    "register",
-    "beat",
-    "deregister",
-    "sweep",
-    "forget",
-    "epoch",
-    "del_if_equal",
-    "match",
-    "renew",
-    "release",
-    "unwait",
-    "settle",
-)
+SCRIPT_NAMES: tuple[ScriptName, ...] = get_args(ScriptName)
 
 Call = tuple[ScriptName, Sequence[str], Sequence[str | int | float]]
 

@@ -31,12 +31,17 @@ MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
 
 
-def node_id(value: str, field: str = "node_id") -> str:
+def identifier(value: str, field: str) -> str:
+    """A node_id, boot_id or scheduler_id: required, 1-128 characters from [A-Za-z0-9._-]."""
     if not value:
         raise InvalidArgument(field, "required")
     if not ID_RE.match(value):
         raise InvalidArgument(field, "must be 1-128 characters from [A-Za-z0-9._-]")
     return value
+
+
+def node_id(value: str, field: str = "node_id") -> str:
+    return identifier(value, field)
 
 
 def job_id(value: str, field: str = "job_id") -> str:
@@ -64,11 +69,7 @@ def duration(value: duration_pb2.Duration, field: str, *, maximum: float, minimu
 
 
 def boot_id(value: str, field: str = "boot_id") -> str:
-    if not value:
-        raise InvalidArgument(field, "required")
-    if not ID_RE.match(value):
-        raise InvalidArgument(field, "must be 1-128 characters from [A-Za-z0-9._-]")
-    return value
+    return identifier(value, field)
 
 
 def name(value: str, field: str, *, required: bool) -> str:
