@@ -9,8 +9,8 @@ import grpc
 import pytest
 
 from harness import IDLE, Harness, error_field, spec
-from livestate.v1 import flag_service_pb2, node_pb2
 from livestate.v1 import heartbeat_service_pb2 as hb
+from livestate.v1 import node_pb2
 from livestate.v1 import node_service_pb2 as ns
 
 
@@ -132,9 +132,6 @@ def test_oversized_message_is_refused_before_it_is_read(ls: Harness) -> None:
 
 
 def test_rpcs_of_later_issues_answer_unimplemented(ls: Harness) -> None:
-    with pytest.raises(grpc.RpcError) as err:
-        ls.flags.ListFlags(flag_service_pb2.ListFlagsRequest(), timeout=5)
-    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
     with pytest.raises(grpc.RpcError) as err:
         list(ls.nodes.Watch(ns.WatchRequest(), timeout=5))
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED

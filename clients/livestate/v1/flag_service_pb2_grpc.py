@@ -50,6 +50,11 @@ class FlagServiceStub:
                 request_serializer=livestate_dot_v1_dot_flag__service__pb2.ListFlagsRequest.SerializeToString,
                 response_deserializer=livestate_dot_v1_dot_flag__service__pb2.ListFlagsResponse.FromString,
                 _registered_method=True)
+        self.ListFlagChanges = channel.unary_unary(
+                '/livestate.v1.FlagService/ListFlagChanges',
+                request_serializer=livestate_dot_v1_dot_flag__service__pb2.ListFlagChangesRequest.SerializeToString,
+                response_deserializer=livestate_dot_v1_dot_flag__service__pb2.ListFlagChangesResponse.FromString,
+                _registered_method=True)
 
 
 class FlagServiceServicer:
@@ -71,7 +76,14 @@ class FlagServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListFlags(self, request, context):
-        """Lists flags, optionally for one node or of one kind.
+        """Lists flags in force, optionally for one node or of one kind.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFlagChanges(self, request, context):
+        """The audit trail: every SetFlag and ClearFlag (and automatic flag), newest first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -94,6 +106,11 @@ def add_FlagServiceServicer_to_server(servicer, server):
                     servicer.ListFlags,
                     request_deserializer=livestate_dot_v1_dot_flag__service__pb2.ListFlagsRequest.FromString,
                     response_serializer=livestate_dot_v1_dot_flag__service__pb2.ListFlagsResponse.SerializeToString,
+            ),
+            'ListFlagChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFlagChanges,
+                    request_deserializer=livestate_dot_v1_dot_flag__service__pb2.ListFlagChangesRequest.FromString,
+                    response_serializer=livestate_dot_v1_dot_flag__service__pb2.ListFlagChangesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +195,33 @@ class FlagService:
             '/livestate.v1.FlagService/ListFlags',
             livestate_dot_v1_dot_flag__service__pb2.ListFlagsRequest.SerializeToString,
             livestate_dot_v1_dot_flag__service__pb2.ListFlagsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFlagChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/livestate.v1.FlagService/ListFlagChanges',
+            livestate_dot_v1_dot_flag__service__pb2.ListFlagChangesRequest.SerializeToString,
+            livestate_dot_v1_dot_flag__service__pb2.ListFlagChangesResponse.FromString,
             options,
             channel_credentials,
             insecure,

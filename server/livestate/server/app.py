@@ -20,6 +20,7 @@ from livestate.server import store
 from livestate.server.config import Config
 from livestate.server.decoding import DecodeRequests
 from livestate.server.embedded import EmbeddedRedis
+from livestate.server.flag_servicer import FlagServicer
 from livestate.server.heartbeat_servicer import HeartbeatServicer
 from livestate.server.maintenance import Maintenance
 from livestate.server.match_servicer import MatchServicer
@@ -88,10 +89,7 @@ class LivestateServer:
         )
         node_service_pb2_grpc.add_NodeServiceServicer_to_server(NodeServicer(self.rt), self.grpc)
         match_service_pb2_grpc.add_MatchServiceServicer_to_server(MatchServicer(self.rt), self.grpc)
-        # Declared in the contract, built by later issues: until then they answer UNIMPLEMENTED.
-        flag_service_pb2_grpc.add_FlagServiceServicer_to_server(
-            flag_service_pb2_grpc.FlagServiceServicer(), self.grpc
-        )
+        flag_service_pb2_grpc.add_FlagServiceServicer_to_server(FlagServicer(self.rt), self.grpc)
         queue_service_pb2_grpc.add_QueueServiceServicer_to_server(QueueServicer(self.rt), self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name

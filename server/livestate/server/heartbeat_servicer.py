@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator
 
@@ -12,13 +13,13 @@ from google.protobuf import duration_pb2
 from livestate.server import errors, validate
 from livestate.server.assignments import parse, settle
 from livestate.server.errors import FailedPrecondition, InvalidArgument, NotFound
-from livestate.server.keys import Partition
+from livestate.server.keys import Partition, PartitionKeys
 from livestate.server.reads import nodes_from_replies, queue_node_reads
 from livestate.server.records import joined, spec_fields
 from livestate.server.runtime import Runtime
+from livestate.v1 import flag_pb2, node_pb2
 from livestate.v1 import heartbeat_service_pb2 as pb
 from livestate.v1 import heartbeat_service_pb2_grpc as pb_grpc
-from livestate.v1 import node_pb2
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,19 @@ BEAT_APPLIED, BEAT_RESYNC, BEAT_STALE_SEQ, BEAT_VRAM_ABOVE_TOTAL = 0, 1, 2, 3
 DEREG_OK, DEREG_UNKNOWN, DEREG_OTHER_BOOT = 0, 1, 2
 
 BeatLike = pb.BeatRequest | pb.HeartbeatRequest
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    """What a beat's answer says besides the interval: what beat.lua returned, and what the node
+    is told of its flags (never SHADOW_BAN and the like: see notices in lua/lib.lua)."""
+
+    code: int
+    paused: bool = False
+    notices: tuple[str, ...] = ()
+
+
+RESYNC = Answer(BEAT_RESYNC)
 
 
 def _duration(seconds: float) -> duration_pb2.Duration:
@@ -86,9 +100,10 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
             pipe.get(rt.keys.locator(node_id))
             # Catalogue the partition before the node lands in it: the sweeper visits listed ones.
             pipe.sadd(rt.keys.partitions, partition.label)
+            pipe.hgetall(rt.keys.pending_flags(node_id))
             rt.epoch.queue(pipe)
 
-        previous_label, new_partition, epoch_reply = rt.scripts.pipeline(prepare)
+        previous_label, new_partition, pending, epoch_reply = rt.scripts.pipeline(prepare)
         if new_partition:
             rt.catalogue.invalidate()
         rt.epoch.observe(epoch_reply)  # rt.context stamps the registration with it
@@ -112,11 +127,26 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
         rt.locator.remember(node_id, partition)
         previous = Partition.from_label(previous_label) if previous_label else None
         if previous is not None and previous != partition:
+            # Flags follow the node into its new partition; the rest of it stays behind.
             old = rt.keys.partition(previous)
+            pending = {**rt.client.hgetall(old.control(node_id)), **pending}
             rt.scripts.call("forget", old.forget_keys(node_id), [*rt.context(old), node_id])
+        if pending:
+            rt.scripts.call(
+                "ctl_import",
+                pk.ctl_import_keys(),
+                [*rt.context(pk), node_id, *(item for pair in sorted(pending.items()) for item in pair)],
+            )
+            rt.client.delete(rt.keys.pending_flags(node_id))
+            reads = self._reread(pk, node_id)
 
         settle(rt, parse(handed))
         (node,) = nodes_from_replies(rt, [node_id], reads)
+        if node is not None:
+            # Node-facing: a shadow-banned node must not learn of its ban from its own registration.
+            visible = [f for f in node.flags if f.kind != flag_pb2.FLAG_KIND_SHADOW_BAN]
+            del node.flags[:]
+            node.flags.extend(visible)
         return pb.RegisterResponse(
             heartbeat_interval=self._interval,
             node=node,
@@ -125,10 +155,21 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
             offline_after=_duration(rt.config.offline_after),
         )
 
+    def _reread(self, pk: PartitionKeys, node_id: str) -> list[object]:
+        pipe = self.rt.client.pipeline(transaction=False)
+        queue_node_reads(pipe, pk, [node_id])
+        return list(pipe.execute())
+
     @errors.unary
     def Beat(self, request: pb.BeatRequest, context: grpc.ServicerContext) -> pb.BeatResponse:
-        resync = self._beat(request, context.time_remaining())
-        return pb.BeatResponse(resync_required=resync, next_interval=self._interval, seq=request.seq)
+        answer = self._beat(request, context.time_remaining())
+        return pb.BeatResponse(
+            resync_required=answer.code == BEAT_RESYNC,
+            next_interval=self._interval,
+            seq=request.seq,
+            paused=answer.paused,
+            notices=answer.notices,
+        )
 
     @errors.stream
     def Heartbeat(
@@ -140,8 +181,14 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
                 first = request
             elif (request.node_id, request.boot_id) != (first.node_id, first.boot_id):
                 raise InvalidArgument("node_id", "node_id and boot_id must not change within a stream")
-            resync = self._beat(request, context.time_remaining())
-            yield pb.HeartbeatResponse(resync_required=resync, next_interval=self._interval, seq=request.seq)
+            answer = self._beat(request, context.time_remaining())
+            yield pb.HeartbeatResponse(
+                resync_required=answer.code == BEAT_RESYNC,
+                next_interval=self._interval,
+                seq=request.seq,
+                paused=answer.paused,
+                notices=answer.notices,
+            )
 
     @errors.unary
     def Deregister(
@@ -173,33 +220,33 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
             )
         return pb.DeregisterResponse()
 
-    def _beat(self, request: BeatLike, time_remaining: float | None) -> bool:
-        """Applies one beat; True when the agent must register again."""
+    def _beat(self, request: BeatLike, time_remaining: float | None) -> Answer:
+        """Applies one beat and says what to answer."""
         _validate_beat(request)
 
         rt = self.rt
         partition = rt.locator.lookup(request.node_id)
         if partition is None:
-            return True
-        code = self._run_beat(request, partition, time_remaining)
-        if code == BEAT_RESYNC:
+            return RESYNC
+        answer = self._run_beat(request, partition, time_remaining)
+        if answer.code == BEAT_RESYNC:
             # The cached partition may be stale (the node re-registered in another region through
             # another server process): look once more before telling the agent to resync.
             fresh = rt.locator.lookup(request.node_id, use_cache=False)
             if fresh is not None and fresh != partition:
-                code = self._run_beat(request, fresh, time_remaining)
-        if code == BEAT_VRAM_ABOVE_TOTAL:
+                answer = self._run_beat(request, fresh, time_remaining)
+        if answer.code == BEAT_VRAM_ABOVE_TOTAL:
             raise InvalidArgument("vram_free_mb", "above the node's registered vram_total_mb")
-        if code == BEAT_RESYNC:
+        if answer.code == BEAT_RESYNC:
             rt.locator.forget(request.node_id)
-            return True
-        return False
+            return RESYNC
+        return answer
 
-    def _run_beat(self, request: BeatLike, partition: Partition, time_remaining: float | None) -> int:
+    def _run_beat(self, request: BeatLike, partition: Partition, time_remaining: float | None) -> Answer:
         rt = self.rt
         pk = rt.keys.partition(partition)
         touch = rt.keys.locator(request.node_id) if rt.locator.touch_due(request.node_id) else None
-        code, _, *handed = rt.batcher.call(
+        code, _, *rest = rt.batcher.call(
             (
                 "beat",
                 pk.beat_keys(request.node_id),
@@ -217,6 +264,10 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
             touch_key=touch,
             touch_ttl_ms=rt.locator.ttl_ms,
         )
+        if not rest:  # refused before it was applied
+            return Answer(int(code))
+        paused, count, *rest = rest
+        notices, handed = [str(n) for n in rest[: int(count)]], rest[int(count) :]
         if handed:  # the node turned IDLE and took waiting jobs
             settle(rt, parse(handed))
-        return int(code)
+        return Answer(int(code), bool(paused), tuple(notices))

@@ -265,4 +265,3 @@ def place(
     if waiting:
         return min(positions)
     return None
-

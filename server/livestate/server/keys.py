@@ -175,6 +175,12 @@ class PartitionKeys:
     def unwait_keys(self) -> list[str]:
         return [self.wexp]
 
+    def setflag_keys(self) -> list[str]:
+        return [self.events]
+
+    def ctl_import_keys(self) -> list[str]:
+        return [self.events]
+
 
 class Keys:
     def __init__(self, prefix: str) -> None:
@@ -194,6 +200,20 @@ class Keys:
     def job_tried(self, job_id: str) -> str:
         """Nodes the job failed on: every later Match for the job skips them."""
         return f"{self.prefix}:jobtried:{job_id}"
+
+    def pending_flags(self, node_id: str) -> str:
+        """Flags set on a node that is not registered; copied into its partition when it is."""
+        return f"{self.prefix}:pflags:{node_id}"
+
+    @property
+    def flagged(self) -> str:
+        """Nodes that have (or had) flags, score 0: what ListFlags pages over."""
+        return f"{self.prefix}:flagged"
+
+    @property
+    def flag_audit(self) -> str:
+        """The flag audit trail (capped stream)."""
+        return f"{self.prefix}:flagaudit"
 
     def scheduler(self, scheduler_id: str) -> str:
         """Assignments not yet taken up by the scheduler (job_id -> lease_id): replayed on every

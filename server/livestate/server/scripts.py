@@ -29,6 +29,8 @@ ScriptName = Literal[
     "release",
     "unwait",
     "settle",
+    "setflag",
+    "ctl_import",
 ]
 SCRIPT_NAMES: tuple[ScriptName, ...] = get_args(ScriptName)
 

@@ -17,12 +17,13 @@
 -- ARGV[23] free VRAM (MiB)
 -- ARGV[24] running jobs
 --
--- Returns {code, now_ms, assignment...}:
+-- Returns {code, now_ms, paused, n, notice_1..notice_n, assignment...}:
 --   0 = applied
 --   1 = resync: unknown node, another boot, a stale epoch, or OFFLINE (register again)
 --   2 = acknowledged but not applied: seq not newer than the last applied one
 --   3 = free VRAM above the registered total (bad input; nothing written)
--- then the waiting jobs the node was handed when it turned IDLE (see serve_waiting in lib.lua).
+-- paused and the notices are what the node is told of its flags (see notices in lib.lua); then
+-- the waiting jobs the node was handed when it turned IDLE (see serve_waiting in lib.lua).
 --
 -- Why a script: the boot/epoch/seq checks and the deadline move must be one step, or a beat of
 -- a dead boot could revive a record that a re-registration or the sweeper just replaced; and a
@@ -69,4 +70,6 @@ if rec[4] == '2' then
   redis.call('ZREM', KEYS[3], id)
   event(KEYS[4], C.maxlen, EV_ONLINE, id, 'recovered')
 end
-return append({code, now}, assigned)
+local paused, told = notices(C, id, now)
+local out = append({code, now, paused, #told}, told)
+return append(out, assigned)

@@ -35,7 +35,8 @@ local LIVE_OFFLINE = '3'
 -- NodeEventType numbers (node.proto).
 local EV_ONLINE, EV_SUSPECT, EV_OFFLINE, EV_FLAGGED, EV_LEASE_LOST = 1, 2, 3, 4, 6
 -- FlagKind numbers (flag.proto).
-local FLAG_QUARANTINE, FLAG_COOLDOWN, FLAG_MAINTENANCE = '4', '5', '6'
+local FLAG_PAUSE, FLAG_QUARANTINE, FLAG_COOLDOWN, FLAG_MAINTENANCE = '1', '4', '5', '6'
+local EV_UNFLAGGED = 5
 
 -- Milliseconds on the Redis clock. All server processes take "now" from Redis so they agree
 -- without trusting each other's clocks; time is frozen for the script's whole run.
@@ -162,6 +163,45 @@ local function blocked(C, id, now)
     end
   end
   return false
+end
+
+-- Keeps a node's control hash as long as what it holds: no expiry while a flag without TTL is
+-- set, else until its last flag lapses (plus margin) or `keep` ms from now, whichever is later.
+local function ctl_keep(key, now, margin, keep)
+  local raw = redis.call('HGETALL', key)
+  local last = now + (keep or 0)
+  for i = 1, #raw, 2 do
+    if string.match(raw[i], '^%d+$') then
+      local e = tonumber(raw[i + 1])
+      if e == 0 then
+        redis.call('PERSIST', key)
+        return
+      end
+      last = math.max(last, e + margin)
+    end
+  end
+  if #raw > 0 and redis.call('PTTL', key) < last - now then redis.call('PEXPIREAT', key, last) end
+end
+
+-- What the node itself is told about its flags: paused (PAUSE in force) and the messages of
+-- PAUSE and MAINTENANCE flags. Every other kind, SHADOW_BAN above all, stays invisible to it.
+local function notices(C, id, now)
+  local raw = redis.call('HGETALL', C.ctl .. id)
+  local paused, out = 0, {}
+  if #raw == 0 then return paused, out end
+  local ctl = {}
+  for i = 1, #raw, 2 do ctl[raw[i]] = raw[i + 1] end
+  for _, kind in ipairs({FLAG_PAUSE, FLAG_MAINTENANCE}) do
+    local e = tonumber(ctl[kind] or '-1')
+    if e == 0 or e > now then
+      if kind == FLAG_PAUSE then paused = 1 end
+      local ok, meta = pcall(cjson.decode, ctl[kind .. ':meta'] or '{}')
+      if ok and type(meta) == 'table' and type(meta.message) == 'string' and meta.message ~= '' then
+        out[#out + 1] = meta.message
+      end
+    end
+  end
+  return paused, out
 end
 
 -- A job's node requirements, from their wire form (also how a waiting job stores them).

@@ -50,7 +50,7 @@ if ARGV[21] == '1' then
   end
   raise(FLAG_QUARANTINE, ARGV[25], ARGV[26], c[4])
   if flag == 0 then raise(FLAG_COOLDOWN, ARGV[23], ARGV[24], c[3]) end
-  redis.call('PEXPIRE', ctl, ARGV[27])
+  ctl_keep(ctl, now, C.margin, tonumber(ARGV[27]))
 end
 idle_sync(C, node, now, false)
 return append({0, job, node, sched or '', string.format('%.6f', score), flag}, serve_waiting(C, K, node, now))

@@ -1,0 +1,272 @@
+"""FlagService: SetFlag, ClearFlag, ListFlags, ListFlagChanges.
+
+A registered node's flags live in its partition's control hash, the very hash the claim script
+reads, so a Match that starts after SetFlag returns cannot pick the node. Flags on a node that is
+not registered wait in a global record and move into its partition when it registers. Every
+change is appended to a capped audit stream.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+
+import grpc
+
+from livestate.server import errors, validate
+from livestate.server.errors import InvalidArgument
+from livestate.server.jobs import timestamp
+from livestate.server.keys import Partition
+from livestate.server.reads import redis_now_ms
+from livestate.server.records import flags_from_control
+from livestate.server.runtime import Runtime
+from livestate.v1 import flag_pb2
+from livestate.v1 import flag_service_pb2 as pb
+from livestate.v1 import flag_service_pb2_grpc as pb_grpc
+
+FLAG_KINDS = set(flag_pb2.FlagKind.values()) - {flag_pb2.FLAG_KIND_UNSPECIFIED}
+AUDIT_MAXLEN = 100_000
+MAX_FLAG_TTL = 366 * 86_400.0
+# Audit entries one ListFlagChanges call reads at most while filtering for a node.
+AUDIT_SCAN = 5_000
+
+
+def actor_of(context: grpc.ServicerContext) -> str:
+    """Who is calling. Until access control lands this is the advisory `livestate-actor` header."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "livestate-actor" and isinstance(value, str):
+            return validate.text(value[:128], "livestate-actor", max_len=128) or "anonymous"
+    return "anonymous"
+
+
+def _message(value: str, field: str) -> str:
+    if len(value) > 1024:
+        raise InvalidArgument(field, "longer than 1024 characters")
+    if any(ord(c) < 0x20 and c not in "\t" for c in value):
+        raise InvalidArgument(field, "must not contain control characters")
+    return value
+
+
+class FlagServicer(pb_grpc.FlagServiceServicer):
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    @errors.unary
+    def SetFlag(self, request: pb.SetFlagRequest, context: grpc.ServicerContext) -> pb.SetFlagResponse:
+        validate.node_id(request.node_id)
+        validate.enum_set(request.kind, FLAG_KINDS, "kind", required=True)
+        ttl = validate.duration(request.ttl, "ttl", maximum=MAX_FLAG_TTL)
+        if request.kind == flag_pb2.FLAG_KIND_COOLDOWN and ttl == 0:
+            raise InvalidArgument("ttl", "a COOLDOWN needs a ttl")
+        validate.text(request.reason, "reason", max_len=128)
+        _message(request.message, "message")
+        if request.HasField("start_time") and request.kind != flag_pb2.FLAG_KIND_MAINTENANCE:
+            raise InvalidArgument("start_time", "only a MAINTENANCE flag has a window start")
+
+        actor = actor_of(context)
+        partition, now = self._locate(request.node_id)
+        expire_ms = now + int(ttl * 1000) if ttl else 0
+        start_ms = request.start_time.ToMilliseconds() if request.HasField("start_time") else 0
+        meta = json.dumps(
+            {"reason": request.reason, "message": request.message, "actor": actor, "create_ms": now}
+        )
+        self._write(request.node_id, partition, request.kind, "set", expire_ms, start_ms, meta)
+        self._audit(request.node_id, request.kind, "set", actor, request.reason, request.message, expire_ms)
+
+        flag = flag_pb2.Flag(
+            node_id=request.node_id,
+            kind=request.kind,
+            reason=request.reason,
+            message=request.message,
+            actor=actor,
+            create_time=timestamp(now),
+        )
+        if expire_ms:
+            flag.expire_time.FromMilliseconds(expire_ms)
+        if start_ms:
+            flag.start_time.FromMilliseconds(start_ms)
+        return pb.SetFlagResponse(flag=flag)
+
+    @errors.unary
+    def ClearFlag(self, request: pb.ClearFlagRequest, context: grpc.ServicerContext) -> pb.ClearFlagResponse:
+        validate.node_id(request.node_id)
+        validate.enum_set(request.kind, FLAG_KINDS, "kind", required=True)
+
+        actor = actor_of(context)
+        partition, _ = self._locate(request.node_id)
+        had = self._write(request.node_id, partition, request.kind, "clear", 0, 0, "{}")
+        self._audit(request.node_id, request.kind, "clear", actor, "", "", 0)
+        return pb.ClearFlagResponse(cleared=had)
+
+    @errors.unary
+    def ListFlags(self, request: pb.ListFlagsRequest, context: grpc.ServicerContext) -> pb.ListFlagsResponse:
+        if request.node_id:
+            validate.node_id(request.node_id)
+        validate.enum_set(request.kind, FLAG_KINDS, "kind", required=False)
+        page_size = validate.page_size(request.page_size)
+        after = _decode(request.page_token)
+
+        rt = self.rt
+        if request.node_id:
+            node_ids = [request.node_id]
+        else:
+            start = f"({after}" if after else "-"
+            node_ids = [str(n) for n in rt.client.zrangebylex(rt.keys.flagged, start, "+", 0, page_size)]
+        flags, last = [], ""
+        for node_id, control, now in self._controls(node_ids):
+            last = node_id
+            in_force = [
+                f
+                for f in flags_from_control(node_id, control, now)
+                if not request.kind or f.kind == request.kind
+            ]
+            flags.extend(in_force)
+            if not flags_from_control(node_id, control, now) and not request.node_id:
+                rt.client.zrem(rt.keys.flagged, node_id)  # nothing left in force: off the index
+        more = not request.node_id and len(node_ids) == page_size
+        return pb.ListFlagsResponse(flags=flags, next_page_token=_encode(last) if more else "")
+
+    @errors.unary
+    def ListFlagChanges(
+        self, request: pb.ListFlagChangesRequest, context: grpc.ServicerContext
+    ) -> pb.ListFlagChangesResponse:
+        if request.node_id:
+            validate.node_id(request.node_id)
+        page_size = validate.page_size(request.page_size)
+        before = _decode(request.page_token)
+
+        changes: list[pb.FlagChange] = []
+        cursor, scanned = (f"({before}" if before else "+"), 0
+        while len(changes) < page_size and scanned < AUDIT_SCAN:
+            entries = self.rt.client.xrevrange(self.rt.keys.flag_audit, cursor, "-", count=page_size)
+            if not entries:
+                return pb.ListFlagChangesResponse(changes=changes)
+            for raw_id, raw_fields in entries:
+                scanned += 1
+                entry_id = str(raw_id)
+                fields = {str(k): str(v) for k, v in (raw_fields or {}).items()}
+                cursor = f"({entry_id}"
+                if request.node_id and fields.get("node") != request.node_id:
+                    continue
+                changes.append(_change(entry_id, fields))
+                if len(changes) == page_size:
+                    break
+        return pb.ListFlagChangesResponse(changes=changes, next_page_token=_encode(cursor[1:]))
+
+    def _locate(self, node_id: str) -> tuple[Partition | None, int]:
+        pipe = self.rt.client.pipeline(transaction=False)
+        pipe.get(self.rt.keys.locator(node_id))
+        pipe.time()
+        label, now_reply = pipe.execute()
+        return (Partition.from_label(str(label)) if label else None), redis_now_ms(now_reply)
+
+    def _write(
+        self,
+        node_id: str,
+        partition: Partition | None,
+        kind: int,
+        action: str,
+        expire_ms: int,
+        start_ms: int,
+        meta: str,
+    ) -> bool:
+        rt = self.rt
+        if partition is not None:
+            pk = rt.keys.partition(partition)
+            had = rt.scripts.call(
+                "setflag",
+                pk.setflag_keys(),
+                [*rt.context(pk), node_id, kind, action, expire_ms, start_ms, meta],
+            )
+            cleared_pending = rt.client.hdel(
+                rt.keys.pending_flags(node_id), str(kind), f"{kind}:meta", f"{kind}:from"
+            )
+            rt.client.zadd(rt.keys.flagged, {node_id: 0})
+            return bool(had) or bool(cleared_pending and action == "clear")
+        # Not registered: the flag waits for the node (Register moves it into the partition).
+        key = rt.keys.pending_flags(node_id)
+        pipe = rt.client.pipeline(transaction=False)
+        pipe.hget(key, str(kind))
+        if action == "set":
+            pipe.hset(key, mapping={str(kind): expire_ms, f"{kind}:meta": meta})
+            if start_ms:
+                pipe.hset(key, f"{kind}:from", start_ms)
+            else:
+                pipe.hdel(key, f"{kind}:from")
+        else:
+            pipe.hdel(key, str(kind), f"{kind}:meta", f"{kind}:from")
+        pipe.zadd(rt.keys.flagged, {node_id: 0})
+        previous = pipe.execute()[0]
+        return previous is not None
+
+    def _audit(
+        self, node_id: str, kind: int, action: str, actor: str, reason: str, message: str, expire_ms: int
+    ) -> None:
+        self.rt.client.xadd(
+            self.rt.keys.flag_audit,
+            {
+                "node": node_id,
+                "kind": kind,
+                "action": action,
+                "actor": actor,
+                "reason": reason,
+                "message": message,
+                "expire": expire_ms,
+            },
+            maxlen=AUDIT_MAXLEN,
+            approximate=True,
+        )
+
+    def _controls(self, node_ids: list[str]) -> list[tuple[str, dict[str, str], int]]:
+        """Each node's flag fields (its partition's control hash, or its pending flags), with now."""
+        rt = self.rt
+        pipe = rt.client.pipeline(transaction=False)
+        pipe.time()
+        for node_id in node_ids:
+            pipe.get(rt.keys.locator(node_id))
+            pipe.hgetall(rt.keys.pending_flags(node_id))
+        now_reply, *replies = pipe.execute()
+        pipe = rt.client.pipeline(transaction=False)
+        for node_id, label in zip(node_ids, replies[0::2], strict=True):
+            if label:
+                pipe.hgetall(rt.keys.partition(Partition.from_label(str(label))).control(node_id))
+            else:
+                pipe.hgetall(rt.keys.pending_flags(node_id))
+        controls = pipe.execute()
+        now = redis_now_ms(now_reply)
+        return [
+            (n, {str(k): str(v) for k, v in c.items()}, now) for n, c in zip(node_ids, controls, strict=True)
+        ]
+
+
+def _change(entry_id: str, fields: dict[str, str]) -> pb.FlagChange:
+    change = pb.FlagChange(
+        change_id=entry_id,
+        node_id=fields.get("node", ""),
+        kind=int(fields.get("kind", "0")),  # type: ignore[arg-type]
+        action=pb.FLAG_ACTION_SET if fields.get("action") == "set" else pb.FLAG_ACTION_CLEAR,
+        actor=fields.get("actor", ""),
+        reason=fields.get("reason", ""),
+        message=fields.get("message", ""),
+        change_time=timestamp(int(entry_id.split("-")[0])),
+    )
+    if int(fields.get("expire", "0")):
+        change.expire_time.FromMilliseconds(int(fields["expire"]))
+    return change
+
+
+def _encode(value: str) -> str:
+    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=") if value else ""
+
+
+def _decode(token: str) -> str:
+    if not token:
+        return ""
+    try:
+        value = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidArgument("page_token", "not a token this server issued") from exc
+    if not value or not all(c.isalnum() or c in "._-" for c in value):
+        raise InvalidArgument("page_token", "not a token this server issued")
+    return value
