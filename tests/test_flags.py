@@ -249,3 +249,44 @@ def test_set_flag_rejects_bad_input(ls: Harness, fields: dict[str, Any], field: 
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_field(err.value) == field
     assert ls.flags.ListFlags(fpb.ListFlagsRequest(), timeout=5).flags == []
+
+
+def test_drain_lets_running_leases_finish_then_reports_drained(ls: Harness) -> None:
+    ls.register("gpu-1", slots=2)
+    leases = [ls.match(f"job-{i}").lease for i in range(2)]
+
+    _set(ls, "gpu-1", flag_pb2.FLAG_KIND_DRAIN)
+
+    assert ls.try_match("job-3") is None
+    ls.release(leases[0])
+    assert not [e for e in ls.events() if e["type"] == "7"]
+    ls.release(leases[1])
+    assert [e["node"] for e in ls.events() if e["type"] == "7"] == ["gpu-1"]
+
+
+def test_drain_deadline_revokes_the_leases_still_running(ls: Harness) -> None:
+    boot, _ = ls.register("gpu-1")
+    lease = ls.match("long-job", lease_ttl={"seconds": 600}).lease
+
+    _set(ls, "gpu-1", flag_pb2.FLAG_KIND_DRAIN, drain_deadline={"nanos": 300_000_000})
+
+    with ls.beating({"gpu-1": boot}):
+        wait_for(
+            lambda: any(e["type"] == "6" and "drain deadline" in e["detail"] for e in ls.events()), timeout=3
+        )
+    assert any(e["type"] == "7" for e in ls.events())
+    with pytest.raises(grpc.RpcError) as err:
+        ls.release(lease)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_operator_pause_from_the_agent_is_kept_apart_from_admin_flags(ls: Harness) -> None:
+    boot, _ = ls.register("gpu-1")
+
+    ls.beat("gpu-1", boot, seq=1, operator_paused=True)
+
+    node = ls.get("gpu-1")
+    assert node.operator_paused and list(node.flags) == []
+    assert ls.try_match("job-1") is None
+    ls.beat("gpu-1", boot, seq=2)
+    assert ls.try_match("job-2") == "gpu-1"

@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from livestate.v1 import flag_pb2 as livestate_dot_v1_dot_flag__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1flivestate/v1/flag_service.proto\x12\x0clivestate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17livestate/v1/flag.proto\"\xc0\x01\n\x0eSetFlagRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.livestate.v1.FlagKind\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"3\n\x0fSetFlagResponse\x12 \n\x04\x66lag\x18\x01 \x01(\x0b\x32\x12.livestate.v1.Flag\"I\n\x10\x43learFlagRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.livestate.v1.FlagKind\"$\n\x11\x43learFlagResponse\x12\x0f\n\x07\x63leared\x18\x01 \x01(\x08\"p\n\x10ListFlagsRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.livestate.v1.FlagKind\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"O\n\x11ListFlagsResponse\x12!\n\x05\x66lags\x18\x01 \x03(\x0b\x32\x12.livestate.v1.Flag\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"P\n\x16ListFlagChangesRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"]\n\x17ListFlagChangesResponse\x12)\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x18.livestate.v1.FlagChange\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x92\x02\n\nFlagChange\x12\x11\n\tchange_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12$\n\x04kind\x18\x03 \x01(\x0e\x32\x16.livestate.v1.FlagKind\x12(\n\x06\x61\x63tion\x18\x04 \x01(\x0e\x32\x18.livestate.v1.FlagAction\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x0f\n\x07message\x18\x07 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63hange_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp*U\n\nFlagAction\x12\x1b\n\x17\x46LAG_ACTION_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x46LAG_ACTION_SET\x10\x01\x12\x15\n\x11\x46LAG_ACTION_CLEAR\x10\x02\x32\xe5\x02\n\x0b\x46lagService\x12K\n\x07SetFlag\x12\x1c.livestate.v1.SetFlagRequest\x1a\x1d.livestate.v1.SetFlagResponse\"\x03\x90\x02\x02\x12Q\n\tClearFlag\x12\x1e.livestate.v1.ClearFlagRequest\x1a\x1f.livestate.v1.ClearFlagResponse\"\x03\x90\x02\x02\x12Q\n\tListFlags\x12\x1e.livestate.v1.ListFlagsRequest\x1a\x1f.livestate.v1.ListFlagsResponse\"\x03\x90\x02\x01\x12\x63\n\x0fListFlagChanges\x12$.livestate.v1.ListFlagChangesRequest\x1a%.livestate.v1.ListFlagChangesResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1flivestate/v1/flag_service.proto\x12\x0clivestate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17livestate/v1/flag.proto\"\xf3\x01\n\x0eSetFlagRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.livestate.v1.FlagKind\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x0e\x64rain_deadline\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\"3\n\x0fSetFlagResponse\x12 \n\x04\x66lag\x18\x01 \x01(\x0b\x32\x12.livestate.v1.Flag\"I\n\x10\x43learFlagRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.livestate.v1.FlagKind\"$\n\x11\x43learFlagResponse\x12\x0f\n\x07\x63leared\x18\x01 \x01(\x08\"p\n\x10ListFlagsRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.livestate.v1.FlagKind\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"O\n\x11ListFlagsResponse\x12!\n\x05\x66lags\x18\x01 \x03(\x0b\x32\x12.livestate.v1.Flag\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"P\n\x16ListFlagChangesRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"]\n\x17ListFlagChangesResponse\x12)\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x18.livestate.v1.FlagChange\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x92\x02\n\nFlagChange\x12\x11\n\tchange_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12$\n\x04kind\x18\x03 \x01(\x0e\x32\x16.livestate.v1.FlagKind\x12(\n\x06\x61\x63tion\x18\x04 \x01(\x0e\x32\x18.livestate.v1.FlagAction\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x0f\n\x07message\x18\x07 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63hange_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp*U\n\nFlagAction\x12\x1b\n\x17\x46LAG_ACTION_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x46LAG_ACTION_SET\x10\x01\x12\x15\n\x11\x46LAG_ACTION_CLEAR\x10\x02\x32\xe5\x02\n\x0b\x46lagService\x12K\n\x07SetFlag\x12\x1c.livestate.v1.SetFlagRequest\x1a\x1d.livestate.v1.SetFlagResponse\"\x03\x90\x02\x02\x12Q\n\tClearFlag\x12\x1e.livestate.v1.ClearFlagRequest\x1a\x1f.livestate.v1.ClearFlagResponse\"\x03\x90\x02\x02\x12Q\n\tListFlags\x12\x1e.livestate.v1.ListFlagsRequest\x1a\x1f.livestate.v1.ListFlagsResponse\"\x03\x90\x02\x01\x12\x63\n\x0fListFlagChanges\x12$.livestate.v1.ListFlagChangesRequest\x1a%.livestate.v1.ListFlagChangesResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,26 +42,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FLAGSERVICE'].methods_by_name['ListFlags']._serialized_options = b'\220\002\001'
   _globals['_FLAGSERVICE'].methods_by_name['ListFlagChanges']._loaded_options = None
   _globals['_FLAGSERVICE'].methods_by_name['ListFlagChanges']._serialized_options = b'\220\002\001'
-  _globals['_FLAGACTION']._serialized_start=1149
-  _globals['_FLAGACTION']._serialized_end=1234
+  _globals['_FLAGACTION']._serialized_start=1200
+  _globals['_FLAGACTION']._serialized_end=1285
   _globals['_SETFLAGREQUEST']._serialized_start=140
-  _globals['_SETFLAGREQUEST']._serialized_end=332
-  _globals['_SETFLAGRESPONSE']._serialized_start=334
-  _globals['_SETFLAGRESPONSE']._serialized_end=385
-  _globals['_CLEARFLAGREQUEST']._serialized_start=387
-  _globals['_CLEARFLAGREQUEST']._serialized_end=460
-  _globals['_CLEARFLAGRESPONSE']._serialized_start=462
-  _globals['_CLEARFLAGRESPONSE']._serialized_end=498
-  _globals['_LISTFLAGSREQUEST']._serialized_start=500
-  _globals['_LISTFLAGSREQUEST']._serialized_end=612
-  _globals['_LISTFLAGSRESPONSE']._serialized_start=614
-  _globals['_LISTFLAGSRESPONSE']._serialized_end=693
-  _globals['_LISTFLAGCHANGESREQUEST']._serialized_start=695
-  _globals['_LISTFLAGCHANGESREQUEST']._serialized_end=775
-  _globals['_LISTFLAGCHANGESRESPONSE']._serialized_start=777
-  _globals['_LISTFLAGCHANGESRESPONSE']._serialized_end=870
-  _globals['_FLAGCHANGE']._serialized_start=873
-  _globals['_FLAGCHANGE']._serialized_end=1147
-  _globals['_FLAGSERVICE']._serialized_start=1237
-  _globals['_FLAGSERVICE']._serialized_end=1594
+  _globals['_SETFLAGREQUEST']._serialized_end=383
+  _globals['_SETFLAGRESPONSE']._serialized_start=385
+  _globals['_SETFLAGRESPONSE']._serialized_end=436
+  _globals['_CLEARFLAGREQUEST']._serialized_start=438
+  _globals['_CLEARFLAGREQUEST']._serialized_end=511
+  _globals['_CLEARFLAGRESPONSE']._serialized_start=513
+  _globals['_CLEARFLAGRESPONSE']._serialized_end=549
+  _globals['_LISTFLAGSREQUEST']._serialized_start=551
+  _globals['_LISTFLAGSREQUEST']._serialized_end=663
+  _globals['_LISTFLAGSRESPONSE']._serialized_start=665
+  _globals['_LISTFLAGSRESPONSE']._serialized_end=744
+  _globals['_LISTFLAGCHANGESREQUEST']._serialized_start=746
+  _globals['_LISTFLAGCHANGESREQUEST']._serialized_end=826
+  _globals['_LISTFLAGCHANGESRESPONSE']._serialized_start=828
+  _globals['_LISTFLAGCHANGESRESPONSE']._serialized_end=921
+  _globals['_FLAGCHANGE']._serialized_start=924
+  _globals['_FLAGCHANGE']._serialized_end=1198
+  _globals['_FLAGSERVICE']._serialized_start=1288
+  _globals['_FLAGSERVICE']._serialized_end=1645
 # @@protoc_insertion_point(module_scope)

@@ -22,20 +22,22 @@ FLAG_ACTION_SET: FlagAction
 FLAG_ACTION_CLEAR: FlagAction
 
 class SetFlagRequest(_message.Message):
-    __slots__ = ("node_id", "kind", "ttl", "reason", "message", "start_time")
+    __slots__ = ("node_id", "kind", "ttl", "reason", "message", "start_time", "drain_deadline")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     TTL_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
+    DRAIN_DEADLINE_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     kind: _flag_pb2.FlagKind
     ttl: _duration_pb2.Duration
     reason: str
     message: str
     start_time: _timestamp_pb2.Timestamp
-    def __init__(self, node_id: _Optional[str] = ..., kind: _Optional[_Union[_flag_pb2.FlagKind, str]] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    drain_deadline: _duration_pb2.Duration
+    def __init__(self, node_id: _Optional[str] = ..., kind: _Optional[_Union[_flag_pb2.FlagKind, str]] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., drain_deadline: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class SetFlagResponse(_message.Message):
     __slots__ = ("flag",)

@@ -37,20 +37,22 @@ class RegisterResponse(_message.Message):
     def __init__(self, heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., node: _Optional[_Union[_node_pb2.Node, _Mapping]] = ..., restarted: _Optional[bool] = ..., suspect_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., offline_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("node_id", "boot_id", "seq", "state", "vram_free_mb", "running_jobs")
+    __slots__ = ("node_id", "boot_id", "seq", "state", "vram_free_mb", "running_jobs", "operator_paused")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     BOOT_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     VRAM_FREE_MB_FIELD_NUMBER: _ClassVar[int]
     RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_PAUSED_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     boot_id: str
     seq: int
     state: _node_pb2.NodeState
     vram_free_mb: int
     running_jobs: int
-    def __init__(self, node_id: _Optional[str] = ..., boot_id: _Optional[str] = ..., seq: _Optional[int] = ..., state: _Optional[_Union[_node_pb2.NodeState, str]] = ..., vram_free_mb: _Optional[int] = ..., running_jobs: _Optional[int] = ...) -> None: ...
+    operator_paused: bool
+    def __init__(self, node_id: _Optional[str] = ..., boot_id: _Optional[str] = ..., seq: _Optional[int] = ..., state: _Optional[_Union[_node_pb2.NodeState, str]] = ..., vram_free_mb: _Optional[int] = ..., running_jobs: _Optional[int] = ..., operator_paused: _Optional[bool] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("resync_required", "next_interval", "paused", "notices", "seq")
@@ -67,20 +69,22 @@ class HeartbeatResponse(_message.Message):
     def __init__(self, resync_required: _Optional[bool] = ..., next_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., paused: _Optional[bool] = ..., notices: _Optional[_Iterable[str]] = ..., seq: _Optional[int] = ...) -> None: ...
 
 class BeatRequest(_message.Message):
-    __slots__ = ("node_id", "boot_id", "seq", "state", "vram_free_mb", "running_jobs")
+    __slots__ = ("node_id", "boot_id", "seq", "state", "vram_free_mb", "running_jobs", "operator_paused")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     BOOT_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     VRAM_FREE_MB_FIELD_NUMBER: _ClassVar[int]
     RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_PAUSED_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     boot_id: str
     seq: int
     state: _node_pb2.NodeState
     vram_free_mb: int
     running_jobs: int
-    def __init__(self, node_id: _Optional[str] = ..., boot_id: _Optional[str] = ..., seq: _Optional[int] = ..., state: _Optional[_Union[_node_pb2.NodeState, str]] = ..., vram_free_mb: _Optional[int] = ..., running_jobs: _Optional[int] = ...) -> None: ...
+    operator_paused: bool
+    def __init__(self, node_id: _Optional[str] = ..., boot_id: _Optional[str] = ..., seq: _Optional[int] = ..., state: _Optional[_Union[_node_pb2.NodeState, str]] = ..., vram_free_mb: _Optional[int] = ..., running_jobs: _Optional[int] = ..., operator_paused: _Optional[bool] = ...) -> None: ...
 
 class BeatResponse(_message.Message):
     __slots__ = ("resync_required", "next_interval", "paused", "notices", "seq")

@@ -63,6 +63,9 @@ class FlagServicer(pb_grpc.FlagServiceServicer):
         _message(request.message, "message")
         if request.HasField("start_time") and request.kind != flag_pb2.FLAG_KIND_MAINTENANCE:
             raise InvalidArgument("start_time", "only a MAINTENANCE flag has a window start")
+        deadline = validate.duration(request.drain_deadline, "drain_deadline", maximum=MAX_FLAG_TTL)
+        if deadline and request.kind != flag_pb2.FLAG_KIND_DRAIN:
+            raise InvalidArgument("drain_deadline", "only a DRAIN flag has a deadline")
 
         actor = actor_of(context)
         partition, now = self._locate(request.node_id)
@@ -71,7 +74,8 @@ class FlagServicer(pb_grpc.FlagServiceServicer):
         meta = json.dumps(
             {"reason": request.reason, "message": request.message, "actor": actor, "create_ms": now}
         )
-        self._write(request.node_id, partition, request.kind, "set", expire_ms, start_ms, meta)
+        deadline_ms = now + int(deadline * 1000) if deadline else 0
+        self._write(request.node_id, partition, request.kind, "set", expire_ms, start_ms, meta, deadline_ms)
         self._audit(request.node_id, request.kind, "set", actor, request.reason, request.message, expire_ms)
 
         flag = flag_pb2.Flag(
@@ -170,6 +174,7 @@ class FlagServicer(pb_grpc.FlagServiceServicer):
         expire_ms: int,
         start_ms: int,
         meta: str,
+        deadline_ms: int = 0,
     ) -> bool:
         rt = self.rt
         if partition is not None:
@@ -177,7 +182,7 @@ class FlagServicer(pb_grpc.FlagServiceServicer):
             had = rt.scripts.call(
                 "setflag",
                 pk.setflag_keys(),
-                [*rt.context(pk), node_id, kind, action, expire_ms, start_ms, meta],
+                [*rt.context(pk), node_id, kind, action, expire_ms, start_ms, meta, deadline_ms],
             )
             cleared_pending = rt.client.hdel(
                 rt.keys.pending_flags(node_id), str(kind), f"{kind}:meta", f"{kind}:from"

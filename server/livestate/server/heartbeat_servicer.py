@@ -258,6 +258,7 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
                     request.state,
                     request.vram_free_mb,
                     request.running_jobs,
+                    int(request.operator_paused),
                 ],
             ),
             timeout=rt.redis_wait(time_remaining),

@@ -66,6 +66,7 @@ class PartitionKeys:
         self.fence = self.base + "fence"
         self.wexp = self.base + "wexp"
         self.wait_models = self.base + "wmodels"
+        self.drains = self.base + "drains"
         self.node_base = self.base + "node:"
         self.model_base = self.base + "model:"
         self.subcloud_base = self.base + "sub:"
@@ -161,6 +162,7 @@ class PartitionKeys:
             self.fence,
             self.wexp,
             self.wait_models,
+            self.drains,
         ]
 
     def match_keys(self) -> list[str]:
@@ -176,7 +178,7 @@ class PartitionKeys:
         return [self.wexp]
 
     def setflag_keys(self) -> list[str]:
-        return [self.events]
+        return [self.events, self.drains]
 
     def ctl_import_keys(self) -> list[str]:
         return [self.events]

@@ -136,6 +136,7 @@ def node_from_record(
         boot_id=record.get("boot", ""),
         seq=int(record.get("seq", "0")),
         leased_slots=int(record.get("used", "0")),
+        operator_paused=record.get("opause") == "1",
         flags=flags_from_control(node_id, control or {}, now_ms),
         failure_score=failure_score(control or {}, now_ms, config),
     )

@@ -16,6 +16,7 @@
 -- ARGV[22] state (NodeState number)
 -- ARGV[23] free VRAM (MiB)
 -- ARGV[24] running jobs
+-- ARGV[25] 1 = paused by its operator, 0 = not
 --
 -- Returns {code, now_ms, paused, n, notice_1..notice_n, assignment...}:
 --   0 = applied
@@ -34,7 +35,7 @@ local K = {leases = KEYS[6], fence = KEYS[7], meta = KEYS[5], wexp = KEYS[8]}
 local now = now_ms()
 local id = ARGV[19]
 
-local rec = redis.call('HMGET', KEYS[1], 'boot', 'epoch', 'seq', 'live', 'vram', 'seen', 'state')
+local rec = redis.call('HMGET', KEYS[1], 'boot', 'epoch', 'seq', 'live', 'vram', 'seen', 'state', 'opause')
 if rec[1] == false or rec[1] ~= ARGV[20] or tonumber(rec[2]) < C.epoch or rec[4] == LIVE_OFFLINE then
   return {1, now}
 end
@@ -54,10 +55,10 @@ local assigned = {}
 local seq = tonumber(ARGV[21])
 if seq == 0 or seq > tonumber(rec[3]) then
   redis.call('HSET', KEYS[1], 'seen', now, 'live', 1, 'state', ARGV[22], 'vfree', ARGV[23],
-    'jobs', ARGV[24], 'seq', ARGV[21] ~= '0' and ARGV[21] or rec[3])
-  if rec[7] ~= ARGV[22] then
-    idle_sync(C, id, now, false)
-    if ARGV[22] == STATE_IDLE then assigned = serve_waiting(C, K, id, now) end
+    'jobs', ARGV[24], 'seq', ARGV[21] ~= '0' and ARGV[21] or rec[3], 'opause', ARGV[25])
+  if rec[7] ~= ARGV[22] then idle_sync(C, id, now, false) end
+  if (rec[7] ~= ARGV[22] or (rec[8] or '0') ~= ARGV[25]) and ARGV[22] == STATE_IDLE and ARGV[25] == '0' then
+    assigned = serve_waiting(C, K, id, now)
   end
 else
   -- An out-of-order beat still proves the node is alive; it just must not roll state back.

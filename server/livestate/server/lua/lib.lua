@@ -36,7 +36,8 @@ local LIVE_OFFLINE = '3'
 local EV_ONLINE, EV_SUSPECT, EV_OFFLINE, EV_FLAGGED, EV_LEASE_LOST = 1, 2, 3, 4, 6
 -- FlagKind numbers (flag.proto).
 local FLAG_PAUSE, FLAG_QUARANTINE, FLAG_COOLDOWN, FLAG_MAINTENANCE = '1', '4', '5', '6'
-local EV_UNFLAGGED = 5
+local FLAG_DRAIN = '7'
+local EV_UNFLAGGED, EV_DRAINED = 5, 7
 
 -- Milliseconds on the Redis clock. All server processes take "now" from Redis so they agree
 -- without trusting each other's clocks; time is frozen for the script's whole run.
@@ -122,16 +123,28 @@ local function idle_sync(C, id, now, requeue)
   end
 end
 
--- Ends one lease and frees its slot. Returns the node id, job id and scheduler (false when gone).
-local function lease_end(C, leases, lease_id)
+-- True when a flag of `kind` is in force on the node.
+local function flagged(C, id, kind, now)
+  local e = tonumber(redis.call('HGET', C.ctl .. id, kind) or '-1')
+  return e == 0 or e > now
+end
+
+-- Ends one lease and frees its slot; a draining node whose last lease this was is DRAINED.
+-- Returns the node id, job id and scheduler (false when gone).
+local function lease_end(C, leases, events, lease_id, now)
   local l = redis.call('HMGET', C.lease .. lease_id, 'node', 'job', 'sched')
   redis.call('DEL', C.lease .. lease_id)
   redis.call('ZREM', leases, lease_id)
   local node = l[1]
   if node then
     redis.call('SREM', C.nlease .. node, lease_id)
-    if redis.call('EXISTS', C.node .. node) == 1 and redis.call('HINCRBY', C.node .. node, 'used', -1) < 0 then
-      redis.call('HSET', C.node .. node, 'used', 0)
+    if redis.call('EXISTS', C.node .. node) == 1 then
+      local used = redis.call('HINCRBY', C.node .. node, 'used', -1)
+      if used < 0 then
+        used = 0
+        redis.call('HSET', C.node .. node, 'used', 0)
+      end
+      if used == 0 and flagged(C, node, FLAG_DRAIN, now) then event(events, C.maxlen, EV_DRAINED, node, 'drained') end
     end
   end
   return node, l[2], l[3]
@@ -139,8 +152,9 @@ end
 
 -- Drops every lease a node holds (it went offline, restarted or left): one LEASE_LOST event each.
 local function leases_drop(C, leases, events, id, reason)
+  local now = now_ms()
   for _, lease_id in ipairs(redis.call('SMEMBERS', C.nlease .. id)) do
-    local _, job = lease_end(C, leases, lease_id)
+    local _, job = lease_end(C, leases, events, lease_id, now)
     event(events, C.maxlen, EV_LEASE_LOST, id, reason .. ' lease=' .. lease_id .. ' job=' .. tostring(job))
   end
   redis.call('DEL', C.nlease .. id)
@@ -208,7 +222,7 @@ end
 local function requirements(min_vram, gpus_csv, subcloud, label_lines, excluded_csv)
   local req = {min_vram = tonumber(min_vram), gpus = as_set(split(gpus_csv)), want_gpu = gpus_csv ~= '',
                subcloud = subcloud, labels = {}, excluded = as_set(split(excluded_csv)),
-               fields = {'state', 'live', 'seen', 'used', 'slots', 'vram', 'gpu', 'subs', 'vfree'}}
+               fields = {'state', 'live', 'seen', 'used', 'slots', 'vram', 'gpu', 'subs', 'vfree', 'opause'}}
   for _, line in ipairs(split(label_lines, '\n')) do
     local k, v = string.match(line, '^([^=]+)=(.*)$')
     req.labels[#req.labels + 1] = {k, v}
@@ -230,8 +244,9 @@ local function eligible(C, id, req, now, floor)
   if tonumber(r[6] or '0') < req.min_vram then return nil end
   if req.want_gpu and not req.gpus[r[7]] then return nil end
   if req.subcloud ~= '' and not as_set(split(r[8]))[req.subcloud] then return nil end
+  if r[10] == '1' then return nil end  -- paused by its operator
   for i, kv in ipairs(req.labels) do
-    if r[9 + i] ~= kv[2] then return nil end
+    if r[10 + i] ~= kv[2] then return nil end
   end
   if blocked(C, id, now) then return nil end
   return true, tonumber(r[9] or '0')

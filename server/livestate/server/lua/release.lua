@@ -30,7 +30,7 @@ local l = redis.call('HMGET', C.lease .. ARGV[19], 'token', 'exp')
 if l[1] == false or tonumber(l[2]) <= now then return {1, '', '', '', '0', 0} end
 if l[1] ~= ARGV[20] then return {2, '', '', '', '0', 0} end
 
-local node, job, sched = lease_end(C, K.leases, ARGV[19])
+local node, job, sched = lease_end(C, K.leases, KEYS[2], ARGV[19], now)
 local score, flag = 0, 0
 if ARGV[21] == '1' then
   local ctl = C.ctl .. node

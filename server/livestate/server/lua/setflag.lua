@@ -2,6 +2,7 @@
 -- script reads the same hash, so a Match that starts after this returns sees the change.
 --
 -- KEYS[1]  stream <p>:events  node events (capped)
+-- KEYS[2]  zset   <p>:drains  draining nodes with a deadline, score = the deadline (ms)
 -- ARGV[1..18] partition context (lib.lua)
 -- ARGV[19] node_id
 -- ARGV[20] FlagKind number
@@ -9,6 +10,7 @@
 -- ARGV[22] expiry (ms since epoch), 0 = none
 -- ARGV[23] window start (ms since epoch; MAINTENANCE), 0 = none
 -- ARGV[24] meta: JSON {reason, message, actor, create_ms}
+-- ARGV[25] DRAIN only: when leases still running are revoked (ms since epoch), 0 = never
 --
 -- Returns 1 when a flag of that kind was in force before, 0 otherwise.
 
@@ -27,8 +29,20 @@ if ARGV[21] == 'set' then
     redis.call('HDEL', key, kind .. ':from')
   end
   event(KEYS[1], C.maxlen, EV_FLAGGED, ARGV[19], 'kind=' .. kind)
+  if kind == FLAG_DRAIN then
+    if ARGV[25] ~= '0' then
+      redis.call('ZADD', KEYS[2], ARGV[25], ARGV[19])
+    else
+      redis.call('ZREM', KEYS[2], ARGV[19])
+    end
+    -- Nothing running: drained already.
+    if tonumber(redis.call('HGET', C.node .. ARGV[19], 'used') or '0') == 0 then
+      event(KEYS[1], C.maxlen, EV_DRAINED, ARGV[19], 'drained')
+    end
+  end
 else
   redis.call('HDEL', key, kind, kind .. ':meta', kind .. ':from')
+  if kind == FLAG_DRAIN then redis.call('ZREM', KEYS[2], ARGV[19]) end
   if had == 1 then event(KEYS[1], C.maxlen, EV_UNFLAGGED, ARGV[19], 'kind=' .. kind) end
 end
 ctl_keep(key, now, C.margin)

@@ -16,6 +16,7 @@
 -- KEYS[10] string <p>:fence      fencing token counter
 -- KEYS[11] zset   <p>:wexp       waiting jobs, score = when they stop waiting (ms)
 -- KEYS[12] set    <p>:wmodels    models that have had waiting jobs
+-- KEYS[13] zset   <p>:drains     draining nodes with a deadline, score = the deadline (ms)
 -- ARGV[1..18] partition context (lib.lua). Its epoch: no node counts as silent for longer than
 --          the Redis state has existed, so a Redis restart never declares nodes dead by itself;
 --          likewise after a gap in sweeping (see hearing_floor).
@@ -85,7 +86,7 @@ end
 -- Leases past their expiry end by themselves: the slot returns to the node, or to a waiting job.
 local due = redis.call('ZRANGEBYSCORE', K.leases, '-inf', now, 'LIMIT', 0, limit)
 for _, lease_id in ipairs(due) do
-  local node, job = lease_end(C, K.leases, lease_id)
+  local node, job = lease_end(C, K.leases, KEYS[7], lease_id, now)
   if node then
     event(KEYS[7], C.maxlen, EV_LEASE_LOST, node, 'expired lease=' .. lease_id .. ' job=' .. tostring(job))
     idle_sync(C, node, now, false)
@@ -94,6 +95,14 @@ for _, lease_id in ipairs(due) do
   expired = expired + 1
 end
 if #due == limit then more = 1 end
+
+-- Draining nodes past their deadline lose the leases still running.
+local drained = redis.call('ZRANGEBYSCORE', KEYS[13], '-inf', now, 'LIMIT', 0, limit)
+for _, id in ipairs(drained) do
+  redis.call('ZREM', KEYS[13], id)
+  if flagged(C, id, FLAG_DRAIN, now) then leases_drop(C, K.leases, KEYS[7], id, 'drain deadline') end
+end
+if #drained == limit then more = 1 end
 
 -- Waiting jobs past their ttl leave their channel.
 local stale = redis.call('ZRANGEBYSCORE', K.wexp, '-inf', now, 'LIMIT', 0, limit)
@@ -124,7 +133,7 @@ if #ids == limit then more = 1 end
 -- Abandoned partitions evict themselves: the partition-wide keys live only as long as a sweeper
 -- keeps refreshing them. Index sets that emptied are dropped from the catalogues here too.
 if ARGV[22] == '1' then
-  for i = 1, 12 do redis.call('PEXPIRE', KEYS[i], C.ttl) end
+  for i = 1, 13 do redis.call('PEXPIRE', KEYS[i], C.ttl) end
   for _, pair in ipairs({{KEYS[5], C.model}, {KEYS[6], C.sub}}) do
     for _, name in ipairs(redis.call('SMEMBERS', pair[1])) do
       if redis.call('PEXPIRE', pair[2] .. name, C.ttl) == 0 then
