@@ -131,12 +131,6 @@ def test_oversized_message_is_refused_before_it_is_read(ls: Harness) -> None:
     assert not ls.redis.exists(ls.server.rt.keys.locator("gpu-1"))
 
 
-def test_rpcs_of_later_issues_answer_unimplemented(ls: Harness) -> None:
-    with pytest.raises(grpc.RpcError) as err:
-        list(ls.nodes.Watch(ns.WatchRequest(), timeout=5))
-    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
-
-
 METHODS = [
     ("/livestate.v1.HeartbeatService/Register", False),
     ("/livestate.v1.HeartbeatService/Beat", False),

@@ -1,4 +1,4 @@
-"""NodeService reads: GetNode, ListNodes, CountNodes. (Watch comes with the event stream issue.)"""
+"""NodeService: GetNode, ListNodes, CountNodes, and Watch (see watch.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import binascii
 import collections
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import grpc
 
@@ -16,11 +16,13 @@ from livestate.server.errors import InvalidArgument, NotFound
 from livestate.server.keys import Partition
 from livestate.server.reads import fetch_node, fetch_nodes
 from livestate.server.runtime import Runtime
+from livestate.server.watch import watch
 from livestate.v1 import node_pb2
 from livestate.v1 import node_service_pb2 as pb
 from livestate.v1 import node_service_pb2_grpc as pb_grpc
 
 LIVENESS = set(node_pb2.Liveness.values())
+EVENT_TYPES = set(node_pb2.NodeEventType.values())
 NODE_STATES = set(node_pb2.NodeState.values())
 # Ids read per ZRANGEBYLEX; and how many ids one ListNodes call may examine before it returns a
 # short page with a token (so a selective filter over many nodes never makes one call unbounded).
@@ -125,6 +127,14 @@ class NodeServicer(pb_grpc.NodeServiceServicer):
             pb.ModelRegionCount(model=m, region=r, online_nodes=n) for (m, r), n in sorted(online.items())
         ]
         return pb.CountNodesResponse(counts=counts)
+
+    @errors.stream
+    def Watch(self, request: pb.WatchRequest, context: grpc.ServicerContext) -> Iterator[pb.WatchResponse]:
+        validate.name(request.env, "env", required=False)
+        validate.name(request.region, "region", required=False)
+        for i, kind in enumerate(request.types):
+            validate.enum_set(kind, EVENT_TYPES, f"types[{i}]", required=True)
+        yield from watch(self.rt, request, context)
 
 
 def _matches(node: node_pb2.Node, request: pb.ListNodesRequest) -> bool:
