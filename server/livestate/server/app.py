@@ -27,6 +27,7 @@ from livestate.server.match_servicer import MatchServicer
 from livestate.server.node_servicer import NodeServicer
 from livestate.server.queue_servicer import QueueServicer
 from livestate.server.runtime import Runtime
+from livestate.server.subcloud_servicer import SubcloudServicer
 from livestate.v1 import (
     flag_service_pb2,
     flag_service_pb2_grpc,
@@ -38,6 +39,8 @@ from livestate.v1 import (
     node_service_pb2_grpc,
     queue_service_pb2,
     queue_service_pb2_grpc,
+    subcloud_service_pb2,
+    subcloud_service_pb2_grpc,
 )
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,7 @@ SERVICE_NAMES = tuple(
         (flag_service_pb2, "FlagService"),
         (queue_service_pb2, "QueueService"),
         (node_service_pb2, "NodeService"),
+        (subcloud_service_pb2, "SubcloudService"),
     )
 )
 
@@ -91,6 +95,7 @@ class LivestateServer:
         match_service_pb2_grpc.add_MatchServiceServicer_to_server(MatchServicer(self.rt), self.grpc)
         flag_service_pb2_grpc.add_FlagServiceServicer_to_server(FlagServicer(self.rt), self.grpc)
         queue_service_pb2_grpc.add_QueueServiceServicer_to_server(QueueServicer(self.rt), self.grpc)
+        subcloud_service_pb2_grpc.add_SubcloudServiceServicer_to_server(SubcloudServicer(self.rt), self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
         reflection.enable_server_reflection((*SERVICE_NAMES, health_name, reflection.SERVICE_NAME), self.grpc)

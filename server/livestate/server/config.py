@@ -55,6 +55,8 @@ class Config:
     max_waiting_matches: int = 64
     max_wait: float = 300.0
     queue_ttl: float = 300.0
+    # How long each process keeps subcloud policies: a Put reaches every process within this.
+    subcloud_cache_ttl: float = 2.0
     max_queue_ttl: float = 86_400.0
     job_ttl: float = 3600.0
     # Failure scoring: each Fail adds 1 to the node's score, which halves every half-life.
@@ -101,6 +103,7 @@ class Config:
             "max_wait",
             "queue_ttl",
             "max_queue_ttl",
+            "subcloud_cache_ttl",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0")
@@ -166,6 +169,7 @@ _HELP = {
     "max_wait": "longest wait a Match may ask for",
     "queue_ttl": "seconds an enqueued job waits (and its assignment waits for its scheduler) by default",
     "max_queue_ttl": "longest ttl an Enqueue may ask for",
+    "subcloud_cache_ttl": "seconds each process keeps subcloud policies (a Put is seen everywhere within it)",
     "job_ttl": "seconds a job's record (its tried nodes, attempts) outlives its last change",
     "failure_half_life": "seconds in which a node's failure score halves",
     "cooldown_score": "failure score at which a node gets a COOLDOWN flag",

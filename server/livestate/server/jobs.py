@@ -53,6 +53,8 @@ class JobSpec:
     lease_ttl_ms: int
     policy: int
     priority: int = 0
+    # Subclouds whose members are not for this job (isolated ones it does not name).
+    isolated: frozenset[str] = frozenset()
 
 
 @dataclasses.dataclass
@@ -215,6 +217,7 @@ def try_partition(
                 1 if wait_ms > 0 else 0,
                 job.priority,
                 wait_ms,
+                ",".join(sorted(job.isolated)),
             ],
         )
         code = int(result[0])

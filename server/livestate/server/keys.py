@@ -208,6 +208,11 @@ class Keys:
         return f"{self.prefix}:pflags:{node_id}"
 
     @property
+    def subcloud_policies(self) -> str:
+        """Subcloud policies: name -> JSON of livestate.v1.Subcloud."""
+        return f"{self.prefix}:subcloudpolicies"
+
+    @property
     def flagged(self) -> str:
         """Nodes that have (or had) flags, score 0: what ListFlags pages over."""
         return f"{self.prefix}:flagged"

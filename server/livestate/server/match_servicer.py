@@ -9,6 +9,7 @@ QueueService's channels: the job waits there until a freed slot is handed to it.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
@@ -65,7 +66,7 @@ def job_spec(rt: Runtime, request: pb.MatchRequest, field_prefix: str = "") -> j
         raise InvalidArgument("policy", f"unknown value {request.policy}")
     if not -MAX_PRIORITY <= request.priority <= MAX_PRIORITY:
         raise InvalidArgument("priority", f"must be within [-{MAX_PRIORITY}, {MAX_PRIORITY}]")
-    return jobs.JobSpec(
+    job = jobs.JobSpec(
         job_id=request.job_id,
         env=request.env,
         model=request.model,
@@ -78,6 +79,43 @@ def job_spec(rt: Runtime, request: pb.MatchRequest, field_prefix: str = "") -> j
         lease_ttl_ms=int(ttl * 1000),
         policy=request.policy,
         priority=request.priority,
+        isolated=frozenset(rt.subclouds.isolated() - {request.subcloud}),
+    )
+    return with_subcloud_policy(rt, job)
+
+
+def with_subcloud_policy(rt: Runtime, job: jobs.JobSpec) -> jobs.JobSpec:
+    """Narrows a job sent to a subcloud by that subcloud's policy (a subcloud without one is
+    plain membership). A job the policy can never serve is NOT_FOUND (SUBCLOUD_POLICY)."""
+    policy = rt.subclouds.get(job.subcloud) if job.subcloud else None
+    if policy is None:
+        return job
+
+    def refuse(why: str) -> NotFound:
+        return NotFound(f"subcloud {job.subcloud!r} {why}", reason="SUBCLOUD_POLICY")
+
+    if policy.allowed_models and job.model not in policy.allowed_models:
+        raise refuse(f"does not allow model {job.model!r}")
+    regions = list(job.regions)
+    if policy.allowed_regions:
+        regions = (
+            [r for r in regions if r in policy.allowed_regions] if regions else list(policy.allowed_regions)
+        )
+        if not regions:
+            raise refuse("allows none of the job's regions")
+    gpus = list(job.gpu_models)
+    if policy.allowed_gpu_models:
+        gpus = (
+            [g for g in gpus if g in policy.allowed_gpu_models] if gpus else list(policy.allowed_gpu_models)
+        )
+        if not gpus:
+            raise refuse("allows none of the job's GPU models")
+    return dataclasses.replace(
+        job,
+        regions=regions,
+        gpu_models=gpus,
+        min_vram_mb=max(job.min_vram_mb, policy.min_vram_mb),
+        excluded=job.excluded | frozenset(policy.banned_node_ids),
     )
 
 

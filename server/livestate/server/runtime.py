@@ -14,6 +14,7 @@ from livestate.server.keys import Keys, PartitionKeys
 from livestate.server.locator import Locator
 from livestate.server.notify import Notifier
 from livestate.server.scripts import Scripts
+from livestate.server.subclouds import SubcloudCache
 
 
 @dataclasses.dataclass
@@ -27,6 +28,7 @@ class Runtime:
     batcher: BeatBatcher
     catalogue: Catalogue
     notifier: Notifier
+    subclouds: SubcloudCache
 
     @classmethod
     def build(cls, config: Config, client: redis.Redis) -> Runtime:
@@ -41,6 +43,7 @@ class Runtime:
             locator=Locator(client, keys, ttl=config.node_ttl),
             catalogue=Catalogue(client, keys),
             notifier=Notifier(client, keys.assigned_channel),
+            subclouds=SubcloudCache(client, keys, config.subcloud_cache_ttl),
             batcher=BeatBatcher(
                 client, scripts, batch_size=config.beat_batch_size, writers=config.beat_writers
             ),

@@ -219,9 +219,11 @@ local function notices(C, id, now)
 end
 
 -- A job's node requirements, from their wire form (also how a waiting job stores them).
-local function requirements(min_vram, gpus_csv, subcloud, label_lines, excluded_csv)
+-- isolated_csv: subclouds whose members only jobs naming them may use (the job's own excepted).
+local function requirements(min_vram, gpus_csv, subcloud, label_lines, excluded_csv, isolated_csv)
   local req = {min_vram = tonumber(min_vram), gpus = as_set(split(gpus_csv)), want_gpu = gpus_csv ~= '',
                subcloud = subcloud, labels = {}, excluded = as_set(split(excluded_csv)),
+               isolated = split(isolated_csv),
                fields = {'state', 'live', 'seen', 'used', 'slots', 'vram', 'gpu', 'subs', 'vfree', 'opause'}}
   for _, line in ipairs(split(label_lines, '\n')) do
     local k, v = string.match(line, '^([^=]+)=(.*)$')
@@ -243,7 +245,13 @@ local function eligible(C, id, req, now, floor)
   if now - math.max(tonumber(r[3]), floor) > C.suspect_after then return nil end
   if tonumber(r[6] or '0') < req.min_vram then return nil end
   if req.want_gpu and not req.gpus[r[7]] then return nil end
-  if req.subcloud ~= '' and not as_set(split(r[8]))[req.subcloud] then return nil end
+  if req.subcloud ~= '' or #req.isolated > 0 then
+    local subs = as_set(split(r[8]))
+    if req.subcloud ~= '' and not subs[req.subcloud] then return nil end
+    for _, s in ipairs(req.isolated) do
+      if subs[s] then return nil end
+    end
+  end
   if r[10] == '1' then return nil end  -- paused by its operator
   for i, kv in ipairs(req.labels) do
     if r[10 + i] ~= kv[2] then return nil end
@@ -301,7 +309,7 @@ local function serve_waiting(C, K, id, now)
         redis.call('ZREM', C.wait .. m, job)
         unwait(C, K, job)
       else
-        local ok = eligible(C, id, requirements(w.vram, w.gpus, w.sub, w.labels, w.excl), now, floor)
+        local ok = eligible(C, id, requirements(w.vram, w.gpus, w.sub, w.labels, w.excl, w.iso), now, floor)
         if ok == false then return out end
         if ok then
           -- Until its scheduler picks it up, the assignment holds for the job's whole ttl.

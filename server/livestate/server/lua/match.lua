@@ -24,6 +24,7 @@
 -- ARGV[32] 1 = wait in the channel when no node is eligible, 0 = just answer
 -- ARGV[33] priority (-1000..1000; higher is served first)
 -- ARGV[34] how long the job may wait (ms)
+-- ARGV[35] isolated subclouds, comma-joined: their members are not for this job
 --
 -- Returns
 --   {0, lease_id, fencing_token, expire_ms, node_id}  claimed
@@ -44,7 +45,7 @@ local C = context()
 local K = {leases = KEYS[1], fence = KEYS[2], meta = KEYS[4], wexp = KEYS[5]}
 local now = now_ms()
 local job, model = ARGV[19], ARGV[20]
-local req = requirements(ARGV[21], ARGV[22], ARGV[23], ARGV[24], ARGV[25])
+local req = requirements(ARGV[21], ARGV[22], ARGV[23], ARGV[24], ARGV[25], ARGV[35])
 local policy = ARGV[27]
 local floor = hearing_floor(K.meta, now, C.epoch, C.gap)
 local budget = tonumber(ARGV[28])
@@ -102,7 +103,7 @@ if #found == 0 then
     local expire = now + tonumber(ARGV[34])
     redis.call('HSET', C.wjob .. job, 'job', job, 'sched', ARGV[31], 'model', model, 'prio', ARGV[33],
       'enq', now, 'exp', expire, 'lttl', ARGV[26], 'vram', ARGV[21], 'gpus', ARGV[22], 'sub', ARGV[23],
-      'labels', ARGV[24], 'excl', ARGV[25])
+      'labels', ARGV[24], 'excl', ARGV[25], 'iso', ARGV[35])
     redis.call('PEXPIREAT', C.wjob .. job, expire + C.margin)
     redis.call('ZADD', wkey, -tonumber(ARGV[33]) * 2199023255552 + now, job)
     redis.call('PEXPIRE', wkey, C.ttl)
