@@ -18,10 +18,9 @@ def _stub(ls: Harness) -> spb_grpc.SubcloudServiceStub:
 
 
 def _put(ls: Harness, name: str, **policy: Any) -> spb.Subcloud:
-    response = _stub(ls).PutSubcloud(
-        spb.PutSubcloudRequest(subcloud=spb.Subcloud(name=name, **policy)), timeout=5
-    )
-    return response.subcloud
+    request = spb.PutSubcloudRequest(subcloud=spb.Subcloud(name=name, **policy))
+    stored: spb.Subcloud = _stub(ls).PutSubcloud(request, timeout=5).subcloud
+    return stored
 
 
 def test_put_get_list_delete(ls: Harness) -> None:
