@@ -7,9 +7,11 @@ starts and stops it; `serve(config)` runs it until SIGTERM/SIGINT and drains gra
 from __future__ import annotations
 
 import concurrent.futures
+import ipaddress
 import logging
 import signal
 import threading
+from pathlib import Path
 from types import FrameType
 
 import grpc
@@ -17,7 +19,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from livestate.server import store
-from livestate.server.config import Config
+from livestate.server.auth import AuthInterceptor, TokenTable
+from livestate.server.config import Config, ConfigError
 from livestate.server.decoding import DecodeRequests
 from livestate.server.embedded import EmbeddedRedis
 from livestate.server.flag_servicer import FlagServicer
@@ -59,9 +62,38 @@ SERVICE_NAMES = tuple(
 )
 
 
+def check_exposure(config: Config, tokens: TokenTable | None) -> None:
+    """Beyond loopback the server wants both tokens and TLS, unless told --insecure."""
+    host = config.listen.rsplit(":", 1)[0].strip("[]")
+    if _is_loopback(host) or (tokens is not None and config.tls_cert):
+        return
+    if not config.insecure:
+        raise ConfigError(
+            f"refusing to listen on {config.listen} without auth (--auth-file) and TLS "
+            "(--tls-cert/--tls-key); pass --insecure to do it anyway"
+        )
+    log.warning(
+        "listening on %s without %s: anyone who can reach it can call it",
+        config.listen,
+        "auth and TLS" if tokens is None and not config.tls_cert else "auth" if tokens is None else "TLS",
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 class LivestateServer:
     def __init__(self, config: Config) -> None:
         self.config = config
+        try:
+            self.tokens = TokenTable.load(config.auth_file, config.auth_tokens)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"auth tokens: {exc}") from exc
+        check_exposure(config, self.tokens)
         self.embedded: EmbeddedRedis | None = None
         redis_url = config.redis_url
         if redis_url is None:
@@ -77,7 +109,8 @@ class LivestateServer:
         self.grpc = grpc.server(
             concurrent.futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
-            interceptors=[DecodeRequests()],
+            # Auth first: a caller without the right token learns nothing, not even decode errors.
+            interceptors=[*([AuthInterceptor(self.tokens)] if self.tokens else []), DecodeRequests()],
             options=[
                 ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.max_metadata_size", 16 * 1024),
@@ -99,11 +132,22 @@ class LivestateServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
         reflection.enable_server_reflection((*SERVICE_NAMES, health_name, reflection.SERVICE_NAME), self.grpc)
-        self.port = self.grpc.add_insecure_port(config.listen)
+        self.port = self._bind(config)
         if self.port == 0:
             raise OSError(f"cannot listen on {config.listen}")
         self.maintenance = Maintenance(self.rt, self._set_ready)
         self._stopped = threading.Event()
+        self._started = False
+
+    def _bind(self, config: Config) -> int:
+        if config.tls_cert and config.tls_key:
+            credentials = grpc.ssl_server_credentials(
+                [(Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes())],
+                root_certificates=Path(config.tls_ca).read_bytes() if config.tls_ca else None,
+                require_client_auth=bool(config.tls_ca),
+            )
+            return self.grpc.add_secure_port(config.listen, credentials)
+        return self.grpc.add_insecure_port(config.listen)
 
     def _set_ready(self, ready: bool) -> None:
         status = (
@@ -120,6 +164,7 @@ class LivestateServer:
             self.rt.epoch.refresh()
         except Exception as exc:  # start anyway; RPCs answer UNAVAILABLE until Redis answers
             log.warning("redis not answering at start-up: %s", exc)
+        self._started = True
         self.rt.batcher.start()
         self.rt.notifier.start()
         self.maintenance.start()
@@ -133,9 +178,10 @@ class LivestateServer:
         self._stopped.set()
         self.health.enter_graceful_shutdown()
         self.grpc.stop(self.config.shutdown_grace if grace is None else grace).wait()
-        self.maintenance.stop()
-        self.rt.notifier.stop()
-        self.rt.batcher.stop()
+        if self._started:
+            self.maintenance.stop()
+            self.rt.notifier.stop()
+            self.rt.batcher.stop()
         self.client.close()
         if self.embedded is not None:
             self.embedded.stop()

@@ -65,6 +65,13 @@ class Config:
     cooldown_ttl: float = 300.0
     quarantine_score: float = 6.0
     quarantine_ttl: float = 3600.0
+    # Access control and transport security.
+    auth_file: str | None = None
+    auth_tokens: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    insecure: bool = False
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -125,6 +132,10 @@ class Config:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("tls_cert and tls_key go together")
+        if self.tls_ca and not self.tls_cert:
+            raise ConfigError("tls_ca (client certificates) needs tls_cert and tls_key")
         if not self.key_prefix or any(c in self.key_prefix for c in "{}: "):
             raise ConfigError("key_prefix must be non-empty without '{', '}', ':' or spaces")
 
@@ -177,6 +188,12 @@ _HELP = {
     "quarantine_score": "failure score at which a node gets a QUARANTINE flag",
     "quarantine_ttl": "seconds a QUARANTINE lasts",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
+    "auth_file": "JSON file of bearer tokens (hashed) and their roles; see README",
+    "auth_tokens": "the same JSON inline (takes precedence over auth_file)",
+    "tls_cert": "server certificate (PEM) for TLS",
+    "tls_key": "server private key (PEM) for TLS",
+    "tls_ca": "CA (PEM) that client certificates must chain to: mutual TLS",
+    "insecure": "allow a non-loopback listen address without auth and TLS (logged loudly)",
 }
 
 
@@ -184,9 +201,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, field in _FIELDS.items():
         flag = "--" + name.replace("_", "-")
         kind = _kind(field)
-        parser.add_argument(
-            flag, dest=name, type=kind, default=None, help=f"{_HELP[name]} (env {ENV_PREFIX}{name.upper()})"
-        )
+        help_text = f"{_HELP[name]} (env {ENV_PREFIX}{name.upper()})"
+        if kind is bool:
+            parser.add_argument(
+                flag, dest=name, action="store_const", const=True, default=None, help=help_text
+            )
+        else:
+            parser.add_argument(flag, dest=name, type=kind, default=None, help=help_text)
 
 
 def from_sources(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> Config:
@@ -200,7 +221,7 @@ def from_sources(args: argparse.Namespace | None = None, environ: Mapping[str, s
         raw_env = environ.get(ENV_PREFIX + name.upper())
         if raw_env not in (None, ""):
             try:
-                values[name] = _kind(field)(raw_env)
+                values[name] = _parse_bool(raw_env) if _kind(field) is bool else _kind(field)(raw_env)
             except ValueError as exc:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw_env!r}: {exc}") from exc
     try:
@@ -213,6 +234,14 @@ def parse(argv: Sequence[str]) -> Config:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     return from_sources(parser.parse_args(argv), {})
+
+
+def _parse_bool(raw: str) -> bool:
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
 
 
 def _kind(field: dataclasses.Field[object]) -> type:

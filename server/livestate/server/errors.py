@@ -5,6 +5,7 @@
     ├── NotFound
     ├── FailedPrecondition
     ├── Aborted                  a concurrent call on the same thing won; retry
+    ├── PermissionDenied         the caller's role or node binding does not allow this
     ├── ResourceExhausted
     ├── Unavailable              Redis unreachable, frozen or loading; safe to retry
     └── Internal                 a bug (logged with its traceback; no details in the answer)
@@ -73,6 +74,11 @@ class NotFound(LivestateError):
 class FailedPrecondition(LivestateError):
     code = grpc.StatusCode.FAILED_PRECONDITION
     reason = "FAILED_PRECONDITION"
+
+
+class PermissionDenied(LivestateError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "PERMISSION_DENIED"
 
 
 class Aborted(LivestateError):

@@ -14,7 +14,7 @@ import json
 
 import grpc
 
-from livestate.server import errors, validate
+from livestate.server import auth, errors, validate
 from livestate.server.errors import InvalidArgument
 from livestate.server.jobs import timestamp
 from livestate.server.keys import Partition
@@ -33,7 +33,11 @@ AUDIT_SCAN = 5_000
 
 
 def actor_of(context: grpc.ServicerContext) -> str:
-    """Who is calling. Until access control lands this is the advisory `livestate-actor` header."""
+    """Who is calling: the token's name when access control is on; else the advisory
+    `livestate-actor` header, else "anonymous"."""
+    named = auth.actor()
+    if named:
+        return named
     for key, value in context.invocation_metadata() or ():
         if key == "livestate-actor" and isinstance(value, str):
             return validate.text(value[:128], "livestate-actor", max_len=128) or "anonymous"

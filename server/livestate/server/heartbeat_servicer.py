@@ -10,7 +10,7 @@ import grpc
 import redis
 from google.protobuf import duration_pb2
 
-from livestate.server import errors, validate
+from livestate.server import auth, errors, validate
 from livestate.server.assignments import parse, settle
 from livestate.server.errors import FailedPrecondition, InvalidArgument, NotFound
 from livestate.server.keys import Partition, PartitionKeys
@@ -88,6 +88,7 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
     def Register(self, request: pb.RegisterRequest, context: grpc.ServicerContext) -> pb.RegisterResponse:
         spec = request.node
         validate_spec(spec)
+        auth.require_node(spec.node_id)
         validate.boot_id(request.boot_id)
         validate.enum_set(request.state, NODE_STATES, "state", required=False)
         validate.at_most(request.vram_free_mb, spec.vram_total_mb or validate.MAX_VRAM_MB, "vram_free_mb")
@@ -223,6 +224,7 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
     def _beat(self, request: BeatLike, time_remaining: float | None) -> Answer:
         """Applies one beat and says what to answer."""
         _validate_beat(request)
+        auth.require_node(request.node_id)
 
         rt = self.rt
         partition = rt.locator.lookup(request.node_id)

@@ -1,0 +1,232 @@
+"""Access control: bearer tokens with roles, per-identity rate limits.
+
+Roles (see README): `node` (HeartbeatService only, for the node its token is bound to),
+`scheduler` (matching, queues, reads), `reader` (reads), `admin` (everything). Tokens are
+configured as SHA-256 hashes, never in clear, and compared in constant time. Health checks and
+reflection need no token.
+
+    {"tokens": [{"name": "alice", "role": "admin", "sha256": "<hex>"},
+                {"name": "gpu-1", "role": "node", "node_id": "gpu-1", "sha256": "<hex>",
+                 "rate": 20, "burst": 40}]}
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from livestate.server.errors import LivestateError, PermissionDenied, ResourceExhausted, to_status
+from livestate.v1 import (
+    flag_service_pb2,
+    heartbeat_service_pb2,
+    match_service_pb2,
+    node_service_pb2,
+    queue_service_pb2,
+    subcloud_service_pb2,
+)
+
+ROLES = ("node", "scheduler", "reader", "admin")
+
+
+class Unauthenticated(LivestateError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+    reason = "UNAUTHENTICATED"
+
+
+@dataclasses.dataclass
+class Identity:
+    name: str
+    role: str
+    sha256: str
+    node_id: str = ""
+    rate: float = 0.0  # requests per second; 0 = unlimited
+    burst: float = 0.0
+    _tokens: float = dataclasses.field(default=0.0, repr=False)
+    _at: float = dataclasses.field(default=0.0, repr=False)
+    _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
+
+    def take(self) -> bool:
+        """Token bucket: `rate` per second, up to `burst` at once."""
+        if self.rate <= 0:
+            return True
+        with self._lock:
+            now = time.monotonic()
+            capacity = self.burst or self.rate
+            self._tokens = (
+                min(capacity, self._tokens + (now - self._at) * self.rate) if self._at else capacity
+            )
+            self._at = now
+            if self._tokens < 1:
+                return False
+            self._tokens -= 1
+            return True
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class TokenTable:
+    def __init__(self, identities: list[Identity]) -> None:
+        self.identities = identities
+
+    @classmethod
+    def parse(cls, text: str, source: str) -> TokenTable:
+        try:
+            entries = json.loads(text)["tokens"]
+            identities = []
+            for entry in entries:
+                identity = Identity(
+                    name=str(entry["name"]),
+                    role=str(entry["role"]),
+                    sha256=str(entry["sha256"]).lower(),
+                    node_id=str(entry.get("node_id", "")),
+                    rate=float(entry.get("rate", 0)),
+                    burst=float(entry.get("burst", 0)),
+                )
+                if identity.role not in ROLES:
+                    raise ValueError(f"role {identity.role!r} is not one of {', '.join(ROLES)}")
+                if len(identity.sha256) != 64:
+                    raise ValueError(f"token of {identity.name!r}: sha256 must be 64 hex digits")
+                identities.append(identity)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{source}: {exc}") from exc
+        return cls(identities)
+
+    @classmethod
+    def load(cls, path: str | None, inline: str | None) -> TokenTable | None:
+        if inline:
+            return cls.parse(inline, "LIVESTATE_AUTH_TOKENS")
+        if path:
+            return cls.parse(Path(path).read_text(), path)
+        return None
+
+    def lookup(self, token: str) -> Identity | None:
+        digest = hash_token(token)
+        found = None
+        for identity in self.identities:  # every entry compared, in constant time each
+            if hmac.compare_digest(identity.sha256, digest):
+                found = identity
+        return found
+
+
+current: contextvars.ContextVar[Identity | None] = contextvars.ContextVar("livestate_identity", default=None)
+
+READ = {"reader", "scheduler", "admin"}
+SCHED = {"scheduler", "admin"}
+ADMIN = {"admin"}
+
+
+def _methods() -> dict[str, set[str]]:
+    def full(module: Any, service: str, *names: str) -> list[str]:
+        svc = module.DESCRIPTOR.services_by_name[service]
+        return [f"/{svc.full_name}/{m.name}" for m in svc.methods if not names or m.name in names]
+
+    table: dict[str, set[str]] = {}
+    for method in full(heartbeat_service_pb2, "HeartbeatService"):
+        table[method] = {"node", "admin"}
+    for method in full(match_service_pb2, "MatchService") + full(queue_service_pb2, "QueueService"):
+        table[method] = SCHED
+    for method in full(queue_service_pb2, "QueueService", "GetQueue", "ListQueues"):
+        table[method] = READ
+    for method in full(node_service_pb2, "NodeService"):
+        table[method] = READ
+    for method in full(flag_service_pb2, "FlagService"):
+        table[method] = READ
+    for method in full(flag_service_pb2, "FlagService", "SetFlag", "ClearFlag"):
+        table[method] = ADMIN
+    for method in full(subcloud_service_pb2, "SubcloudService"):
+        table[method] = READ
+    for method in full(subcloud_service_pb2, "SubcloudService", "PutSubcloud", "DeleteSubcloud"):
+        table[method] = ADMIN
+    return table
+
+
+METHOD_ROLES = _methods()
+
+
+def require_node(node_id: str) -> None:
+    """A node token may act only for the node it is bound to."""
+    identity = current.get()
+    if identity is not None and identity.role == "node" and identity.node_id != node_id:
+        raise PermissionDenied(f"this token may act only for node {identity.node_id!r}", reason="WRONG_NODE")
+
+
+def actor() -> str | None:
+    identity = current.get()
+    return identity.name if identity is not None else None
+
+
+class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
+    def __init__(self, table: TokenTable) -> None:
+        self.table = table
+
+    def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Any], details: grpc.HandlerCallDetails
+    ) -> Any:
+        handler = continuation(details)
+        roles = METHOD_ROLES.get(details.method)
+        if handler is None or roles is None:  # health, reflection, unknown methods
+            return handler
+        metadata = dict(details.invocation_metadata or ())
+        error: LivestateError | None = None
+        identity = None
+        header = str(metadata.get("authorization", ""))
+        if not header.lower().startswith("bearer "):
+            error = Unauthenticated("a bearer token is required (authorization: Bearer <token>)")
+        else:
+            identity = self.table.lookup(header[7:].strip())
+            if identity is None:
+                error = Unauthenticated("unknown token")
+            elif identity.role not in roles:
+                error = PermissionDenied(
+                    f"role {identity.role!r} may not call {details.method}", reason="ROLE"
+                )
+        field = next(
+            f for f in ("unary_unary", "unary_stream", "stream_unary", "stream_stream") if getattr(handler, f)
+        )
+        inner = getattr(handler, field)
+        streaming_response = field in ("unary_stream", "stream_stream")
+
+        def check(context: grpc.ServicerContext) -> None:
+            if error is not None:
+                context.abort_with_status(to_status(error))
+            assert identity is not None
+            if not identity.take():
+                context.abort_with_status(
+                    to_status(
+                        ResourceExhausted(f"rate limit of {identity.name!r} exceeded", reason="RATE_LIMITED")
+                    )
+                )
+
+        if streaming_response:
+
+            def streamed(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                check(context)
+                token = current.set(identity)
+                try:
+                    yield from inner(request, context)
+                finally:
+                    current.reset(token)
+
+            return handler._replace(**{field: streamed})
+
+        def unary(request: Any, context: grpc.ServicerContext) -> Any:
+            check(context)
+            token = current.set(identity)
+            try:
+                return inner(request, context)
+            finally:
+                current.reset(token)
+
+        return handler._replace(**{field: unary})
