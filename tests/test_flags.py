@@ -63,6 +63,7 @@ def test_cooldown_needs_a_ttl_and_lifts_by_itself(ls: Harness) -> None:
     assert ls.try_match("job-1") is None
     wait_for(lambda: ls.try_match("job-2") == "gpu-1", timeout=3)
     assert ls.get("gpu-1").flags == []
+    wait_for(lambda: any(e["type"] == "5" and "expired" in e["detail"] for e in ls.events()), timeout=3)
 
 
 def test_pause_is_shown_to_the_node_with_its_message(ls: Harness) -> None:

@@ -26,6 +26,8 @@ PARTITION_SCRIPTS: dict[str, Callable[[PartitionKeys], list[str]]] = {
     "renew": lambda pk: pk.renew_keys(),
     "release": lambda pk: pk.release_keys(),
     "unwait": lambda pk: pk.unwait_keys(),
+    "setflag": lambda pk: pk.setflag_keys(),
+    "ctl_import": lambda pk: pk.ctl_import_keys(),
 }
 
 
@@ -80,6 +82,7 @@ def test_lua_context_matches_the_key_builder_and_runtime() -> None:
 def test_single_key_scripts_declare_one_key() -> None:
     assert _declared_keys("epoch") == 1
     assert _declared_keys("del_if_equal") == 1
+    assert _declared_keys("settle") == 1
 
 
 def test_partitions_land_in_different_slots() -> None:

@@ -67,6 +67,7 @@ class PartitionKeys:
         self.wexp = self.base + "wexp"
         self.wait_models = self.base + "wmodels"
         self.drains = self.base + "drains"
+        self.flagexp = self.base + "flagexp"
         self.node_base = self.base + "node:"
         self.model_base = self.base + "model:"
         self.subcloud_base = self.base + "sub:"
@@ -163,6 +164,7 @@ class PartitionKeys:
             self.wexp,
             self.wait_models,
             self.drains,
+            self.flagexp,
         ]
 
     def match_keys(self) -> list[str]:
@@ -172,16 +174,16 @@ class PartitionKeys:
         return [self.leases]
 
     def release_keys(self) -> list[str]:
-        return [self.leases, self.events, self.fence, self.meta, self.wexp]
+        return [self.leases, self.events, self.fence, self.meta, self.wexp, self.flagexp]
 
     def unwait_keys(self) -> list[str]:
         return [self.wexp]
 
     def setflag_keys(self) -> list[str]:
-        return [self.events, self.drains]
+        return [self.events, self.drains, self.flagexp]
 
     def ctl_import_keys(self) -> list[str]:
-        return [self.events]
+        return [self.events, self.flagexp]
 
 
 class Keys:

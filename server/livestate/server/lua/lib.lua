@@ -197,6 +197,16 @@ local function ctl_keep(key, now, margin, keep)
   if #raw > 0 and redis.call('PTTL', key) < last - now then redis.call('PEXPIREAT', key, last) end
 end
 
+-- Remembers when a flag lapses, so the sweep can announce it (UNFLAGGED) and tidy it away.
+--   flagexp: <p>:flagexp zset of "<node_id>|<kind>", score = expiry (ms)
+local function flag_expiry(flagexp, id, kind, expire)
+  if tonumber(expire) > 0 then
+    redis.call('ZADD', flagexp, expire, id .. '|' .. kind)
+  else
+    redis.call('ZREM', flagexp, id .. '|' .. kind)
+  end
+end
+
 -- What the node itself is told about its flags: paused (PAUSE in force) and the messages of
 -- PAUSE and MAINTENANCE flags. Every other kind, SHADOW_BAN above all, stays invisible to it.
 local function notices(C, id, now)

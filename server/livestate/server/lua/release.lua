@@ -6,6 +6,7 @@
 -- KEYS[3]  string <p>:fence   fencing token counter
 -- KEYS[4]  hash   <p>:meta    hearing floor (see lib.lua)
 -- KEYS[5]  zset   <p>:wexp    waiting jobs, score = when they stop waiting (ms)
+-- KEYS[6]  zset   <p>:flagexp flags with a TTL (see flag_expiry in lib.lua)
 -- ARGV[1..18] partition context (lib.lua)
 -- ARGV[19] lease_id
 -- ARGV[20] fencing token the caller holds
@@ -44,6 +45,7 @@ if ARGV[21] == '1' then
       local meta = cjson.encode({reason = 'failure_score', actor = 'livestate', create_ms = now,
         message = string.format('failure score %.2f after: %s', score, ARGV[28])})
       redis.call('HSET', ctl, kind, now + tonumber(ttl), kind .. ':meta', meta)
+      flag_expiry(KEYS[6], node, kind, now + tonumber(ttl))
       event(KEYS[2], C.maxlen, EV_FLAGGED, node, 'kind=' .. kind .. ' reason=failure_score')
       flag = tonumber(kind)
     end

@@ -3,6 +3,7 @@
 --
 -- KEYS[1]  stream <p>:events  node events (capped)
 -- KEYS[2]  zset   <p>:drains  draining nodes with a deadline, score = the deadline (ms)
+-- KEYS[3]  zset   <p>:flagexp flags with a TTL, "<node_id>|<kind>", score = expiry (ms)
 -- ARGV[1..18] partition context (lib.lua)
 -- ARGV[19] node_id
 -- ARGV[20] FlagKind number
@@ -23,6 +24,7 @@ local had = (prev and (tonumber(prev) == 0 or tonumber(prev) > now)) and 1 or 0
 
 if ARGV[21] == 'set' then
   redis.call('HSET', key, kind, ARGV[22], kind .. ':meta', ARGV[24])
+  flag_expiry(KEYS[3], ARGV[19], kind, ARGV[22])
   if ARGV[23] ~= '0' then
     redis.call('HSET', key, kind .. ':from', ARGV[23])
   else
@@ -42,6 +44,7 @@ if ARGV[21] == 'set' then
   end
 else
   redis.call('HDEL', key, kind, kind .. ':meta', kind .. ':from')
+  flag_expiry(KEYS[3], ARGV[19], kind, 0)
   if kind == FLAG_DRAIN then redis.call('ZREM', KEYS[2], ARGV[19]) end
   if had == 1 then event(KEYS[1], C.maxlen, EV_UNFLAGGED, ARGV[19], 'kind=' .. kind) end
 end

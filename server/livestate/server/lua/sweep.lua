@@ -17,6 +17,7 @@
 -- KEYS[11] zset   <p>:wexp       waiting jobs, score = when they stop waiting (ms)
 -- KEYS[12] set    <p>:wmodels    models that have had waiting jobs
 -- KEYS[13] zset   <p>:drains     draining nodes with a deadline, score = the deadline (ms)
+-- KEYS[14] zset   <p>:flagexp    flags with a TTL, "<node_id>|<kind>", score = expiry (ms)
 -- ARGV[1..18] partition context (lib.lua). Its epoch: no node counts as silent for longer than
 --          the Redis state has existed, so a Redis restart never declares nodes dead by itself;
 --          likewise after a gap in sweeping (see hearing_floor).
@@ -104,6 +105,20 @@ for _, id in ipairs(drained) do
 end
 if #drained == limit then more = 1 end
 
+-- Flags past their TTL: announced (UNFLAGGED) and tidied away. The claim script already ignores
+-- them from the moment they lapse; a flag set again with a later expiry is left alone.
+local lapsed = redis.call('ZRANGEBYSCORE', KEYS[14], '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit)
+for i = 1, #lapsed, 2 do
+  local id, kind = string.match(lapsed[i], '^(.*)|(%d+)$')
+  redis.call('ZREM', KEYS[14], lapsed[i])
+  local key = C.ctl .. id
+  if id and redis.call('HGET', key, kind) == lapsed[i + 1] then
+    redis.call('HDEL', key, kind, kind .. ':meta', kind .. ':from')
+    event(KEYS[7], C.maxlen, EV_UNFLAGGED, id, 'kind=' .. kind .. ' expired')
+  end
+end
+if #lapsed == 2 * limit then more = 1 end
+
 -- Waiting jobs past their ttl leave their channel.
 local stale = redis.call('ZRANGEBYSCORE', K.wexp, '-inf', now, 'LIMIT', 0, limit)
 for _, job in ipairs(stale) do unwait(C, K, job) end
@@ -133,7 +148,7 @@ if #ids == limit then more = 1 end
 -- Abandoned partitions evict themselves: the partition-wide keys live only as long as a sweeper
 -- keeps refreshing them. Index sets that emptied are dropped from the catalogues here too.
 if ARGV[22] == '1' then
-  for i = 1, 13 do redis.call('PEXPIRE', KEYS[i], C.ttl) end
+  for i = 1, 14 do redis.call('PEXPIRE', KEYS[i], C.ttl) end
   for _, pair in ipairs({{KEYS[5], C.model}, {KEYS[6], C.sub}}) do
     for _, name in ipairs(redis.call('SMEMBERS', pair[1])) do
       if redis.call('PEXPIRE', pair[2] .. name, C.ttl) == 0 then
