@@ -8,6 +8,7 @@ import pytest
 from conftest import ServerFactory
 from harness import Harness, wait_for
 from livestate.v1 import flag_pb2
+from livestate.v1 import flag_service_pb2 as fpb
 
 
 def test_failed_job_never_returns_to_the_node_it_failed_on(ls: Harness) -> None:
@@ -74,6 +75,12 @@ def test_failure_score_crosses_thresholds_and_flags_expire(make_server: ServerFa
     ls.fail(ls.match("j4").lease)  # score ~3
 
     assert flag_pb2.FLAG_KIND_QUARANTINE in _kinds(ls, "flaky")
+    audit = ls.flags.ListFlagChanges(fpb.ListFlagChangesRequest(node_id="flaky"), timeout=5).changes
+    assert [(c.kind, c.actor, c.reason) for c in audit] == [
+        (flag_pb2.FLAG_KIND_QUARANTINE, "livestate", "failure_score"),
+        (flag_pb2.FLAG_KIND_COOLDOWN, "livestate", "failure_score"),
+    ]
+    assert audit[0].expire_time.ToMilliseconds() > audit[0].change_time.ToMilliseconds()
     assert any(e["type"] == "4" and "kind=4" in e["detail"] for e in ls.events())
     wait_for(lambda: ls.try_match("j5") == "flaky", timeout=3)
 

@@ -19,6 +19,7 @@ import redis
 from livestate.server.keys import Partition, lease_partition
 from livestate.server.notify import message
 from livestate.server.runtime import Runtime
+from livestate.server.scripts import Call
 from livestate.v1 import lease_pb2
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ def settle(rt: Runtime, assignments: Sequence[Assignment], depth: int = 0) -> li
 def unwait(rt: Runtime, job_id: str, waiting: str | None, skip: Partition | None = None) -> int:
     """Takes the job out of the channels of the partitions it waits in; returns how many held it."""
     labels = [label for label in (waiting or "").split(",") if label]
-    calls = []
+    calls: list[Call] = []
     for label in labels:
         partition = Partition.from_label(label)
         if partition == skip:
@@ -147,7 +148,7 @@ def unwait(rt: Runtime, job_id: str, waiting: str | None, skip: Partition | None
         calls.append(("unwait", pk.unwait_keys(), [*rt.context(pk), job_id]))
     if not calls:
         return 0
-    results = rt.scripts.call_many(calls)  # type: ignore[arg-type]
+    results = rt.scripts.call_many(calls)
     for r in results:
         if isinstance(r, Exception):
             raise r

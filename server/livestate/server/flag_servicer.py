@@ -212,20 +212,7 @@ class FlagServicer(pb_grpc.FlagServiceServicer):
     def _audit(
         self, node_id: str, kind: int, action: str, actor: str, reason: str, message: str, expire_ms: int
     ) -> None:
-        self.rt.client.xadd(
-            self.rt.keys.flag_audit,
-            {
-                "node": node_id,
-                "kind": kind,
-                "action": action,
-                "actor": actor,
-                "reason": reason,
-                "message": message,
-                "expire": expire_ms,
-            },
-            maxlen=AUDIT_MAXLEN,
-            approximate=True,
-        )
+        audit(self.rt, node_id, kind, action, actor, reason, message, expire_ms)
 
     def _controls(self, node_ids: list[str]) -> list[tuple[str, dict[str, str], int]]:
         """Each node's flag fields (its partition's control hash, or its pending flags), with now."""
@@ -247,6 +234,25 @@ class FlagServicer(pb_grpc.FlagServiceServicer):
         return [
             (n, {str(k): str(v) for k, v in c.items()}, now) for n, c in zip(node_ids, controls, strict=True)
         ]
+
+
+def audit(
+    rt: Runtime, node_id: str, kind: int, action: str, actor: str, reason: str, message: str, expire_ms: int
+) -> None:
+    """Appends one change to the audit trail and keeps the node on the ListFlags index."""
+    pipe = rt.client.pipeline(transaction=False)
+    entry = {
+        "node": node_id,
+        "kind": kind,
+        "action": action,
+        "actor": actor,
+        "reason": reason,
+        "message": message,
+        "expire": expire_ms,
+    }
+    pipe.xadd(rt.keys.flag_audit, entry, maxlen=AUDIT_MAXLEN, approximate=True)  # type: ignore[arg-type]
+    pipe.zadd(rt.keys.flagged, {node_id: 0})
+    pipe.execute()
 
 
 def _change(entry_id: str, fields: dict[str, str]) -> pb.FlagChange:

@@ -18,6 +18,7 @@ import redis
 from livestate.server.assignments import parse, settle
 from livestate.server.keys import Partition
 from livestate.server.runtime import Runtime
+from livestate.server.scripts import Call
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class Maintenance:
 
     def _sweep(self, parts: list[Partition], refresh: bool) -> list[Partition]:
         rt, cfg = self.rt, self.rt.config
-        calls = []
+        calls: list[Call] = []
         for p in parts:
             pk = rt.keys.partition(p)
             calls.append(
@@ -103,7 +104,7 @@ class Maintenance:
                     ],
                 )
             )
-        results = rt.scripts.call_many(calls)  # type: ignore[arg-type]
+        results = rt.scripts.call_many(calls)
         again, released = [], []
         for p, result in zip(parts, results, strict=True):
             if isinstance(result, Exception):

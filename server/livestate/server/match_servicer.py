@@ -24,11 +24,12 @@ from livestate.server.errors import (
     NotFound,
     ResourceExhausted,
 )
+from livestate.server.flag_servicer import audit
 from livestate.server.keys import lease_partition
 from livestate.server.notify import job_topic
 from livestate.server.runtime import Runtime
 from livestate.server.store import text
-from livestate.v1 import lease_pb2
+from livestate.v1 import lease_pb2, queue_service_pb2
 from livestate.v1 import match_service_pb2 as pb
 from livestate.v1 import match_service_pb2_grpc as pb_grpc
 
@@ -45,7 +46,7 @@ class DeadlineExceeded(LivestateError):
     reason = "WAIT_EXPIRED"
 
 
-def job_spec(rt: Runtime, request: pb.MatchRequest, field_prefix: str = "") -> jobs.JobSpec:
+def job_spec(rt: Runtime, request: pb.MatchRequest | queue_service_pb2.EnqueueRequest) -> jobs.JobSpec:
     """Validates the job fields shared by MatchRequest and EnqueueRequest."""
     cfg = rt.config
     validate.job_id(request.job_id)
@@ -258,6 +259,19 @@ class MatchServicer(pb_grpc.MatchServiceServicer):
         pipe.hget(job_key, "attempts")
         *_, attempts = pipe.execute()
         rt.scripts.call("del_if_equal", [job_key], [request.lease_id, "lease"])
+        if ended.flag:  # failure scoring flagged the node: on the record like any admin's flag
+            control = rt.keys.partition(lease_partition(request.lease_id)).control(ended.node_id)
+            expire_ms = int(rt.client.hget(control, str(ended.flag)) or 0)
+            audit(
+                rt,
+                ended.node_id,
+                ended.flag,
+                "set",
+                "livestate",
+                "failure_score",
+                f"failure score {ended.score:.2f} after: {request.reason}",
+                expire_ms,
+            )
         return pb.FailResponse(attempts=int(attempts or 0))
 
 

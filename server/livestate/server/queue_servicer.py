@@ -47,7 +47,7 @@ class QueueServicer(pb_grpc.QueueServiceServicer):
     @errors.unary
     def Enqueue(self, request: pb.EnqueueRequest, context: grpc.ServicerContext) -> pb.EnqueueResponse:
         rt = self.rt
-        job = job_spec(rt, request)  # type: ignore[arg-type]
+        job = job_spec(rt, request)
         validate.identifier(request.scheduler_id, "scheduler_id")
         ttl = validate.duration(request.ttl, "ttl", maximum=rt.config.max_queue_ttl) or rt.config.queue_ttl
 
