@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -34,9 +36,40 @@ class Watcher:
     def take(self, n: int, timeout: float = 3.0) -> list[node_pb2.NodeEvent]:
         return [self.got.get(timeout=timeout) for _ in range(n)]
 
+    def take_for(self, node_id: str, n: int, timeout: float = 5.0) -> list[node_pb2.NodeEvent]:
+        """The next n events of one node, skipping others (the sentinel's)."""
+        deadline = time.monotonic() + timeout
+        found: list[node_pb2.NodeEvent] = []
+        while len(found) < n:
+            event = self.got.get(timeout=max(0.01, deadline - time.monotonic()))
+            if event.node_id == node_id:
+                found.append(event)
+        return found
+
+    def establish(self, poke: Callable[[], None]) -> node_pb2.NodeEvent:
+        """A watch starts from "now" as the server sees it: poke until an event shows it is live;
+        returns that event."""
+        for _ in range(50):
+            poke()
+            try:
+                return self.got.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        raise AssertionError("the watch never delivered an event")
+
     def close(self) -> None:
         self.call.cancel()
         self.thread.join(timeout=5)
+
+
+def _sentinel(ls: Harness) -> Callable[[], None]:
+    """Each call makes a FLAGGED event for the node "sentinel" (in the default partition)."""
+
+    def poke() -> None:
+        _pause(ls, "sentinel", False)
+        _pause(ls, "sentinel", True)
+
+    return poke
 
 
 def _pause(ls: Harness, node_id: str, on: bool) -> None:
@@ -48,15 +81,16 @@ def _pause(ls: Harness, node_id: str, on: bool) -> None:
 
 
 def test_watch_streams_events_in_order(ls: Harness) -> None:
-    ls.register("gpu-0")  # its partition exists before the watch starts
+    ls.register("sentinel")  # its partition exists before the watch starts
     w = Watcher(ls, env="test")
     try:
+        w.establish(_sentinel(ls))
         boot, _ = ls.register("gpu-1")
         _pause(ls, "gpu-1", True)
         _pause(ls, "gpu-1", False)
         ls.heartbeat.Deregister(hb.DeregisterRequest(node_id="gpu-1", boot_id=boot), timeout=5)
 
-        events = w.take(4)
+        events = w.take_for("gpu-1", 4)
     finally:
         w.close()
     assert [(e.type, e.node_id) for e in events] == [
@@ -70,12 +104,13 @@ def test_watch_streams_events_in_order(ls: Harness) -> None:
 
 
 def test_watch_filters_by_type_and_sees_new_partitions(ls: Harness) -> None:
-    ls.register("gpu-0")
+    ls.register("sentinel")
     w = Watcher(ls, env="test", types=[node_pb2.NODE_EVENT_TYPE_FLAGGED])
     try:
+        w.establish(_sentinel(ls))
         ls.register("far-1", region="ap-south")  # a partition the watch has not seen yet
         _pause(ls, "far-1", True)
-        (event,) = w.take(1)
+        (event,) = w.take_for("far-1", 1)
     finally:
         w.close()
     assert (event.type, event.node_id, event.region) == (
@@ -86,10 +121,11 @@ def test_watch_filters_by_type_and_sees_new_partitions(ls: Harness) -> None:
 
 
 def test_resuming_from_a_token_misses_nothing(ls: Harness) -> None:
-    ls.register("gpu-0")
+    ls.register("sentinel")
     w = Watcher(ls, env="test")
+    w.establish(_sentinel(ls))
     ls.register("gpu-1")
-    (first,) = w.take(1)
+    (first,) = w.take_for("gpu-1", 1)
     w.close()
 
     for on in (True, False, True):  # while the watcher is away
@@ -111,13 +147,12 @@ def test_resuming_from_a_token_misses_nothing(ls: Harness) -> None:
 
 def test_token_older_than_what_is_retained_is_out_of_range(make_server: ServerFactory) -> None:
     ls = make_server(events_maxlen=5)
-    ls.register("gpu-0")
+    ls.register("sentinel")
     w = Watcher(ls, env="test")
-    _pause(ls, "gpu-0", True)
-    (old,) = w.take(1)
+    old = w.establish(_sentinel(ls))
     w.close()
     for i in range(400):  # far past the cap: the stream is trimmed beyond the token
-        _pause(ls, "gpu-0", i % 2 == 1)
+        _pause(ls, "sentinel", i % 2 == 1)
 
     late = Watcher(ls, env="test", resume_token=old.resume_token)
     late.thread.join(timeout=5)
