@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import redis
@@ -156,6 +157,16 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
             offline_after=_duration(rt.config.offline_after),
         )
 
+    def _reply(self, request: BeatLike, answer: Answer) -> dict[str, Any]:
+        """The fields BeatResponse and HeartbeatResponse share."""
+        return {
+            "resync_required": answer.code == BEAT_RESYNC,
+            "next_interval": self._interval,
+            "seq": request.seq,
+            "paused": answer.paused,
+            "notices": answer.notices,
+        }
+
     def _reread(self, pk: PartitionKeys, node_id: str) -> list[object]:
         pipe = self.rt.client.pipeline(transaction=False)
         queue_node_reads(pipe, pk, [node_id])
@@ -163,14 +174,7 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
 
     @errors.unary
     def Beat(self, request: pb.BeatRequest, context: grpc.ServicerContext) -> pb.BeatResponse:
-        answer = self._beat(request, context.time_remaining())
-        return pb.BeatResponse(
-            resync_required=answer.code == BEAT_RESYNC,
-            next_interval=self._interval,
-            seq=request.seq,
-            paused=answer.paused,
-            notices=answer.notices,
-        )
+        return pb.BeatResponse(**self._reply(request, self._beat(request, context.time_remaining())))
 
     @errors.stream
     def Heartbeat(
@@ -182,14 +186,7 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
                 first = request
             elif (request.node_id, request.boot_id) != (first.node_id, first.boot_id):
                 raise InvalidArgument("node_id", "node_id and boot_id must not change within a stream")
-            answer = self._beat(request, context.time_remaining())
-            yield pb.HeartbeatResponse(
-                resync_required=answer.code == BEAT_RESYNC,
-                next_interval=self._interval,
-                seq=request.seq,
-                paused=answer.paused,
-                notices=answer.notices,
-            )
+            yield pb.HeartbeatResponse(**self._reply(request, self._beat(request, context.time_remaining())))
 
     @errors.unary
     def Deregister(
