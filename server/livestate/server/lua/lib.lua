@@ -19,7 +19,6 @@
 --  12 suspect_after (ms)   13 offline_after (ms)   14 epoch (ms)   15 sweep gap (ms)
 --  16 ttl: record and index TTL (ms)   17 margin: how long a lease record outlives its expiry
 --  18 maxlen: events stream cap (approximate)
-local NCONTEXT = 18
 
 local function context()
   return {node = ARGV[1], model = ARGV[2], sub = ARGV[3], idle = ARGV[4], idlev = ARGV[5],
