@@ -3,6 +3,12 @@
 Timeouts are what turn a dead or frozen Redis into UNAVAILABLE instead of a hung RPC: connecting,
 each reply, and waiting for a free pooled connection are all bounded by `redis_timeout`. One
 immediate retry covers the common case of a pooled connection that died with a Redis restart.
+
+Never a retry after a timeout: a command that timed out may still be queued in a frozen Redis,
+and a resent copy would run after it when Redis thaws (redis-py's Retry retries timeouts unless
+told otherwise). A broken connection is retried once; the command may have run before the
+connection broke, which is why every script that writes is idempotent (a repeated Match returns
+the job's lease, a repeated Release or Fail answers as the first did).
 """
 
 from __future__ import annotations
@@ -23,8 +29,7 @@ def connect(url: str, config: Config) -> redis.Redis:
         socket_connect_timeout=config.redis_timeout,
         socket_keepalive=True,
         decode_responses=True,
-        retry=Retry(NoBackoff(), 1),
-        retry_on_error=[redis.exceptions.ConnectionError],
+        retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
         client_name="livestate",
     )
     return redis.Redis(connection_pool=pool)

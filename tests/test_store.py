@@ -1,0 +1,53 @@
+"""The Redis client never resends a command that timed out: a copy still queued in a frozen Redis
+would run a second time when it thaws."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from harness import wait_for
+from livestate.server import Config
+from livestate.server.embedded import EmbeddedRedis
+from livestate.server.store import connect
+
+
+@pytest.fixture
+def own_redis() -> Iterator[EmbeddedRedis]:
+    with EmbeddedRedis() as embedded:
+        yield embedded
+
+
+def test_a_command_that_timed_out_in_a_frozen_redis_runs_once(own_redis: EmbeddedRedis) -> None:
+    client = connect(own_redis.url, Config(listen="127.0.0.1:0", redis_timeout=0.5))
+    client.set("counter", 0)
+    assert own_redis.proc is not None
+    os.kill(own_redis.proc.pid, signal.SIGSTOP)
+    # Thaw after the first reply timed out, while a retry (if there were one) is reconnecting: the
+    # retry would then send the command again behind the queued one.
+    thaw = threading.Timer(0.75, os.kill, (own_redis.proc.pid, signal.SIGCONT))
+    thaw.start()
+    try:
+        with pytest.raises(redis.exceptions.TimeoutError):
+            client.incr("counter")
+    finally:
+        thaw.join()
+    observer = redis.Redis.from_url(own_redis.url, decode_responses=True)
+    # The queued INCR runs once Redis thaws; a resent copy would make it 2.
+    wait_for(lambda: observer.get("counter") == "1")
+    assert observer.get("counter") == "1"
+    observer.close()
+    client.close()
+
+
+def test_a_pooled_connection_broken_by_a_restart_is_retried(own_redis: EmbeddedRedis) -> None:
+    client = connect(own_redis.url, Config(listen="127.0.0.1:0", redis_timeout=0.5))
+    assert client.ping()
+    own_redis.restart()
+    assert client.ping()  # the dead pooled connection is replaced without an error
+    client.close()
