@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import queue
 import threading
 import time
 import uuid
@@ -29,6 +30,7 @@ from livestate.v1 import (
     node_service_pb2_grpc,
     queue_service_pb2_grpc,
 )
+from livestate.v1 import queue_service_pb2 as qpb
 
 T = TypeVar("T")
 
@@ -42,6 +44,7 @@ FAST: dict[str, Any] = {
     "redis_timeout": 0.5,
     "max_workers": 64,
     "max_concurrent_rpcs": 64,
+    "outbox_settle_after": 0.5,
 }
 
 IDLE = node_pb2.NODE_STATE_IDLE
@@ -198,3 +201,36 @@ class Harness:
         key = self.server.rt.keys.partition(Partition.from_label(partition_label)).events
         entries = cast(list[tuple[str, dict[str, str]]], self.redis.xrange(key))
         return [fields for _, fields in entries]
+
+
+def enqueue(ls: Harness, job_id: str, **fields: Any) -> qpb.EnqueueResponse:
+    values: dict[str, Any] = {"env": "test", "model": "llama-3-8b", "scheduler_id": "sched-a"}
+    values.update(fields)
+    response: qpb.EnqueueResponse = ls.queue.Enqueue(qpb.EnqueueRequest(job_id=job_id, **values), timeout=5)
+    return response
+
+
+class Stream:
+    """An Assignments stream read on a thread into a queue; `error` is how it ended, if it did."""
+
+    def __init__(self, ls: Harness, scheduler_id: str = "sched-a", known_epoch: int = 0) -> None:
+        request = qpb.AssignmentsRequest(scheduler_id=scheduler_id, known_epoch=known_epoch)
+        self.call = ls.queue.Assignments(request, timeout=30)
+        self.got: queue.Queue[qpb.AssignmentsResponse] = queue.Queue()
+        self.error: grpc.RpcError | None = None
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        try:
+            for item in self.call:
+                self.got.put(item)
+        except grpc.RpcError as err:
+            self.error = err
+
+    def next(self, timeout: float = 3.0) -> qpb.AssignmentsResponse:
+        return self.got.get(timeout=timeout)
+
+    def close(self) -> None:
+        self.call.cancel()
+        self.thread.join(timeout=5)

@@ -22,6 +22,7 @@ from livestate.v1 import flag_service_pb2 as fpb
 from livestate.v1 import heartbeat_service_pb2 as hb
 from livestate.v1 import match_service_pb2 as mpb
 from livestate.v1 import node_service_pb2 as ns
+from livestate.v1 import queue_service_pb2 as qpb
 
 TOKENS: dict[str, dict[str, Any]] = {
     "admin": {"name": "alice", "role": "admin"},
@@ -29,6 +30,8 @@ TOKENS: dict[str, dict[str, Any]] = {
     "reader": {"name": "dash", "role": "reader"},
     "node": {"name": "gpu-1-agent", "role": "node", "node_id": "gpu-1"},
     "slow": {"name": "slowpoke", "role": "reader", "rate": 1, "burst": 2},
+    "pool": {"name": "pool", "role": "scheduler", "scheduler_ids": ["sched-a", "sched-b"]},
+    "one": {"name": "one-token", "role": "scheduler", "scheduler_id": "sched-x"},
 }
 
 
@@ -120,6 +123,93 @@ def test_node_token_acts_only_for_its_own_node(secured: Harness) -> None:
         _code(lambda: secured.heartbeat.Beat(beat, timeout=5, metadata=_as("node")))
         == grpc.StatusCode.PERMISSION_DENIED
     )
+
+
+def test_node_token_deregisters_only_its_own_node(secured: Harness) -> None:
+    other = hb.RegisterRequest(node=spec("gpu-2"), boot_id="b2")
+    secured.heartbeat.Register(other, timeout=5, metadata=_as("admin"))
+    leave = hb.DeregisterRequest(node_id="gpu-2", boot_id="b2")
+
+    with pytest.raises(grpc.RpcError) as err:
+        secured.heartbeat.Deregister(leave, timeout=5, metadata=_as("node"))
+
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error_reason(err.value) == "WRONG_NODE"
+    still = secured.nodes.GetNode(ns.GetNodeRequest(node_id="gpu-2"), timeout=5, metadata=_as("admin"))
+    assert still.node.liveness == node_pb2.LIVENESS_ONLINE
+    own = hb.RegisterRequest(node=spec("gpu-1"), boot_id="b1")
+    secured.heartbeat.Register(own, timeout=5, metadata=_as("node"))
+    bye = hb.DeregisterRequest(node_id="gpu-1", boot_id="b1")
+    assert _code(lambda: secured.heartbeat.Deregister(bye, timeout=5, metadata=_as("node"))) == (
+        grpc.StatusCode.OK
+    )
+
+
+def _assignments(secured: Harness, token: str, scheduler_id: str) -> grpc.StatusCode:
+    """OK-or-waiting is DEADLINE_EXCEEDED: the stream was opened and sat waiting for work."""
+    request = qpb.AssignmentsRequest(scheduler_id=scheduler_id)
+    return _code(lambda: list(secured.queue.Assignments(request, timeout=0.5, metadata=_as(token))))
+
+
+def _enqueue(secured: Harness, token: str, scheduler_id: str) -> grpc.RpcError | None:
+    request = qpb.EnqueueRequest(
+        job_id=f"job-{token}-{scheduler_id}", env="test", model="llama-3-8b", scheduler_id=scheduler_id
+    )
+    try:
+        secured.queue.Enqueue(request, timeout=5, metadata=_as(token))
+    except grpc.RpcError as err:
+        return err
+    return None
+
+
+@pytest.mark.parametrize(
+    ("token", "scheduler_id", "allowed"),
+    [
+        ("sched", "sched-1", True),  # no binding in the table: bound to the token's own name
+        ("sched", "sched-2", False),
+        ("pool", "sched-a", True),
+        ("pool", "sched-b", True),
+        ("pool", "pool", False),  # a listed binding replaces the name
+        ("one", "sched-x", True),
+        ("one", "one-token", False),
+        ("admin", "sched-1", True),
+        ("admin", "anyone", True),
+    ],
+)
+def test_scheduler_token_reads_and_feeds_only_its_own_assignments(
+    secured: Harness, token: str, scheduler_id: str, allowed: bool
+) -> None:
+    secured.heartbeat.Register(
+        hb.RegisterRequest(node=spec("gpu-1"), boot_id="b1"), timeout=5, metadata=_as("node")
+    )
+
+    stream_code = _assignments(secured, token, scheduler_id)
+    enqueue_error = _enqueue(secured, token, scheduler_id)
+
+    if allowed:
+        assert stream_code == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert enqueue_error is None, enqueue_error
+    else:
+        assert stream_code == grpc.StatusCode.PERMISSION_DENIED
+        assert enqueue_error is not None and enqueue_error.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert error_reason(enqueue_error) == "SCHEDULER_BINDING"
+        assert not secured.redis.exists(secured.server.rt.keys.job(f"job-{token}-{scheduler_id}"))
+
+
+def test_another_schedulers_stream_is_refused_before_it_reveals_a_lease(secured: Harness) -> None:
+    secured.heartbeat.Register(
+        hb.RegisterRequest(node=spec("gpu-1"), boot_id="b1"), timeout=5, metadata=_as("node")
+    )
+    assert _enqueue(secured, "sched", "sched-1") is None  # assigned at once: a lease with a fencing token
+
+    request = qpb.AssignmentsRequest(scheduler_id="sched-1")
+    with pytest.raises(grpc.RpcError) as err:
+        for _ in secured.queue.Assignments(request, timeout=2, metadata=_as("pool")):
+            pytest.fail("another scheduler's assignment was streamed")
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error_reason(err.value) == "SCHEDULER_BINDING"
+    mine = next(iter(secured.queue.Assignments(request, timeout=2, metadata=_as("sched"))))
+    assert mine.lease.node_id == "gpu-1" and mine.lease.fencing_token
 
 
 def test_audit_names_the_token_holder(secured: Harness) -> None:
@@ -230,4 +320,22 @@ def test_insecure_listen_is_allowed_but_logged(redis_url: str, caplog: pytest.Lo
 def test_bad_token_table_is_a_config_error(redis_url: str) -> None:
     bad = json.dumps({"tokens": [{"name": "x", "role": "root", "sha256": "0" * 64}]})
     with pytest.raises(ConfigError, match="role"):
+        LivestateServer(Config(listen="127.0.0.1:0", redis_url=redis_url, auth_tokens=bad))
+
+
+@pytest.mark.parametrize(
+    "binding",
+    [
+        {"role": "reader", "scheduler_id": "sched-1"},  # only a scheduler token is bound to one
+        {"role": "scheduler", "scheduler_id": "has space"},
+        {"role": "scheduler", "scheduler_id": 7},
+        {"role": "scheduler", "scheduler_ids": "sched-1"},
+        {"role": "scheduler", "scheduler_ids": []},
+        {"role": "scheduler", "scheduler_ids": ["ok", ""]},
+        {"role": "scheduler", "scheduler_id": "a", "scheduler_ids": ["b"]},
+    ],
+)
+def test_bad_scheduler_binding_is_a_config_error(redis_url: str, binding: dict[str, Any]) -> None:
+    bad = json.dumps({"tokens": [{"name": "x", "sha256": "0" * 64, **binding}]})
+    with pytest.raises(ConfigError, match="scheduler_id"):
         LivestateServer(Config(listen="127.0.0.1:0", redis_url=redis_url, auth_tokens=bad))

@@ -291,3 +291,15 @@ def test_operator_pause_from_the_agent_is_kept_apart_from_admin_flags(ls: Harnes
     assert ls.try_match("job-1") is None
     ls.beat("gpu-1", boot, seq=2)
     assert ls.try_match("job-2") == "gpu-1"
+
+
+@pytest.mark.parametrize(
+    "start",
+    [{"seconds": -62_135_596_801}, {"seconds": 253_402_300_800}, {"seconds": 1, "nanos": -1}],
+)
+def test_a_maintenance_window_outside_the_timestamp_range_is_refused(ls: Harness, start: Any) -> None:
+    request = fpb.SetFlagRequest(node_id="gpu-1", kind=flag_pb2.FLAG_KIND_MAINTENANCE, start_time=start)
+    with pytest.raises(grpc.RpcError) as info:
+        ls.flags.SetFlag(request, timeout=5)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_field(info.value) == "start_time"

@@ -64,12 +64,11 @@ def test_no_node_ever_holds_more_leases_than_slots_with_releases_mixed_in(ls: Ha
     slots = {f"n{i:02d}": 1 + i % 3 for i in range(20)}
     history: list[tuple[str, float, float]] = []  # node, held from (Match returned), to (Release called)
     lock = threading.Lock()
-    stop = time.monotonic() + 4
 
     def scheduler(worker: int) -> None:
-        n = 0
-        while time.monotonic() < stop:
-            n += 1
+        # A fixed number of attempts, not a time budget: the outcome must not depend on how fast
+        # the machine is today.
+        for n in range(40):
             try:
                 lease = ls.match(f"w{worker}-{n}").lease
             except grpc.RpcError as err:
@@ -89,7 +88,7 @@ def test_no_node_ever_holds_more_leases_than_slots_with_releases_mixed_in(ls: Ha
         for t in threads:
             t.join()
 
-    assert len(history) > 200
+    assert len(history) > 100
     by_node: dict[str, list[tuple[float, int]]] = collections.defaultdict(list)
     for node, start, end in history:
         by_node[node] += [(start, 1), (end, -1)]

@@ -13,40 +13,10 @@ import grpc
 import pytest
 
 from conftest import ServerFactory
-from harness import BUSY, Harness, error_field, wait_for
+from harness import BUSY, Harness, Stream, error_field, wait_for
+from harness import enqueue as _enqueue
 from livestate.v1 import match_service_pb2 as mpb
 from livestate.v1 import queue_service_pb2 as qpb
-
-
-def _enqueue(ls: Harness, job_id: str, **fields: Any) -> qpb.EnqueueResponse:
-    values: dict[str, Any] = {"env": "test", "model": "llama-3-8b", "scheduler_id": "sched-a"}
-    values.update(fields)
-    response: qpb.EnqueueResponse = ls.queue.Enqueue(qpb.EnqueueRequest(job_id=job_id, **values), timeout=5)
-    return response
-
-
-class Stream:
-    """An Assignments stream read on a thread into a queue."""
-
-    def __init__(self, ls: Harness, scheduler_id: str = "sched-a") -> None:
-        self.call = ls.queue.Assignments(qpb.AssignmentsRequest(scheduler_id=scheduler_id), timeout=30)
-        self.got: queue.Queue[qpb.AssignmentsResponse] = queue.Queue()
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        try:
-            for item in self.call:
-                self.got.put(item)
-        except grpc.RpcError:
-            pass
-
-    def next(self, timeout: float = 3.0) -> qpb.AssignmentsResponse:
-        return self.got.get(timeout=timeout)
-
-    def close(self) -> None:
-        self.call.cancel()
-        self.thread.join(timeout=5)
 
 
 @pytest.fixture

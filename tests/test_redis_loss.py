@@ -80,12 +80,13 @@ def test_reloaded_stale_snapshot_starts_new_epoch_without_false_offlines(ls: Har
     rt = ls.server.rt
     with Agents(ls, 10) as agents:
         wait_for(lambda: len(ls.events()) >= 10)
-        # What a restart from an old RDB looks like: the same keys, another run_id, and last-seen
-        # times far in the past.
+        # What a restart from an old RDB looks like: the same keys, another run_id, a state marker
+        # behind the one the server has seen, and last-seen times far in the past.
+        wait_for(lambda: rt.epoch.mark > 3)
         pk = rt.keys.partition(rt.locator.lookup("agent-0"))  # type: ignore[arg-type]
         old = int(ls.redis.time()[0] * 1000) - 60_000
         pipe = ls.redis.pipeline()
-        pipe.hset(rt.keys.epoch, "run_id", "run-id-of-another-life")
+        pipe.hset(rt.keys.epoch, mapping={"run_id": "run-id-of-another-life", "mark": 1})
         for node_id in agents.boots:
             pipe.hset(pk.node(node_id), "seen", old)
             pipe.zadd(pk.alive, {node_id: old})

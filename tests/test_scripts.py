@@ -27,7 +27,6 @@ PARTITION_SCRIPTS: dict[str, Callable[[PartitionKeys], list[str]]] = {
     "release": lambda pk: pk.release_keys(),
     "unwait": lambda pk: pk.unwait_keys(),
     "setflag": lambda pk: pk.setflag_keys(),
-    "ctl_import": lambda pk: pk.ctl_import_keys(),
 }
 
 

@@ -1,5 +1,6 @@
 """A Hypothesis state machine against the real server and Redis: random registrations, beats,
-matches, releases, failures and flags, with the invariants checked after every step."""
+matches, releases, failures and flags, Redis wiped or restarted with its data, with the
+invariants checked after every step."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from conftest import ServerFactory
-from harness import BUSY, IDLE, Harness
+from harness import BUSY, IDLE, Harness, wait_for
+from livestate.server.embedded import EmbeddedRedis
 from livestate.v1 import flag_pb2, lease_pb2
 from livestate.v1 import flag_service_pb2 as fpb
 
@@ -21,6 +23,7 @@ NODES = [f"n{i}" for i in range(4)]
 
 class Cluster(RuleBasedStateMachine):
     ls: Harness
+    store: EmbeddedRedis
 
     def __init__(self) -> None:
         super().__init__()
@@ -76,6 +79,28 @@ class Cluster(RuleBasedStateMachine):
             self.ls.flags.ClearFlag(fpb.ClearFlagRequest(node_id=node, kind=kind), timeout=5)
             self.paused.discard(node)
 
+    @rule()
+    def restart_redis_with_its_data(self) -> None:
+        """kill -9 and back from its AOF: nothing acknowledged is lost, so nothing changes for
+        anyone: no resync, leases and flags carry on."""
+        self.store.restart()
+        for node, boot in self.boots.items():
+            assert not self.ls.beat(node, boot).resync_required
+
+    @rule()
+    def wipe_redis(self) -> None:
+        """The state is gone: the server notices, agents register again (they run no job here:
+        the schedulers lost their leases with it), flags are gone too."""
+        rt = self.ls.server.rt
+        epoch = rt.epoch.current
+        self.ls.redis.flushall()
+        wait_for(lambda: rt.epoch.current > epoch)
+        for node, boot in self.boots.items():
+            assert self.ls.beat(node, boot).resync_required
+            self.ls.register(node, boot_id=boot, slots=self.slots[node])
+        self.leases.clear()
+        self.paused.clear()
+
     @invariant()
     def leases_never_exceed_slots(self) -> None:
         held: dict[str, int] = {}
@@ -101,7 +126,13 @@ class Cluster(RuleBasedStateMachine):
 
 @pytest.mark.timeout(300)
 def test_random_operations_keep_the_invariants(make_server: ServerFactory) -> None:
-    Cluster.ls = make_server(heartbeat_interval=5, suspect_after=60, offline_after=120)
+    with EmbeddedRedis(persist=True) as store:
+        Cluster.store = store
+        Cluster.ls = make_server(url=store.url, heartbeat_interval=5, suspect_after=60, offline_after=120)
+        _run()
+
+
+def _run() -> None:
     run_state_machine_as_test(
         Cluster,
         settings=settings(

@@ -123,6 +123,25 @@ def test_get_node_rejects_malformed_id(ls: Harness) -> None:
     _assert_invalid(lambda: ls.nodes.GetNode(ns.GetNodeRequest(node_id="a b"), timeout=5), "node_id")
 
 
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"node_id": "gpu-1\n"}, "node.node_id"),
+        ({"env": "test\n"}, "node.env"),
+        ({"region": "eu-west\n"}, "node.region"),
+        ({"models": ["llama\n"]}, "node.models[0]"),
+        ({"gpu_model": "L4\n"}, "node.gpu_model"),
+        ({"labels": {"k\n": "v"}}, "node.labels['k\\n']"),
+    ],
+)
+def test_a_trailing_newline_is_not_part_of_any_name(ls: Harness, fields: dict[str, Any], field: str) -> None:
+    """`$` in a pattern also matches before a final newline: every check must match the whole value."""
+    values = {"node_id": "gpu-1", **fields}
+    node_id = values.pop("node_id")
+    request = hb.RegisterRequest(node=spec(node_id, **values), boot_id="boot-1")
+    _assert_invalid(lambda: ls.heartbeat.Register(request, timeout=5), field)
+
+
 def test_oversized_message_is_refused_before_it_is_read(ls: Harness) -> None:
     huge = spec("gpu-1", agent_version="x" * (ls.config.max_message_bytes + 1))
     with pytest.raises(grpc.RpcError) as err:

@@ -70,6 +70,9 @@ class NodeAgent:
                 boot_id=self.boot_id,
                 state=reading.state,  # type: ignore[arg-type]
                 vram_free_mb=reading.vram_free_mb,
+                # After the server lost its state, these keep the node from being handed more
+                # jobs than it has slots while they finish.
+                running_jobs=reading.running_jobs,
             ),
             timeout=self.call_timeout,
         )

@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from livestate.v1 import node_pb2 as livestate_dot_v1_dot_node__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$livestate/v1/heartbeat_service.proto\x12\x0clivestate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x17livestate/v1/node.proto\"\x86\x01\n\x0fRegisterRequest\x12$\n\x04node\x18\x01 \x01(\x0b\x32\x16.livestate.v1.NodeSpec\x12\x0f\n\x07\x62oot_id\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.livestate.v1.NodeState\x12\x14\n\x0cvram_free_mb\x18\x04 \x01(\x04\"\xe2\x01\n\x10RegisterResponse\x12\x35\n\x12heartbeat_interval\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12 \n\x04node\x18\x02 \x01(\x0b\x32\x12.livestate.v1.Node\x12\x11\n\trestarted\x18\x03 \x01(\x08\x12\x30\n\rsuspect_after\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x30\n\roffline_after\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xae\x01\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62oot_id\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12&\n\x05state\x18\x04 \x01(\x0e\x32\x17.livestate.v1.NodeState\x12\x14\n\x0cvram_free_mb\x18\x05 \x01(\x04\x12\x14\n\x0crunning_jobs\x18\x06 \x01(\r\x12\x17\n\x0foperator_paused\x18\x07 \x01(\x08\"\x8c\x01\n\x11HeartbeatResponse\x12\x17\n\x0fresync_required\x18\x01 \x01(\x08\x12\x30\n\rnext_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06paused\x18\x03 \x01(\x08\x12\x0f\n\x07notices\x18\x04 \x03(\t\x12\x0b\n\x03seq\x18\x05 \x01(\x04\"\xa9\x01\n\x0b\x42\x65\x61tRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62oot_id\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12&\n\x05state\x18\x04 \x01(\x0e\x32\x17.livestate.v1.NodeState\x12\x14\n\x0cvram_free_mb\x18\x05 \x01(\x04\x12\x14\n\x0crunning_jobs\x18\x06 \x01(\r\x12\x17\n\x0foperator_paused\x18\x07 \x01(\x08\"\x87\x01\n\x0c\x42\x65\x61tResponse\x12\x17\n\x0fresync_required\x18\x01 \x01(\x08\x12\x30\n\rnext_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06paused\x18\x03 \x01(\x08\x12\x0f\n\x07notices\x18\x04 \x03(\t\x12\x0b\n\x03seq\x18\x05 \x01(\x04\"5\n\x11\x44\x65registerRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62oot_id\x18\x02 \x01(\t\"\x14\n\x12\x44\x65registerResponse2\xc9\x02\n\x10HeartbeatService\x12N\n\x08Register\x12\x1d.livestate.v1.RegisterRequest\x1a\x1e.livestate.v1.RegisterResponse\"\x03\x90\x02\x02\x12P\n\tHeartbeat\x12\x1e.livestate.v1.HeartbeatRequest\x1a\x1f.livestate.v1.HeartbeatResponse(\x01\x30\x01\x12=\n\x04\x42\x65\x61t\x12\x19.livestate.v1.BeatRequest\x1a\x1a.livestate.v1.BeatResponse\x12T\n\nDeregister\x12\x1f.livestate.v1.DeregisterRequest\x1a .livestate.v1.DeregisterResponse\"\x03\x90\x02\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$livestate/v1/heartbeat_service.proto\x12\x0clivestate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x17livestate/v1/node.proto\"\x9c\x01\n\x0fRegisterRequest\x12$\n\x04node\x18\x01 \x01(\x0b\x32\x16.livestate.v1.NodeSpec\x12\x0f\n\x07\x62oot_id\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.livestate.v1.NodeState\x12\x14\n\x0cvram_free_mb\x18\x04 \x01(\x04\x12\x14\n\x0crunning_jobs\x18\x05 \x01(\r\"\xe2\x01\n\x10RegisterResponse\x12\x35\n\x12heartbeat_interval\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12 \n\x04node\x18\x02 \x01(\x0b\x32\x12.livestate.v1.Node\x12\x11\n\trestarted\x18\x03 \x01(\x08\x12\x30\n\rsuspect_after\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x30\n\roffline_after\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xae\x01\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62oot_id\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12&\n\x05state\x18\x04 \x01(\x0e\x32\x17.livestate.v1.NodeState\x12\x14\n\x0cvram_free_mb\x18\x05 \x01(\x04\x12\x14\n\x0crunning_jobs\x18\x06 \x01(\r\x12\x17\n\x0foperator_paused\x18\x07 \x01(\x08\"\x8c\x01\n\x11HeartbeatResponse\x12\x17\n\x0fresync_required\x18\x01 \x01(\x08\x12\x30\n\rnext_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06paused\x18\x03 \x01(\x08\x12\x0f\n\x07notices\x18\x04 \x03(\t\x12\x0b\n\x03seq\x18\x05 \x01(\x04\"\xa9\x01\n\x0b\x42\x65\x61tRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62oot_id\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12&\n\x05state\x18\x04 \x01(\x0e\x32\x17.livestate.v1.NodeState\x12\x14\n\x0cvram_free_mb\x18\x05 \x01(\x04\x12\x14\n\x0crunning_jobs\x18\x06 \x01(\r\x12\x17\n\x0foperator_paused\x18\x07 \x01(\x08\"\x87\x01\n\x0c\x42\x65\x61tResponse\x12\x17\n\x0fresync_required\x18\x01 \x01(\x08\x12\x30\n\rnext_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06paused\x18\x03 \x01(\x08\x12\x0f\n\x07notices\x18\x04 \x03(\t\x12\x0b\n\x03seq\x18\x05 \x01(\x04\"5\n\x11\x44\x65registerRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62oot_id\x18\x02 \x01(\t\"\x14\n\x12\x44\x65registerResponse2\xc9\x02\n\x10HeartbeatService\x12N\n\x08Register\x12\x1d.livestate.v1.RegisterRequest\x1a\x1e.livestate.v1.RegisterResponse\"\x03\x90\x02\x02\x12P\n\tHeartbeat\x12\x1e.livestate.v1.HeartbeatRequest\x1a\x1f.livestate.v1.HeartbeatResponse(\x01\x30\x01\x12=\n\x04\x42\x65\x61t\x12\x19.livestate.v1.BeatRequest\x1a\x1a.livestate.v1.BeatResponse\x12T\n\nDeregister\x12\x1f.livestate.v1.DeregisterRequest\x1a .livestate.v1.DeregisterResponse\"\x03\x90\x02\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,21 +38,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HEARTBEATSERVICE'].methods_by_name['Deregister']._loaded_options = None
   _globals['_HEARTBEATSERVICE'].methods_by_name['Deregister']._serialized_options = b'\220\002\002'
   _globals['_REGISTERREQUEST']._serialized_start=112
-  _globals['_REGISTERREQUEST']._serialized_end=246
-  _globals['_REGISTERRESPONSE']._serialized_start=249
-  _globals['_REGISTERRESPONSE']._serialized_end=475
-  _globals['_HEARTBEATREQUEST']._serialized_start=478
-  _globals['_HEARTBEATREQUEST']._serialized_end=652
-  _globals['_HEARTBEATRESPONSE']._serialized_start=655
-  _globals['_HEARTBEATRESPONSE']._serialized_end=795
-  _globals['_BEATREQUEST']._serialized_start=798
-  _globals['_BEATREQUEST']._serialized_end=967
-  _globals['_BEATRESPONSE']._serialized_start=970
-  _globals['_BEATRESPONSE']._serialized_end=1105
-  _globals['_DEREGISTERREQUEST']._serialized_start=1107
-  _globals['_DEREGISTERREQUEST']._serialized_end=1160
-  _globals['_DEREGISTERRESPONSE']._serialized_start=1162
-  _globals['_DEREGISTERRESPONSE']._serialized_end=1182
-  _globals['_HEARTBEATSERVICE']._serialized_start=1185
-  _globals['_HEARTBEATSERVICE']._serialized_end=1514
+  _globals['_REGISTERREQUEST']._serialized_end=268
+  _globals['_REGISTERRESPONSE']._serialized_start=271
+  _globals['_REGISTERRESPONSE']._serialized_end=497
+  _globals['_HEARTBEATREQUEST']._serialized_start=500
+  _globals['_HEARTBEATREQUEST']._serialized_end=674
+  _globals['_HEARTBEATRESPONSE']._serialized_start=677
+  _globals['_HEARTBEATRESPONSE']._serialized_end=817
+  _globals['_BEATREQUEST']._serialized_start=820
+  _globals['_BEATREQUEST']._serialized_end=989
+  _globals['_BEATRESPONSE']._serialized_start=992
+  _globals['_BEATRESPONSE']._serialized_end=1127
+  _globals['_DEREGISTERREQUEST']._serialized_start=1129
+  _globals['_DEREGISTERREQUEST']._serialized_end=1182
+  _globals['_DEREGISTERRESPONSE']._serialized_start=1184
+  _globals['_DEREGISTERRESPONSE']._serialized_end=1204
+  _globals['_HEARTBEATSERVICE']._serialized_start=1207
+  _globals['_HEARTBEATSERVICE']._serialized_end=1536
 # @@protoc_insertion_point(module_scope)

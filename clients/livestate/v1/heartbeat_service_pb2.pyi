@@ -11,16 +11,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RegisterRequest(_message.Message):
-    __slots__ = ("node", "boot_id", "state", "vram_free_mb")
+    __slots__ = ("node", "boot_id", "state", "vram_free_mb", "running_jobs")
     NODE_FIELD_NUMBER: _ClassVar[int]
     BOOT_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     VRAM_FREE_MB_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
     node: _node_pb2.NodeSpec
     boot_id: str
     state: _node_pb2.NodeState
     vram_free_mb: int
-    def __init__(self, node: _Optional[_Union[_node_pb2.NodeSpec, _Mapping]] = ..., boot_id: _Optional[str] = ..., state: _Optional[_Union[_node_pb2.NodeState, str]] = ..., vram_free_mb: _Optional[int] = ...) -> None: ...
+    running_jobs: int
+    def __init__(self, node: _Optional[_Union[_node_pb2.NodeSpec, _Mapping]] = ..., boot_id: _Optional[str] = ..., state: _Optional[_Union[_node_pb2.NodeState, str]] = ..., vram_free_mb: _Optional[int] = ..., running_jobs: _Optional[int] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
     __slots__ = ("heartbeat_interval", "node", "restarted", "suspect_after", "offline_after")

@@ -28,7 +28,7 @@ from livestate.v1 import match_service_pb2 as livestate_dot_v1_dot_match__servic
 from livestate.v1 import node_pb2 as livestate_dot_v1_dot_node__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n livestate/v1/queue_service.proto\x12\x0clivestate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x18livestate/v1/lease.proto\x1a livestate/v1/match_service.proto\x1a\x17livestate/v1/node.proto\"\xc4\x03\n\x0e\x45nqueueRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0b\n\x03\x65nv\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0f\n\x07regions\x18\x04 \x03(\t\x12\x13\n\x0bmin_vram_mb\x18\x05 \x01(\x04\x12\x12\n\ngpu_models\x18\x06 \x03(\t\x12\x10\n\x08subcloud\x18\x07 \x01(\t\x12\x38\n\x06labels\x18\x08 \x03(\x0b\x32(.livestate.v1.EnqueueRequest.LabelsEntry\x12\x18\n\x10\x65xclude_node_ids\x18\t \x03(\t\x12,\n\tlease_ttl\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08priority\x18\x0c \x01(\x05\x12-\n\x06policy\x18\r \x01(\x0e\x32\x1d.livestate.v1.SelectionPolicy\x12\x14\n\x0cscheduler_id\x18\x0e \x01(\t\x12&\n\x03ttl\x18\x0f \x01(\x0b\x32\x19.google.protobuf.Duration\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01J\x04\x08\x0b\x10\x0cR\x04wait\"#\n\x0f\x45nqueueResponse\x12\x10\n\x08position\x18\x01 \x01(\r\"*\n\x12\x41ssignmentsRequest\x12\x14\n\x0cscheduler_id\x18\x01 \x01(\t\"k\n\x13\x41ssignmentsResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\"\n\x05lease\x18\x02 \x01(\x0b\x32\x13.livestate.v1.Lease\x12 \n\x04node\x18\x03 \x01(\x0b\x32\x12.livestate.v1.Node\"\x1f\n\rCancelRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x10\n\x0e\x43\x61ncelResponse\"-\n\x0fGetQueueRequest\x12\x0b\n\x03\x65nv\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\"\xb5\x01\n\x10GetQueueResponse\x12\x12\n\nidle_nodes\x18\x01 \x01(\r\x12\x14\n\x0cwaiting_jobs\x18\x02 \x01(\r\x12+\n\x06\x64\x65pths\x18\x03 \x03(\x0b\x32\x1b.livestate.v1.PriorityDepth\x12.\n\x0boldest_wait\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0b\n\x03\x65nv\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\" \n\x11ListQueuesRequest\x12\x0b\n\x03\x65nv\x18\x01 \x01(\t\"@\n\x12ListQueuesResponse\x12*\n\x06queues\x18\x01 \x03(\x0b\x32\x1a.livestate.v1.QueueSummary\"\xb1\x01\n\x0cQueueSummary\x12\x0b\n\x03\x65nv\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\nidle_nodes\x18\x03 \x01(\r\x12\x14\n\x0cwaiting_jobs\x18\x04 \x01(\r\x12+\n\x06\x64\x65pths\x18\x05 \x03(\x0b\x32\x1b.livestate.v1.PriorityDepth\x12.\n\x0boldest_wait\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"7\n\rPriorityDepth\x12\x10\n\x08priority\x18\x01 \x01(\x05\x12\x14\n\x0cwaiting_jobs\x18\x02 \x01(\r2\xa1\x03\n\x0cQueueService\x12K\n\x07\x45nqueue\x12\x1c.livestate.v1.EnqueueRequest\x1a\x1d.livestate.v1.EnqueueResponse\"\x03\x90\x02\x02\x12T\n\x0b\x41ssignments\x12 .livestate.v1.AssignmentsRequest\x1a!.livestate.v1.AssignmentsResponse0\x01\x12H\n\x06\x43\x61ncel\x12\x1b.livestate.v1.CancelRequest\x1a\x1c.livestate.v1.CancelResponse\"\x03\x90\x02\x02\x12N\n\x08GetQueue\x12\x1d.livestate.v1.GetQueueRequest\x1a\x1e.livestate.v1.GetQueueResponse\"\x03\x90\x02\x01\x12T\n\nListQueues\x12\x1f.livestate.v1.ListQueuesRequest\x1a .livestate.v1.ListQueuesResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n livestate/v1/queue_service.proto\x12\x0clivestate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x18livestate/v1/lease.proto\x1a livestate/v1/match_service.proto\x1a\x17livestate/v1/node.proto\"\xd9\x03\n\x0e\x45nqueueRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0b\n\x03\x65nv\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0f\n\x07regions\x18\x04 \x03(\t\x12\x13\n\x0bmin_vram_mb\x18\x05 \x01(\x04\x12\x12\n\ngpu_models\x18\x06 \x03(\t\x12\x10\n\x08subcloud\x18\x07 \x01(\t\x12\x38\n\x06labels\x18\x08 \x03(\x0b\x32(.livestate.v1.EnqueueRequest.LabelsEntry\x12\x18\n\x10\x65xclude_node_ids\x18\t \x03(\t\x12,\n\tlease_ttl\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08priority\x18\x0c \x01(\x05\x12-\n\x06policy\x18\r \x01(\x0e\x32\x1d.livestate.v1.SelectionPolicy\x12\x14\n\x0cscheduler_id\x18\x0e \x01(\t\x12&\n\x03ttl\x18\x0f \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0bknown_epoch\x18\x10 \x01(\x04\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01J\x04\x08\x0b\x10\x0cR\x04wait\"F\n\x0f\x45nqueueResponse\x12\x10\n\x08position\x18\x01 \x01(\r\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x12\n\nqueue_lost\x18\x03 \x01(\x08\"?\n\x12\x41ssignmentsRequest\x12\x14\n\x0cscheduler_id\x18\x01 \x01(\t\x12\x13\n\x0bknown_epoch\x18\x02 \x01(\x04\"k\n\x13\x41ssignmentsResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\"\n\x05lease\x18\x02 \x01(\x0b\x32\x13.livestate.v1.Lease\x12 \n\x04node\x18\x03 \x01(\x0b\x32\x12.livestate.v1.Node\"\x1f\n\rCancelRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x10\n\x0e\x43\x61ncelResponse\"B\n\x0fGetQueueRequest\x12\x0b\n\x03\x65nv\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x13\n\x0bknown_epoch\x18\x03 \x01(\x04\"\xd8\x01\n\x10GetQueueResponse\x12\x12\n\nidle_nodes\x18\x01 \x01(\r\x12\x14\n\x0cwaiting_jobs\x18\x02 \x01(\r\x12+\n\x06\x64\x65pths\x18\x03 \x03(\x0b\x32\x1b.livestate.v1.PriorityDepth\x12.\n\x0boldest_wait\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0b\n\x03\x65nv\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\r\n\x05\x65poch\x18\x07 \x01(\x04\x12\x12\n\nqueue_lost\x18\x08 \x01(\x08\" \n\x11ListQueuesRequest\x12\x0b\n\x03\x65nv\x18\x01 \x01(\t\"@\n\x12ListQueuesResponse\x12*\n\x06queues\x18\x01 \x03(\x0b\x32\x1a.livestate.v1.QueueSummary\"\xb1\x01\n\x0cQueueSummary\x12\x0b\n\x03\x65nv\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\nidle_nodes\x18\x03 \x01(\r\x12\x14\n\x0cwaiting_jobs\x18\x04 \x01(\r\x12+\n\x06\x64\x65pths\x18\x05 \x03(\x0b\x32\x1b.livestate.v1.PriorityDepth\x12.\n\x0boldest_wait\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"7\n\rPriorityDepth\x12\x10\n\x08priority\x18\x01 \x01(\x05\x12\x14\n\x0cwaiting_jobs\x18\x02 \x01(\r2\xa1\x03\n\x0cQueueService\x12K\n\x07\x45nqueue\x12\x1c.livestate.v1.EnqueueRequest\x1a\x1d.livestate.v1.EnqueueResponse\"\x03\x90\x02\x02\x12T\n\x0b\x41ssignments\x12 .livestate.v1.AssignmentsRequest\x1a!.livestate.v1.AssignmentsResponse0\x01\x12H\n\x06\x43\x61ncel\x12\x1b.livestate.v1.CancelRequest\x1a\x1c.livestate.v1.CancelResponse\"\x03\x90\x02\x02\x12N\n\x08GetQueue\x12\x1d.livestate.v1.GetQueueRequest\x1a\x1e.livestate.v1.GetQueueResponse\"\x03\x90\x02\x01\x12T\n\nListQueues\x12\x1f.livestate.v1.ListQueuesRequest\x1a .livestate.v1.ListQueuesResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,31 +46,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_QUEUESERVICE'].methods_by_name['ListQueues']._loaded_options = None
   _globals['_QUEUESERVICE'].methods_by_name['ListQueues']._serialized_options = b'\220\002\001'
   _globals['_ENQUEUEREQUEST']._serialized_start=168
-  _globals['_ENQUEUEREQUEST']._serialized_end=620
-  _globals['_ENQUEUEREQUEST_LABELSENTRY']._serialized_start=563
-  _globals['_ENQUEUEREQUEST_LABELSENTRY']._serialized_end=608
-  _globals['_ENQUEUERESPONSE']._serialized_start=622
-  _globals['_ENQUEUERESPONSE']._serialized_end=657
-  _globals['_ASSIGNMENTSREQUEST']._serialized_start=659
-  _globals['_ASSIGNMENTSREQUEST']._serialized_end=701
-  _globals['_ASSIGNMENTSRESPONSE']._serialized_start=703
-  _globals['_ASSIGNMENTSRESPONSE']._serialized_end=810
-  _globals['_CANCELREQUEST']._serialized_start=812
-  _globals['_CANCELREQUEST']._serialized_end=843
-  _globals['_CANCELRESPONSE']._serialized_start=845
-  _globals['_CANCELRESPONSE']._serialized_end=861
-  _globals['_GETQUEUEREQUEST']._serialized_start=863
-  _globals['_GETQUEUEREQUEST']._serialized_end=908
-  _globals['_GETQUEUERESPONSE']._serialized_start=911
-  _globals['_GETQUEUERESPONSE']._serialized_end=1092
-  _globals['_LISTQUEUESREQUEST']._serialized_start=1094
-  _globals['_LISTQUEUESREQUEST']._serialized_end=1126
-  _globals['_LISTQUEUESRESPONSE']._serialized_start=1128
-  _globals['_LISTQUEUESRESPONSE']._serialized_end=1192
-  _globals['_QUEUESUMMARY']._serialized_start=1195
-  _globals['_QUEUESUMMARY']._serialized_end=1372
-  _globals['_PRIORITYDEPTH']._serialized_start=1374
-  _globals['_PRIORITYDEPTH']._serialized_end=1429
-  _globals['_QUEUESERVICE']._serialized_start=1432
-  _globals['_QUEUESERVICE']._serialized_end=1849
+  _globals['_ENQUEUEREQUEST']._serialized_end=641
+  _globals['_ENQUEUEREQUEST_LABELSENTRY']._serialized_start=584
+  _globals['_ENQUEUEREQUEST_LABELSENTRY']._serialized_end=629
+  _globals['_ENQUEUERESPONSE']._serialized_start=643
+  _globals['_ENQUEUERESPONSE']._serialized_end=713
+  _globals['_ASSIGNMENTSREQUEST']._serialized_start=715
+  _globals['_ASSIGNMENTSREQUEST']._serialized_end=778
+  _globals['_ASSIGNMENTSRESPONSE']._serialized_start=780
+  _globals['_ASSIGNMENTSRESPONSE']._serialized_end=887
+  _globals['_CANCELREQUEST']._serialized_start=889
+  _globals['_CANCELREQUEST']._serialized_end=920
+  _globals['_CANCELRESPONSE']._serialized_start=922
+  _globals['_CANCELRESPONSE']._serialized_end=938
+  _globals['_GETQUEUEREQUEST']._serialized_start=940
+  _globals['_GETQUEUEREQUEST']._serialized_end=1006
+  _globals['_GETQUEUERESPONSE']._serialized_start=1009
+  _globals['_GETQUEUERESPONSE']._serialized_end=1225
+  _globals['_LISTQUEUESREQUEST']._serialized_start=1227
+  _globals['_LISTQUEUESREQUEST']._serialized_end=1259
+  _globals['_LISTQUEUESRESPONSE']._serialized_start=1261
+  _globals['_LISTQUEUESRESPONSE']._serialized_end=1325
+  _globals['_QUEUESUMMARY']._serialized_start=1328
+  _globals['_QUEUESUMMARY']._serialized_end=1505
+  _globals['_PRIORITYDEPTH']._serialized_start=1507
+  _globals['_PRIORITYDEPTH']._serialized_end=1562
+  _globals['_QUEUESERVICE']._serialized_start=1565
+  _globals['_QUEUESERVICE']._serialized_end=1982
 # @@protoc_insertion_point(module_scope)

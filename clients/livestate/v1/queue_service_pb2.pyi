@@ -13,7 +13,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class EnqueueRequest(_message.Message):
-    __slots__ = ("job_id", "env", "model", "regions", "min_vram_mb", "gpu_models", "subcloud", "labels", "exclude_node_ids", "lease_ttl", "priority", "policy", "scheduler_id", "ttl")
+    __slots__ = ("job_id", "env", "model", "regions", "min_vram_mb", "gpu_models", "subcloud", "labels", "exclude_node_ids", "lease_ttl", "priority", "policy", "scheduler_id", "ttl", "known_epoch")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +35,7 @@ class EnqueueRequest(_message.Message):
     POLICY_FIELD_NUMBER: _ClassVar[int]
     SCHEDULER_ID_FIELD_NUMBER: _ClassVar[int]
     TTL_FIELD_NUMBER: _ClassVar[int]
+    KNOWN_EPOCH_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     env: str
     model: str
@@ -49,19 +50,26 @@ class EnqueueRequest(_message.Message):
     policy: _match_service_pb2.SelectionPolicy
     scheduler_id: str
     ttl: _duration_pb2.Duration
-    def __init__(self, job_id: _Optional[str] = ..., env: _Optional[str] = ..., model: _Optional[str] = ..., regions: _Optional[_Iterable[str]] = ..., min_vram_mb: _Optional[int] = ..., gpu_models: _Optional[_Iterable[str]] = ..., subcloud: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., exclude_node_ids: _Optional[_Iterable[str]] = ..., lease_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., priority: _Optional[int] = ..., policy: _Optional[_Union[_match_service_pb2.SelectionPolicy, str]] = ..., scheduler_id: _Optional[str] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    known_epoch: int
+    def __init__(self, job_id: _Optional[str] = ..., env: _Optional[str] = ..., model: _Optional[str] = ..., regions: _Optional[_Iterable[str]] = ..., min_vram_mb: _Optional[int] = ..., gpu_models: _Optional[_Iterable[str]] = ..., subcloud: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., exclude_node_ids: _Optional[_Iterable[str]] = ..., lease_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., priority: _Optional[int] = ..., policy: _Optional[_Union[_match_service_pb2.SelectionPolicy, str]] = ..., scheduler_id: _Optional[str] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., known_epoch: _Optional[int] = ...) -> None: ...
 
 class EnqueueResponse(_message.Message):
-    __slots__ = ("position",)
+    __slots__ = ("position", "epoch", "queue_lost")
     POSITION_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_LOST_FIELD_NUMBER: _ClassVar[int]
     position: int
-    def __init__(self, position: _Optional[int] = ...) -> None: ...
+    epoch: int
+    queue_lost: bool
+    def __init__(self, position: _Optional[int] = ..., epoch: _Optional[int] = ..., queue_lost: _Optional[bool] = ...) -> None: ...
 
 class AssignmentsRequest(_message.Message):
-    __slots__ = ("scheduler_id",)
+    __slots__ = ("scheduler_id", "known_epoch")
     SCHEDULER_ID_FIELD_NUMBER: _ClassVar[int]
+    KNOWN_EPOCH_FIELD_NUMBER: _ClassVar[int]
     scheduler_id: str
-    def __init__(self, scheduler_id: _Optional[str] = ...) -> None: ...
+    known_epoch: int
+    def __init__(self, scheduler_id: _Optional[str] = ..., known_epoch: _Optional[int] = ...) -> None: ...
 
 class AssignmentsResponse(_message.Message):
     __slots__ = ("job_id", "lease", "node")
@@ -84,28 +92,34 @@ class CancelResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class GetQueueRequest(_message.Message):
-    __slots__ = ("env", "model")
+    __slots__ = ("env", "model", "known_epoch")
     ENV_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    KNOWN_EPOCH_FIELD_NUMBER: _ClassVar[int]
     env: str
     model: str
-    def __init__(self, env: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
+    known_epoch: int
+    def __init__(self, env: _Optional[str] = ..., model: _Optional[str] = ..., known_epoch: _Optional[int] = ...) -> None: ...
 
 class GetQueueResponse(_message.Message):
-    __slots__ = ("idle_nodes", "waiting_jobs", "depths", "oldest_wait", "env", "model")
+    __slots__ = ("idle_nodes", "waiting_jobs", "depths", "oldest_wait", "env", "model", "epoch", "queue_lost")
     IDLE_NODES_FIELD_NUMBER: _ClassVar[int]
     WAITING_JOBS_FIELD_NUMBER: _ClassVar[int]
     DEPTHS_FIELD_NUMBER: _ClassVar[int]
     OLDEST_WAIT_FIELD_NUMBER: _ClassVar[int]
     ENV_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_LOST_FIELD_NUMBER: _ClassVar[int]
     idle_nodes: int
     waiting_jobs: int
     depths: _containers.RepeatedCompositeFieldContainer[PriorityDepth]
     oldest_wait: _duration_pb2.Duration
     env: str
     model: str
-    def __init__(self, idle_nodes: _Optional[int] = ..., waiting_jobs: _Optional[int] = ..., depths: _Optional[_Iterable[_Union[PriorityDepth, _Mapping]]] = ..., oldest_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., env: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
+    epoch: int
+    queue_lost: bool
+    def __init__(self, idle_nodes: _Optional[int] = ..., waiting_jobs: _Optional[int] = ..., depths: _Optional[_Iterable[_Union[PriorityDepth, _Mapping]]] = ..., oldest_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., env: _Optional[str] = ..., model: _Optional[str] = ..., epoch: _Optional[int] = ..., queue_lost: _Optional[bool] = ...) -> None: ...
 
 class ListQueuesRequest(_message.Message):
     __slots__ = ("env",)

@@ -1,14 +1,20 @@
 """What happens after a script hands a slot to a job: the job's global record learns its lease,
 the job leaves the channels of other partitions, and its scheduler (or waiting Match) hears.
 
+The script that claims the slot has already written everything a crash must not lose: the lease,
+the job's lease in that partition, and an outbox entry (see claim in lua/lib.lua). Settling is
+derived from those and idempotent (settle.lua), so the caller does it at once, and if the caller
+times out or dies first, the next sweep of any process settles what the outbox still holds.
+
 A job waiting for any of several regions waits in each of their partitions, and two partitions
 could each hand it a slot at the same moment (no script spans two partitions). The job record
-decides: the first lease written to it (HSETNX) wins, and a losing lease is released at once,
-its slot going back to its node or to the next waiting job.
+decides: the first lease written to it wins, and a losing lease is released at once, its slot
+going back to its node or to the next waiting job.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 from collections.abc import Sequence
@@ -20,12 +26,18 @@ from livestate.server.keys import Partition, lease_partition
 from livestate.server.notify import message
 from livestate.server.runtime import Runtime
 from livestate.server.scripts import Call
+from livestate.server.store import text
 from livestate.v1 import lease_pb2
 
 log = logging.getLogger(__name__)
 
 # Bounds the chain "a losing lease is released, its slot goes to another job that also loses".
 MAX_DEPTH = 4
+
+# settle.lua statuses
+SETTLED, ALREADY, HOLDS_OTHER = 1, 2, 0
+# release.lua codes
+ENDED, NO_LEASE, STALE_TOKEN, ENDED_BEFORE = 0, 1, 2, 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +68,19 @@ def parse(flat: Sequence[Any]) -> list[Assignment]:
         job, lease, token, expire, node, sched = flat[i : i + 6]
         out.append(Assignment(str(job), str(lease), int(token), int(expire), str(node), str(sched)))
     return out
+
+
+def lease_is_live(rt: Runtime, lease_id: str) -> bool:
+    """Whether the lease is in force (its record exists, has not ended, has not expired)."""
+    try:
+        pk = rt.keys.partition(lease_partition(lease_id))
+    except ValueError:
+        return False
+    pipe = rt.client.pipeline(transaction=False)
+    pipe.hmget(pk.lease(lease_id), ["exp", "done"])
+    pipe.time()
+    (expire, done), (seconds, micros) = pipe.execute()
+    return expire is not None and done is None and int(expire) > int(seconds) * 1000 + int(micros) // 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,45 +120,82 @@ def end_lease(
     )
     code, job_id, node_id, sched, score, flag, *rest = reply
     ended = Ended(int(code), str(job_id), str(node_id), str(sched), float(score), int(flag))
-    if ended.code == 0:
-        if ended.scheduler_id:
-            rt.client.hdel(rt.keys.scheduler(ended.scheduler_id), ended.job_id)
+    if ended.code in (ENDED, ENDED_BEFORE) and ended.scheduler_id:
+        rt.client.hdel(rt.keys.scheduler(ended.scheduler_id), ended.job_id)
+    if ended.code == ENDED:
         settle(rt, parse(rest), depth=depth + 1)
     return ended
 
 
-def settle(rt: Runtime, assignments: Sequence[Assignment], depth: int = 0) -> list[Assignment]:
-    """Records each assignment on its job; returns those that won (the others were given back)."""
+def settle(
+    rt: Runtime, assignments: Sequence[Assignment], *, drain: bool = False, depth: int = 0
+) -> list[Assignment]:
+    """Records each assignment on its job and tells its scheduler; returns those the jobs hold
+    (the others were given back). With `drain` (assignments from an outbox sweep, which their
+    caller may well have settled already) the scheduler is told only when the record was new,
+    and the outbox entries are cleared afterwards."""
     won = []
     for a in assignments:
-
-        def record(pipe: redis.client.Pipeline, a: Assignment = a) -> None:
-            rt.scripts.add(
-                pipe,
-                "settle",
-                [rt.keys.job(a.job_id)],
-                [a.lease_id, a.node_id, int(rt.config.job_ttl * 1000)],
-            )
-            if a.scheduler_id:
-                # Replayed until taken up; an entry whose lease lost (or lapsed) is dropped on read.
-                pipe.hset(rt.keys.scheduler(a.scheduler_id), a.job_id, a.lease_id)
-                pipe.pexpire(rt.keys.scheduler(a.scheduler_id), int(rt.config.job_ttl * 1000))
-                pipe.publish(rt.keys.assigned_channel, message(a.job_id, a.scheduler_id))
-
-        (kept, waiting), *_ = rt.scripts.pipeline(record)
-        if not int(kept):
-            # The job already holds another lease (another partition was faster): give this one back.
+        status, detail = _record(rt, a, announce=not drain)
+        if status == HOLDS_OTHER and not lease_is_live(rt, detail):
+            # The record points at a lease that has ended: this one takes its place.
+            rt.scripts.call("del_if_equal", [rt.keys.job(a.job_id)], [detail, "lease"])
+            status, detail = _record(rt, a, announce=not drain)
+        if status == HOLDS_OTHER:
+            # The job holds another live lease (another partition was faster): give this one back.
             if depth < MAX_DEPTH:
                 end_lease(rt, a.lease_id, a.token, failed=False, depth=depth)
             else:
                 log.warning("duplicate assignment of %s left to expire: lease %s", a.job_id, a.lease_id)
             continue
-        if waiting:
-            unwait(rt, a.job_id, str(waiting), skip=a.partition)
-        if not a.scheduler_id:  # a waiting Match, if any, hears of it
-            rt.client.publish(rt.keys.assigned_channel, message(a.job_id, ""))
+        if status == SETTLED:
+            if drain:
+                _announce(rt, a)
+            if detail:
+                unwait(rt, a.job_id, detail, skip=a.partition)
         won.append(a)
+    if drain:
+        _clear_outbox(rt, assignments)
     return won
+
+
+def _record(rt: Runtime, a: Assignment, *, announce: bool) -> tuple[int, str]:
+    def build(pipe: redis.client.Pipeline) -> None:
+        rt.scripts.add(
+            pipe,
+            "settle",
+            [rt.keys.job(a.job_id)],
+            [a.lease_id, a.node_id, int(rt.config.job_ttl * 1000)],
+        )
+        if announce:
+            _queue_announce(rt, pipe, a)
+
+    (status, detail), *_ = rt.scripts.pipeline(build)
+    return int(status), str(text(detail) or "")
+
+
+def _queue_announce(rt: Runtime, pipe: redis.client.Pipeline, a: Assignment) -> None:
+    if a.scheduler_id:
+        # Replayed until taken up; an entry whose lease lost (or lapsed) is dropped on read.
+        pipe.hset(rt.keys.scheduler(a.scheduler_id), a.job_id, a.lease_id)
+        pipe.pexpire(rt.keys.scheduler(a.scheduler_id), int(rt.config.job_ttl * 1000))
+    pipe.publish(rt.keys.assigned_channel, message(a.job_id, a.scheduler_id))
+
+
+def _announce(rt: Runtime, a: Assignment) -> None:
+    pipe = rt.client.pipeline(transaction=False)
+    _queue_announce(rt, pipe, a)
+    pipe.execute()
+
+
+def _clear_outbox(rt: Runtime, assignments: Sequence[Assignment]) -> None:
+    by_partition: dict[Partition, list[str]] = collections.defaultdict(list)
+    for a in assignments:
+        by_partition[a.partition].append(a.lease_id)
+    pipe = rt.client.pipeline(transaction=False)
+    for partition, lease_ids in by_partition.items():
+        pipe.zrem(rt.keys.partition(partition).outbox, *lease_ids)
+    pipe.execute()
 
 
 def unwait(rt: Runtime, job_id: str, waiting: str | None, skip: Partition | None = None) -> int:

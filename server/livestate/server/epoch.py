@@ -11,29 +11,36 @@ from livestate.server.scripts import Scripts
 
 
 class EpochTracker:
-    """Caches the current epoch. `refresh` (every sweep) asks Redis for its run_id and lets
-    epoch.lua decide whether the state is the same one; registrations run epoch.lua with the last
-    run_id seen, so a node registering right after a flush is stamped with the new epoch."""
+    """Caches the current epoch. `refresh` (every maintenance tick) asks Redis for its run_id and
+    lets epoch.lua decide whether the state is the same one, advancing the state marker that
+    tells a restart with the same data from an older snapshot; registrations read the epoch in
+    their first round trip, so a node registering right after a wipe is stamped with the new one.
+
+    The marker this process has seen is its memory of how far the state had come: a process
+    that starts after Redis came back with an older snapshot cannot tell, but any process that
+    was running (one is enough) does, and moves everyone to a new epoch."""
 
     def __init__(self, client: redis.Redis, scripts: Scripts, keys: Keys) -> None:
         self._client = client
         self._scripts = scripts
         self._keys = keys
         self._lock = threading.Lock()
-        self._run_id = ""
         self.current = 0
+        self.mark = 0
 
     def refresh(self) -> int:
-        self._run_id = str(self._client.info("server").get("run_id", ""))
-        return self.observe(self._scripts.call("epoch", [self._keys.epoch], [self._run_id]))
+        run_id = str(self._client.info("server").get("run_id", ""))
+        return self.observe(self._scripts.call("epoch", [self._keys.epoch], [run_id, self.mark, 1]))
 
     def queue(self, pipe: redis.client.Pipeline) -> None:
-        """Queues epoch.lua (with the run_id last seen) on a pipeline; pass its reply to observe."""
-        self._scripts.add(pipe, "epoch", [self._keys.epoch], [self._run_id])
+        """Queues a read of the epoch (starting one when the state has none) on a pipeline;
+        pass its reply to observe."""
+        self._scripts.add(pipe, "epoch", [self._keys.epoch], ["", self.mark, 0])
 
-    def observe(self, reply: int | str) -> int:
-        epoch = int(reply)
+    def observe(self, reply: list[int | str]) -> int:
+        epoch, mark = (int(v) for v in reply)
         with self._lock:
             # Epochs only grow; a slower concurrent refresh must not move the cache backwards.
             self.current = max(self.current, epoch)
+            self.mark = max(self.mark, mark)
             return self.current

@@ -7,7 +7,8 @@
     ├── Aborted                  a concurrent call on the same thing won; retry
     ├── PermissionDenied         the caller's role or node binding does not allow this
     ├── ResourceExhausted
-    ├── Unavailable              Redis unreachable, frozen or loading; safe to retry
+    ├── Unavailable              Redis unreachable, frozen, or refusing to serve (out of memory,
+    │                            read-only, loading, busy...: the reason says which); safe to retry
     └── Internal                 a bug (logged with its traceback; no details in the answer)
 
 Servicer methods are wrapped by `unary` / `stream`, which abort the call with the mapped status.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -117,19 +119,66 @@ def to_status(err: LivestateError) -> grpc.Status:
 _REDIS_DOWN = (
     redis.exceptions.ConnectionError,  # includes BusyLoadingError
     redis.exceptions.TimeoutError,
-    redis.exceptions.ReadOnlyError,
-    redis.exceptions.ClusterDownError,
+    redis.exceptions.ClusterDownError,  # includes MasterDownError
     redis.exceptions.TryAgainError,
 )
 
+# A Redis that is up but refuses to serve says why with an error code; each code has its reason,
+# so an operator can tell a full Redis from a demoted master from a slow script at a glance.
+CONDITIONS = {
+    "OOM": "REDIS_OOM",  # used memory above maxmemory with noeviction
+    "READONLY": "REDIS_READONLY",  # a replica (e.g. a demoted master) refuses writes
+    "LOADING": "REDIS_LOADING",  # loading a snapshot: starting up, or a replica's full sync
+    "MASTERDOWN": "REDIS_MASTERDOWN",  # a replica cut off from its master, serving no stale data
+    "NOREPLICAS": "REDIS_NOREPLICAS",  # fewer replicas than min-replicas-to-write
+    "BUSY": "REDIS_BUSY",  # a script (or function) past its time limit holds the server
+}
+
+# redis-py gives some codes a class of their own and strips the code from the message.
+_CONDITION_CLASSES: tuple[tuple[type[redis.exceptions.RedisError], str], ...] = (
+    (redis.exceptions.OutOfMemoryError, "OOM"),
+    (redis.exceptions.ReadOnlyError, "READONLY"),
+    (redis.exceptions.BusyLoadingError, "LOADING"),
+    (redis.exceptions.MasterDownError, "MASTERDOWN"),
+)
+
+# Where else a code shows: leading the message ("NOREPLICAS Not enough...", also as raised inside
+# a script by Redis 7+), after a pipeline's annotation ("Command # 2 (...) of pipeline caused
+# error: BUSY ..."), or in Redis 6's wrapping of a script error ("Error running script (call to
+# f_..): @user_script:1: @user_script: 1: -OOM ..."). `\b` keeps BUSYKEY and BUSYGROUP out.
+_CODE = "|".join(CONDITIONS)
+_LEADING_CODE = re.compile(rf"(?:ERR )?-?({_CODE})\b")
+_SCRIPT_ERROR_CODE = re.compile(rf"^(?:ERR )?Error running script\b.*?(?:^|: )-?({_CODE})\b", re.S)
+_PIPELINE_PREFIX = "of pipeline caused error: "
+
+
+def _condition(exc: redis.exceptions.RedisError) -> str | None:
+    for cls, code in _CONDITION_CLASSES:
+        if isinstance(exc, cls):
+            return code
+    status_code = getattr(exc, "status_code", None)  # the code recent redis-py parsed off
+    if status_code in CONDITIONS:
+        return str(status_code)
+    if not isinstance(exc, redis.exceptions.ResponseError):
+        return None
+    message = str(exc)
+    if _PIPELINE_PREFIX in message:
+        # The command's arguments come before the prefix; only what follows its last
+        # occurrence is Redis's answer.
+        message = message.rpartition(_PIPELINE_PREFIX)[2]
+    found = _LEADING_CODE.match(message) or _SCRIPT_ERROR_CODE.match(message)
+    return found.group(1) if found else None
+
 
 def from_redis(exc: redis.exceptions.RedisError) -> LivestateError | None:
+    """UNAVAILABLE for a Redis that cannot serve now (safe to retry, possibly elsewhere), with
+    the condition as its reason; None for anything else (a bug: INTERNAL)."""
+    code = _condition(exc)
+    if code is not None:
+        # Not the error's text: a pipeline's annotation of it names keys and arguments.
+        return Unavailable(f"redis cannot serve now ({code}); retry", reason=CONDITIONS[code])
     if isinstance(exc, _REDIS_DOWN):
         return Unavailable(f"redis unavailable: {type(exc).__name__}")
-    if isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith(
-        ("BUSY", "LOADING", "MASTERDOWN")
-    ):
-        return Unavailable(f"redis busy: {exc}")
     return None
 
 

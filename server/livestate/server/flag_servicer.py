@@ -11,11 +11,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 
 import grpc
 
 from livestate.server import auth, errors, validate
-from livestate.server.errors import InvalidArgument
+from livestate.server.errors import InvalidArgument, Unavailable
 from livestate.server.jobs import timestamp
 from livestate.server.keys import Partition
 from livestate.server.reads import redis_now_ms
@@ -74,7 +75,9 @@ class FlagServicer(pb_grpc.FlagServiceServicer):
         actor = actor_of(context)
         partition, now = self._locate(request.node_id)
         expire_ms = now + int(ttl * 1000) if ttl else 0
-        start_ms = request.start_time.ToMilliseconds() if request.HasField("start_time") else 0
+        start_ms = (
+            validate.timestamp_ms(request.start_time, "start_time") if request.HasField("start_time") else 0
+        )
         meta = json.dumps(
             {"reason": request.reason, "message": request.message, "actor": actor, "create_ms": now}
         )
@@ -113,7 +116,7 @@ class FlagServicer(pb_grpc.FlagServiceServicer):
             validate.node_id(request.node_id)
         validate.enum_set(request.kind, FLAG_KINDS, "kind", required=False)
         page_size = validate.page_size(request.page_size)
-        after = _decode(request.page_token)
+        after = _decode(request.page_token, _after_node)
 
         rt = self.rt
         if request.node_id:
@@ -142,7 +145,7 @@ class FlagServicer(pb_grpc.FlagServiceServicer):
         if request.node_id:
             validate.node_id(request.node_id)
         page_size = validate.page_size(request.page_size)
-        before = _decode(request.page_token)
+        before = _decode(request.page_token, _before_change)
 
         changes: list[pb.FlagChange] = []
         cursor, scanned = (f"({before}" if before else "+"), 0
@@ -180,32 +183,56 @@ class FlagServicer(pb_grpc.FlagServiceServicer):
         meta: str,
         deadline_ms: int = 0,
     ) -> bool:
+        """Writes the change where the node is, then looks again: a node that registered (or
+        moved) meanwhile may have read its flags before this write, so the write is repeated
+        where the locator now points. Register sets the locator before it reads pending flags,
+        so after this returns no registration can make the node matchable without the change."""
         rt = self.rt
-        if partition is not None:
-            pk = rt.keys.partition(partition)
-            had = rt.scripts.call(
-                "setflag",
-                pk.setflag_keys(),
-                [*rt.context(pk), node_id, kind, action, expire_ms, start_ms, meta, deadline_ms],
-            )
-            cleared_pending = rt.client.hdel(
-                rt.keys.pending_flags(node_id), str(kind), f"{kind}:meta", f"{kind}:from"
-            )
+        had = False
+        for _ in range(4):
+            if partition is None:
+                had = (
+                    self._write_pending(node_id, kind, action, expire_ms, start_ms, meta, deadline_ms) or had
+                )
+            else:
+                pk = rt.keys.partition(partition)
+                had = (
+                    bool(
+                        rt.scripts.call(
+                            "setflag",
+                            pk.setflag_keys(),
+                            [*rt.context(pk), node_id, kind, action, expire_ms, start_ms, meta, deadline_ms],
+                        )
+                    )
+                    or had
+                )
+                cleared = rt.client.hdel(
+                    rt.keys.pending_flags(node_id), str(kind), f"{kind}:meta", f"{kind}:from", f"{kind}:until"
+                )
+                had = had or bool(cleared and action == "clear")
             rt.client.zadd(rt.keys.flagged, {node_id: 0})
-            return bool(had) or bool(cleared_pending and action == "clear")
-        # Not registered: the flag waits for the node (Register moves it into the partition).
-        key = rt.keys.pending_flags(node_id)
-        pipe = rt.client.pipeline(transaction=False)
+            now_at, _ = self._locate(node_id)
+            if now_at == partition or now_at is None:
+                return had
+            partition = now_at
+        raise Unavailable("the node kept moving between partitions while its flag was written")
+
+    def _write_pending(
+        self, node_id: str, kind: int, action: str, expire_ms: int, start_ms: int, meta: str, deadline_ms: int
+    ) -> bool:
+        """Not registered: the flag waits for the node (Register brings it into the partition)."""
+        key = self.rt.keys.pending_flags(node_id)
+        pipe = self.rt.client.pipeline(transaction=False)
         pipe.hget(key, str(kind))
         if action == "set":
             pipe.hset(key, mapping={str(kind): expire_ms, f"{kind}:meta": meta})
-            if start_ms:
-                pipe.hset(key, f"{kind}:from", start_ms)
-            else:
-                pipe.hdel(key, f"{kind}:from")
+            for field, value in ((f"{kind}:from", start_ms), (f"{kind}:until", deadline_ms)):
+                if value:
+                    pipe.hset(key, field, value)
+                else:
+                    pipe.hdel(key, field)
         else:
-            pipe.hdel(key, str(kind), f"{kind}:meta", f"{kind}:from")
-        pipe.zadd(rt.keys.flagged, {node_id: 0})
+            pipe.hdel(key, str(kind), f"{kind}:meta", f"{kind}:from", f"{kind}:until")
         previous = pipe.execute()[0]
         return previous is not None
 
@@ -275,13 +302,27 @@ def _encode(value: str) -> str:
     return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=") if value else ""
 
 
-def _decode(token: str) -> str:
+def _decode(token: str, valid: Callable[[str], bool]) -> str:
+    """The value a page token carries, "" for the first page. It goes into a Redis range bound,
+    so it must be exactly what the server issues (`valid`): anything else is INVALID_ARGUMENT
+    here, not a Redis error later."""
     if not token:
         return ""
     try:
         value = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise InvalidArgument("page_token", "not a token this server issued") from exc
-    if not value or not all(c.isalnum() or c in "._-" for c in value):
+    if not valid(value):
         raise InvalidArgument("page_token", "not a token this server issued")
     return value
+
+
+def _after_node(value: str) -> bool:
+    """ListFlags pages by node id."""
+    return validate.ID_RE.fullmatch(value) is not None
+
+
+def _before_change(value: str) -> bool:
+    """ListFlagChanges pages by audit entry id, read newest first. 0-0 has nothing before it:
+    XREVRANGE refuses it as an exclusive bound, and no entry has it, so no page ends on it."""
+    return validate.is_stream_id(value) and value != "0-0"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +15,7 @@ from google.protobuf import duration_pb2
 from livestate.server import auth, errors, validate
 from livestate.server.assignments import parse, settle
 from livestate.server.errors import FailedPrecondition, InvalidArgument, NotFound
-from livestate.server.keys import Partition, PartitionKeys
+from livestate.server.keys import Partition
 from livestate.server.reads import nodes_from_replies, queue_node_reads
 from livestate.server.records import joined, spec_fields
 from livestate.server.runtime import Runtime
@@ -93,22 +94,37 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
         validate.boot_id(request.boot_id)
         validate.enum_set(request.state, NODE_STATES, "state", required=False)
         validate.at_most(request.vram_free_mb, spec.vram_total_mb or validate.MAX_VRAM_MB, "vram_free_mb")
+        validate.at_most(request.running_jobs, validate.MAX_RUNNING_JOBS, "running_jobs")
 
         rt, node_id = self.rt, spec.node_id
         partition = Partition(spec.env, spec.region)
         pk = rt.keys.partition(partition)
 
+        # The locator names the new partition before the pending flags are read: a SetFlag that
+        # wrote its flag too late for this read finds the locator when it checks again, and puts
+        # the flag into the partition itself (flag_servicer). Either way register.lua, or that
+        # SetFlag before it returns, has the flag in force.
         def prepare(pipe: redis.client.Pipeline) -> None:
-            pipe.get(rt.keys.locator(node_id))
+            pipe.set(rt.keys.locator(node_id), partition.label, px=rt.locator.ttl_ms, get=True)
+            pipe.hgetall(rt.keys.pending_flags(node_id))
             # Catalogue the partition before the node lands in it: the sweeper visits listed ones.
             pipe.sadd(rt.keys.partitions, partition.label)
-            pipe.hgetall(rt.keys.pending_flags(node_id))
             rt.epoch.queue(pipe)
 
-        previous_label, new_partition, pending, epoch_reply = rt.scripts.pipeline(prepare)
+        previous_label, pending, new_partition, epoch_reply = rt.scripts.pipeline(prepare)
         if new_partition:
             rt.catalogue.invalidate()
         rt.epoch.observe(epoch_reply)  # rt.context stamps the registration with it
+        rt.locator.remember(node_id, partition)
+        previous = Partition.from_label(str(previous_label)) if previous_label else None
+        flags: dict[str, str] = {}
+        if previous is not None and previous != partition:
+            # Flags (and the failure score) follow the node into its new partition.
+            flags = {
+                str(k): str(v)
+                for k, v in rt.client.hgetall(rt.keys.partition(previous).control(node_id)).items()
+            }
+        flags.update({str(k): str(v) for k, v in pending.items()})
         args: list[str | int] = [
             *rt.context(pk),
             node_id,
@@ -117,30 +133,23 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
             request.vram_free_mb,
             joined(list(spec.models)),
             joined(list(spec.subclouds)),
+            request.running_jobs,
+            json.dumps(flags) if flags else "",
             *spec_fields(spec),
         ]
 
         def register(pipe: redis.client.Pipeline) -> None:
             rt.scripts.add(pipe, "register", pk.register_keys(node_id), args)
-            pipe.set(rt.keys.locator(node_id), partition.label, px=rt.locator.ttl_ms)
             queue_node_reads(pipe, pk, [node_id])
 
-        (_, restarted, _, *handed), _, *reads = rt.scripts.pipeline(register)
-        rt.locator.remember(node_id, partition)
-        previous = Partition.from_label(previous_label) if previous_label else None
+        (_, restarted, _, *handed), *reads = rt.scripts.pipeline(register)
         if previous is not None and previous != partition:
-            # Flags follow the node into its new partition; the rest of it stays behind.
+            # The rest of the node stays behind: its old partition forgets it.
             old = rt.keys.partition(previous)
-            pending = {**rt.client.hgetall(old.control(node_id)), **pending}
             rt.scripts.call("forget", old.forget_keys(node_id), [*rt.context(old), node_id])
         if pending:
-            rt.scripts.call(
-                "ctl_import",
-                pk.ctl_import_keys(),
-                [*rt.context(pk), node_id, *(item for pair in sorted(pending.items()) for item in pair)],
-            )
+            # In force in the partition now; a flag set meanwhile went there too (see above).
             rt.client.delete(rt.keys.pending_flags(node_id))
-            reads = self._reread(pk, node_id)
 
         settle(rt, parse(handed))
         (node,) = nodes_from_replies(rt, [node_id], reads)
@@ -167,11 +176,6 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
             "notices": answer.notices,
         }
 
-    def _reread(self, pk: PartitionKeys, node_id: str) -> list[object]:
-        pipe = self.rt.client.pipeline(transaction=False)
-        queue_node_reads(pipe, pk, [node_id])
-        return list(pipe.execute())
-
     @errors.unary
     def Beat(self, request: pb.BeatRequest, context: grpc.ServicerContext) -> pb.BeatResponse:
         return pb.BeatResponse(**self._reply(request, self._beat(request, context.time_remaining())))
@@ -194,6 +198,7 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
     ) -> pb.DeregisterResponse:
         validate.node_id(request.node_id)
         validate.boot_id(request.boot_id)
+        auth.require_node(request.node_id)
 
         rt = self.rt
         partition = rt.locator.lookup(request.node_id, use_cache=False)

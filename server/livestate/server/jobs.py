@@ -1,27 +1,27 @@
-"""The job side of matching, shared by MatchService and QueueService: a job's record, the claim
-that lets one call at a time act for a job, the job's live lease, and trying partitions in order.
+"""The job side of matching, shared by MatchService and QueueService: a job's record, the job's
+live lease, and trying partitions in order.
 
 Records (global keys; see keys.py):
     job:<id>       hash  lease (the live one, set first-writer-wins), node, attempts, waiting
-                         (partition labels it waits in), scheduler
+                         (partition labels it waits in), scheduler, model, epoch
     jobtried:<id>  set   nodes the job failed on; every later match skips them
-    jobclaim:<id>  str   held by the one Match/Enqueue acting for the job
+
+No lock is held for a job: match.lua is idempotent by job_id in its partition (a repeated or
+concurrent call gets the lease the first one claimed), and across partitions the job record
+keeps the first lease settled and gives the others back (assignments.settle).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import random
-import time
-import uuid
 from collections.abc import Sequence
 
 import redis
 from google.protobuf import timestamp_pb2
 
 from livestate.server.assignments import Assignment, settle
-from livestate.server.errors import Aborted
+from livestate.server.errors import FailedPrecondition
 from livestate.server.keys import Partition, lease_partition
 from livestate.server.reads import nodes_from_replies, queue_node_reads
 from livestate.server.runtime import Runtime
@@ -29,12 +29,8 @@ from livestate.server.store import text
 from livestate.v1 import lease_pb2, node_pb2
 
 # match.lua return codes
-CLAIMED, NONE, MORE, WAITING = 0, 1, 2, 3
+CLAIMED, NONE, MORE, WAITING, OTHER_MODEL = 0, 1, 2, 3, 4
 POLICY_NUMBERS = {0: 1, 1: 1, 2: 2, 3: 3}  # SelectionPolicy -> match.lua policy
-# How long a call may hold its job's claim (it is released as soon as the call ends).
-CLAIM_MS = 10_000
-# A call that finds another in flight for its job waits this long for that one to finish.
-AWAIT_OTHER = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,14 +53,12 @@ class JobSpec:
     isolated: frozenset[str] = frozenset()
 
 
-@dataclasses.dataclass
-class Held:
-    """The job's claim, with what the job record said when it was taken."""
+@dataclasses.dataclass(frozen=True)
+class Prior:
+    """What the job's record said before this call acted: its nodes tried, and the rest."""
 
-    job_id: str
-    claim: str
     tried: set[str]
-    released: bool = False
+    record: dict[str, str]
 
 
 def timestamp(ms: int) -> timestamp_pb2.Timestamp:
@@ -84,10 +78,10 @@ def live_lease(
     except ValueError:
         return None
     pipe = rt.client.pipeline(transaction=False)
-    pipe.hmget(pk.lease(lease_id), ["job", "node", "token", "exp"])
+    pipe.hmget(pk.lease(lease_id), ["job", "node", "token", "exp", "done"])
     pipe.time()
-    (job, node_id, token, expire), (seconds, micros) = pipe.execute()
-    if job != job_id or int(expire or 0) <= int(seconds) * 1000 + int(micros) // 1000:
+    (job, node_id, token, expire, done), (seconds, micros) = pipe.execute()
+    if job != job_id or done or int(expire or 0) <= int(seconds) * 1000 + int(micros) // 1000:
         return None
     pipe = rt.client.pipeline(transaction=False)
     queue_node_reads(pipe, pk, [node_id])
@@ -102,60 +96,44 @@ def live_lease(
     return lease, node or node_pb2.Node()
 
 
-def acquire(
-    rt: Runtime, job_id: str, time_remaining: float | None
-) -> Held | tuple[lease_pb2.Lease, node_pb2.Node]:
-    """Takes the job's claim, so no other Match or Enqueue acts for the job meanwhile; or, when
-    the job already holds a live lease, returns it (the idempotent answer). A call racing another
-    for the same job waits for that one's answer."""
-    give_up = time.monotonic() + min(AWAIT_OTHER, time_remaining or AWAIT_OTHER)
-    while True:
-        claim = uuid.uuid4().hex
-        pipe = rt.client.pipeline(transaction=False)
-        pipe.hgetall(rt.keys.job(job_id))
-        pipe.smembers(rt.keys.job_tried(job_id))
-        pipe.set(rt.keys.job_claim(job_id), claim, nx=True, px=CLAIM_MS)
-        job, tried, claimed = pipe.execute()
-        live = live_lease(rt, job_id, job.get("lease"))
+def prior(rt: Runtime, job_id: str) -> Prior | tuple[lease_pb2.Lease, node_pb2.Node]:
+    """The job's live lease when it holds one (the idempotent answer), else what its record says.
+    A record pointing at a lease that has ended is cleared, so the job can be matched again."""
+    pipe = rt.client.pipeline(transaction=False)
+    pipe.hgetall(rt.keys.job(job_id))
+    pipe.smembers(rt.keys.job_tried(job_id))
+    raw, tried = pipe.execute()
+    record = {str(k): str(v) for k, v in raw.items()}
+    if record.get("lease"):
+        live = live_lease(rt, job_id, record["lease"])
         if live is not None:
-            if claimed:
-                release(rt, Held(job_id, claim, set()))
             return live
-        if claimed:
-            if job.get("lease"):
-                # A lease that ended (released, failed, expired): the job may be matched again.
-                rt.scripts.call("del_if_equal", [rt.keys.job(job_id)], [job["lease"], "lease"])
-            return Held(job_id, claim, {str(n) for n in tried})
-        if time.monotonic() > give_up:
-            raise Aborted("another call for this job is still in flight", reason="JOB_BUSY")
-        time.sleep(0.01)
+        rt.scripts.call("del_if_equal", [rt.keys.job(job_id)], [record["lease"], "lease"])
+        del record["lease"]
+    return Prior({str(n) for n in tried}, record)
 
 
-def read_node(
-    rt: Runtime, partition: Partition, node_id: str, releasing: Held | None = None
-) -> node_pb2.Node:
-    """The node as a Match answer shows it; also lets go of the job's claim in the same round
-    trip, when given one."""
+def check_same_job(job: JobSpec, record: dict[str, str]) -> None:
+    """A job_id names one job: a waiting job asked for again with another model is refused."""
+    if record.get("waiting") and record.get("model", job.model) != job.model:
+        raise FailedPrecondition(
+            f"job {job.job_id!r} is waiting for model {record['model']!r}: cancel it or use a new job_id",
+            reason="JOB_ID_CONFLICT",
+        )
+
+
+def read_node(rt: Runtime, a: Assignment) -> node_pb2.Node:
+    """The node as a Match answer shows it. The same round trip clears the assignment's outbox
+    entry: the caller has settled it and is about to answer."""
+    pk = rt.keys.partition(a.partition)
 
     def build(pipe: redis.client.Pipeline) -> None:
-        queue_node_reads(pipe, rt.keys.partition(partition), [node_id])
-        if releasing is not None:
-            rt.scripts.add(pipe, "del_if_equal", [rt.keys.job_claim(releasing.job_id)], [releasing.claim])
+        queue_node_reads(pipe, pk, [a.node_id])
+        pipe.zrem(pk.outbox, a.lease_id)
 
     replies = rt.scripts.pipeline(build)
-    if releasing is not None:
-        releasing.released = True
-        replies = replies[:-1]
-    (node,) = nodes_from_replies(rt, [node_id], replies)
+    (node,) = nodes_from_replies(rt, [a.node_id], replies[:-1])
     return node or node_pb2.Node()
-
-
-def release(rt: Runtime, held: Held) -> None:
-    if held.released:
-        return
-    held.released = True
-    with contextlib.suppress(redis.exceptions.RedisError):  # it expires by itself
-        rt.scripts.call("del_if_equal", [rt.keys.job_claim(held.job_id)], [held.claim])
 
 
 def partitions(rt: Runtime, job: JobSpec, *, fresh: bool, with_idle_only: bool) -> list[Partition]:
@@ -228,17 +206,22 @@ def try_partition(
             continue
         if code == WAITING:
             return int(result[1])
+        if code == OTHER_MODEL:
+            raise FailedPrecondition(
+                f"job {job.job_id!r} is waiting for model {result[1]!s}: cancel it or use a new job_id",
+                reason="JOB_ID_CONFLICT",
+            )
         _, lease_id, token, expire_ms, node_id = result
         return Assignment(job.job_id, str(lease_id), int(token), int(expire_ms), str(node_id), scheduler)
 
 
 def place(
-    rt: Runtime, held: Held, job: JobSpec, *, scheduler: str, wait_ms: int
+    rt: Runtime, before: Prior, job: JobSpec, *, scheduler: str, wait_ms: int
 ) -> tuple[lease_pb2.Lease, node_pb2.Node] | int | None:
     """Claims a slot for the job in the first partition that has one (then its lease and node);
     with wait_ms > 0, leaves it waiting in every allowed partition that has none (then its best
     position); else None."""
-    excluded = set(job.excluded) | held.tried
+    excluded = set(job.excluded) | before.tried
     waiting: list[Partition] = []
     positions: list[int] = []
     tried: set[Partition] = set()
@@ -249,7 +232,17 @@ def place(
         if wait_ms and candidates:
             # Every partition it may wait in is on the record before it waits anywhere, so an
             # assignment in one partition can take it out of all the others.
-            rt.client.hset(rt.keys.job(job.job_id), "waiting", ",".join(p.label for p in candidates))
+            pipe = rt.client.pipeline(transaction=False)
+            pipe.hset(
+                rt.keys.job(job.job_id),
+                mapping={
+                    "waiting": ",".join(p.label for p in candidates),
+                    "model": job.model,
+                    "epoch": rt.epoch.current,
+                },
+            )
+            pipe.pexpire(rt.keys.job(job.job_id), int(rt.config.job_ttl * 1000))
+            pipe.execute()
         for partition in candidates:
             if partition in tried:
                 continue
@@ -257,7 +250,7 @@ def place(
             outcome = try_partition(rt, partition, job, excluded, scheduler=scheduler, wait_ms=wait_ms)
             if isinstance(outcome, Assignment):
                 if settle(rt, [outcome]):
-                    return outcome.lease(), read_node(rt, partition, outcome.node_id, releasing=held)
+                    return outcome.lease(), read_node(rt, outcome)
                 # A waiting copy of the job was assigned elsewhere first: that lease is the answer.
                 won = live_lease(rt, job.job_id, text(rt.client.hget(rt.keys.job(job.job_id), "lease")))
                 if won is not None:

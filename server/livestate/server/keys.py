@@ -68,6 +68,9 @@ class PartitionKeys:
         self.wait_models = self.base + "wmodels"
         self.drains = self.base + "drains"
         self.flagexp = self.base + "flagexp"
+        # Assignments not yet recorded on their job (lua/lib.lua claim): the outbox that lets any
+        # process finish what a crashed or timed-out caller could not.
+        self.outbox = self.base + "outbox"
         self.node_base = self.base + "node:"
         self.model_base = self.base + "model:"
         self.subcloud_base = self.base + "sub:"
@@ -132,6 +135,9 @@ class PartitionKeys:
             self.leases,
             self.fence,
             self.wexp,
+            self.drains,
+            self.flagexp,
+            self.outbox,
         ]
 
     def beat_keys(self, node_id: str) -> list[str]:
@@ -144,13 +150,22 @@ class PartitionKeys:
             self.leases,
             self.fence,
             self.wexp,
+            self.outbox,
         ]
 
     def deregister_keys(self, node_id: str) -> list[str]:
-        return [self.node(node_id), self.alive, self.suspect, self.offline, self.events, self.leases]
+        return [
+            self.node(node_id),
+            self.alive,
+            self.suspect,
+            self.offline,
+            self.events,
+            self.leases,
+            self.outbox,
+        ]
 
     def forget_keys(self, node_id: str) -> list[str]:
-        return [self.node(node_id), *self.liveness_sets(), self.leases, self.events]
+        return [self.node(node_id), *self.liveness_sets(), self.leases, self.events, self.outbox]
 
     def sweep_keys(self) -> list[str]:
         return [
@@ -165,25 +180,23 @@ class PartitionKeys:
             self.wait_models,
             self.drains,
             self.flagexp,
+            self.outbox,
         ]
 
     def match_keys(self) -> list[str]:
-        return [self.leases, self.fence, self.events, self.meta, self.wexp, self.wait_models]
+        return [self.leases, self.fence, self.events, self.meta, self.wexp, self.wait_models, self.outbox]
 
     def renew_keys(self) -> list[str]:
-        return [self.leases]
+        return [self.leases, self.outbox]
 
     def release_keys(self) -> list[str]:
-        return [self.leases, self.events, self.fence, self.meta, self.wexp, self.flagexp]
+        return [self.leases, self.events, self.fence, self.meta, self.wexp, self.flagexp, self.outbox]
 
     def unwait_keys(self) -> list[str]:
         return [self.wexp]
 
     def setflag_keys(self) -> list[str]:
         return [self.events, self.drains, self.flagexp]
-
-    def ctl_import_keys(self) -> list[str]:
-        return [self.events, self.flagexp]
 
 
 class Keys:
@@ -234,10 +247,6 @@ class Keys:
         """Pub/sub channel announcing assignments to every server process (a wake-up only: the
         job and scheduler records are the truth)."""
         return f"{self.prefix}:assigned"
-
-    def job_claim(self, job_id: str) -> str:
-        """Held by the one Match in flight for a job, so concurrent retries cannot both claim."""
-        return f"{self.prefix}:jobclaim:{job_id}"
 
     def partition(self, partition: Partition) -> PartitionKeys:
         keys = self._cache.get(partition)

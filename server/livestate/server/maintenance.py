@@ -8,10 +8,12 @@ go NOT_SERVING while Redis does not answer and SERVING when it does again; the o
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import redis
 
@@ -28,6 +30,36 @@ MAX_ROUNDS = 20
 REFRESH_EVERY = 20
 
 
+@dataclasses.dataclass(frozen=True)
+class Swept:
+    """sweep.lua's reply."""
+
+    suspected: int
+    offlined: int
+    expired: int
+    more: bool
+    empty: bool
+    forgotten: list[str]
+    handed: list[Any]
+    unsettled: list[Any]
+
+    @classmethod
+    def parse(cls, reply: list[Any]) -> Swept:
+        suspected, offlined, expired, more, empty, n_forgotten, *rest = reply
+        forgotten, (n_handed, *rest) = rest[:n_forgotten], rest[n_forgotten:]
+        handed, unsettled = rest[: 6 * int(n_handed)], rest[6 * int(n_handed) :]
+        return cls(
+            int(suspected),
+            int(offlined),
+            int(expired),
+            bool(more),
+            bool(empty),
+            [str(n) for n in forgotten],
+            handed,
+            unsettled,
+        )
+
+
 class Maintenance:
     def __init__(self, rt: Runtime, on_ready_change: Callable[[bool], None]) -> None:
         self.rt = rt
@@ -36,6 +68,8 @@ class Maintenance:
         self._thread = threading.Thread(target=self._loop, name="maintenance", daemon=True)
         self.ready: bool | None = None
         self.ticks = 0
+        # Partitions seen empty by the sweep, and since when (monotonic); see _drop_empty.
+        self._empty_since: dict[Partition, float] = {}
 
     def start(self) -> None:
         self._thread.start()
@@ -101,18 +135,24 @@ class Maintenance:
                         int((cfg.retention + cfg.forget_margin) * 1000),
                         cfg.sweep_batch,
                         1 if refresh else 0,
+                        int(cfg.outbox_settle_after * 1000),
                     ],
                 )
             )
         results = rt.scripts.call_many(calls)
-        again, released = [], []
+        again, released, empty = [], [], []
         for p, result in zip(parts, results, strict=True):
             if isinstance(result, Exception):
                 raise result
-            suspected, offlined, expired, more, n_forgotten, *rest = result
-            forgotten, handed = rest[:n_forgotten], rest[n_forgotten:]
-            if handed:  # slots of expired leases went to waiting jobs
-                settle(rt, parse(handed))
+            swept = Swept.parse(result)
+            suspected, offlined, expired, more = swept.suspected, swept.offlined, swept.expired, swept.more
+            forgotten = swept.forgotten
+            if swept.handed:  # slots of expired leases went to waiting jobs
+                settle(rt, parse(swept.handed))
+            if swept.unsettled:  # assignments whose caller never recorded them
+                settle(rt, parse(swept.unsettled), drain=True)
+            if swept.empty:
+                empty.append(p)
             if suspected or offlined or expired or forgotten:
                 log.info(
                     "sweep %s: %d suspect, %d offline, %d leases expired, %d forgotten",
@@ -122,9 +162,13 @@ class Maintenance:
                     expired,
                     len(forgotten),
                 )
+            if not swept.empty:
+                self._empty_since.pop(p, None)
             released += [(p, str(node_id)) for node_id in forgotten]
             if more:
                 again.append(p)
+        if empty:
+            self._drop_empty(empty)
         if released:
             rt.scripts.call_many(
                 [("del_if_equal", [rt.keys.locator(node_id)], [p.label]) for p, node_id in released]
@@ -132,3 +176,30 @@ class Maintenance:
             for _, node_id in released:
                 rt.locator.forget(node_id)
         return again
+
+    def _drop_empty(self, parts: list[Partition]) -> None:
+        """Takes partitions that have held nothing for `drop_empty_after` out of the catalogue,
+        so it does not grow with every env/region pair anyone ever named. A node registering
+        there (or a job waiting there) puts its partition back: Register catalogues it before its
+        script runs, and a partition found not empty again right after the removal is restored."""
+        rt = self.rt
+        now = time.monotonic()
+        for p in parts:
+            self._empty_since.setdefault(p, now)
+        due = [p for p in parts if now - self._empty_since[p] >= rt.config.drop_empty_after]
+        if not due:
+            return
+        pipe = rt.client.pipeline(transaction=False)
+        pipe.srem(rt.keys.partitions, *(p.label for p in due))
+        for p in due:
+            pk = rt.keys.partition(p)
+            for key in (pk.nodes, pk.leases, pk.wexp, pk.outbox):
+                pipe.zcard(key)
+        _, *sizes = pipe.execute()
+        back = [p for i, p in enumerate(due) if any(sizes[4 * i : 4 * i + 4])]
+        if back:
+            rt.client.sadd(rt.keys.partitions, *(p.label for p in back))
+        for p in due:
+            self._empty_since.pop(p, None)
+        rt.catalogue.invalidate()
+        log.info("dropped %d empty partitions from the catalogue", len(due) - len(back))

@@ -2,9 +2,10 @@
 
 Match claims a slot with one script per partition (match.lua, through jobs.place); the job's
 own record (its live lease, the nodes it failed on, its attempts) is global, since a job may run
-in any partition, and a short claim lets one Match per job act at a time, so a retry racing its
-original gets the original's lease instead of a second node. Match with `wait` rides on the
-QueueService's channels: the job waits there until a freed slot is handed to it.
+in any partition. Match is idempotent by job_id: a retry, or a copy racing its original, gets the
+original's lease (match.lua finds it in its partition, the job record across partitions). Match
+with `wait` rides on the QueueService's channels: the job waits there until a freed slot is
+handed to it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 import grpc
 
 from livestate.server import errors, jobs, validate
-from livestate.server.assignments import end_lease, unwait
+from livestate.server.assignments import ENDED, ENDED_BEFORE, end_lease, unwait
 from livestate.server.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -188,13 +189,12 @@ class MatchServicer(pb_grpc.MatchServiceServicer):
 
     def _place(self, job: jobs.JobSpec, context: grpc.ServicerContext, *, wait_ms: int) -> pb.MatchResponse:
         rt = self.rt
-        held = jobs.acquire(rt, job.job_id, context.time_remaining())
-        if isinstance(held, tuple):
-            return pb.MatchResponse(lease=held[0], node=held[1])
-        try:
-            outcome = jobs.place(rt, held, job, scheduler="", wait_ms=wait_ms)
-        finally:
-            jobs.release(rt, held)
+        before = jobs.prior(rt, job.job_id)
+        if isinstance(before, tuple):
+            return pb.MatchResponse(lease=before[0], node=before[1])
+        if wait_ms:
+            jobs.check_same_job(job, before.record)
+        outcome = jobs.place(rt, before, job, scheduler="", wait_ms=wait_ms)
         if isinstance(outcome, tuple):
             return pb.MatchResponse(lease=outcome[0], node=outcome[1])
         if outcome is not None:
@@ -239,7 +239,8 @@ class MatchServicer(pb_grpc.MatchServiceServicer):
         lease_ref(request.lease_id, request.fencing_token)
 
         ended = end_lease(self.rt, request.lease_id, request.fencing_token, failed=False)
-        check_lease_code(ended.code, request.lease_id)
+        if ended.code != ENDED_BEFORE:  # ended by this very call's first copy: done all the same
+            check_lease_code(ended.code, request.lease_id)
         self.rt.scripts.call("del_if_equal", [self.rt.keys.job(ended.job_id)], [request.lease_id, "lease"])
         return pb.ReleaseResponse()
 
@@ -250,7 +251,8 @@ class MatchServicer(pb_grpc.MatchServiceServicer):
 
         rt = self.rt
         ended = end_lease(rt, request.lease_id, request.fencing_token, failed=True, reason=request.reason)
-        check_lease_code(ended.code, request.lease_id)
+        if ended.code != ENDED_BEFORE:  # a repeated Fail scores the node once
+            check_lease_code(ended.code, request.lease_id)
         # The job never comes back to this node, whichever scheduler asks next.
         job_key = rt.keys.job(ended.job_id)
         pipe = rt.client.pipeline(transaction=False)
@@ -259,7 +261,8 @@ class MatchServicer(pb_grpc.MatchServiceServicer):
         pipe.hget(job_key, "attempts")
         *_, attempts = pipe.execute()
         rt.scripts.call("del_if_equal", [job_key], [request.lease_id, "lease"])
-        if ended.flag:  # failure scoring flagged the node: on the record like any admin's flag
+        # Failure scoring flagged the node: on the record like any admin's flag.
+        if ended.code == ENDED and ended.flag:
             control = rt.keys.partition(lease_partition(request.lease_id)).control(ended.node_id)
             expire_ms = int(rt.client.hget(control, str(ended.flag)) or 0)
             audit(

@@ -20,9 +20,9 @@ from collections.abc import Iterator
 import grpc
 from google.protobuf import duration_pb2
 
-from livestate.server import errors, jobs, validate
+from livestate.server import auth, errors, jobs, validate
 from livestate.server.assignments import unwait
-from livestate.server.errors import FailedPrecondition, NotFound
+from livestate.server.errors import Aborted, FailedPrecondition, NotFound
 from livestate.server.match_servicer import POLL, job_spec
 from livestate.server.notify import scheduler_topic
 from livestate.server.reads import redis_now_ms
@@ -40,6 +40,23 @@ def _duration_ms(ms: int) -> duration_pb2.Duration:
     return d
 
 
+class QueueLost(Aborted):
+    """The live state was lost (a new epoch): every job that was waiting is gone."""
+
+    reason = "QUEUE_LOST"
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__(
+            f"the live state was lost (now epoch {epoch}): jobs waiting before then are gone, enqueue "
+            "them again",
+            metadata={"epoch": str(epoch)},
+        )
+
+
+def _lost(known_epoch: int, current: int) -> bool:
+    return bool(known_epoch) and known_epoch < current
+
+
 class QueueServicer(pb_grpc.QueueServiceServicer):
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
@@ -49,27 +66,31 @@ class QueueServicer(pb_grpc.QueueServiceServicer):
         rt = self.rt
         job = job_spec(rt, request)
         validate.identifier(request.scheduler_id, "scheduler_id")
+        auth.require_scheduler(request.scheduler_id)
         ttl = validate.duration(request.ttl, "ttl", maximum=rt.config.max_queue_ttl) or rt.config.queue_ttl
 
-        held = jobs.acquire(rt, job.job_id, context.time_remaining())
-        if isinstance(held, tuple):  # already assigned: make sure its scheduler hears of it
-            rt.client.hset(rt.keys.scheduler(request.scheduler_id), job.job_id, held[0].lease_id)
+        epoch = rt.epoch.current
+        lost = _lost(request.known_epoch, epoch)
+        before = jobs.prior(rt, job.job_id)
+        if isinstance(before, tuple):  # already assigned: make sure its scheduler hears of it
+            rt.client.hset(rt.keys.scheduler(request.scheduler_id), job.job_id, before[0].lease_id)
             rt.notifier.wake(job.job_id, request.scheduler_id)
-            return pb.EnqueueResponse(position=0)
-        try:
-            rt.client.hset(rt.keys.job(job.job_id), "scheduler", request.scheduler_id)
-            outcome = jobs.place(rt, held, job, scheduler=request.scheduler_id, wait_ms=int(ttl * 1000))
-        finally:
-            jobs.release(rt, held)
+            return pb.EnqueueResponse(position=0, epoch=epoch, queue_lost=lost)
+        jobs.check_same_job(job, before.record)
+        pipe = rt.client.pipeline(transaction=False)
+        pipe.hset(rt.keys.job(job.job_id), "scheduler", request.scheduler_id)
+        pipe.pexpire(rt.keys.job(job.job_id), int(rt.config.job_ttl * 1000))
+        pipe.execute()
+        outcome = jobs.place(rt, before, job, scheduler=request.scheduler_id, wait_ms=int(ttl * 1000))
         if isinstance(outcome, tuple):
-            return pb.EnqueueResponse(position=0)
+            return pb.EnqueueResponse(position=0, epoch=epoch, queue_lost=lost)
         if outcome is None:
             raise NotFound(
                 f"no node has registered in env {job.env!r} yet: name the job's regions to wait for the "
                 "first nodes there",
                 reason="NO_PARTITION",
             )
-        return pb.EnqueueResponse(position=outcome)
+        return pb.EnqueueResponse(position=outcome, epoch=epoch, queue_lost=lost)
 
     @errors.stream
     def Assignments(
@@ -77,11 +98,17 @@ class QueueServicer(pb_grpc.QueueServiceServicer):
     ) -> Iterator[pb.AssignmentsResponse]:
         rt = self.rt
         validate.identifier(request.scheduler_id, "scheduler_id")
+        auth.require_scheduler(request.scheduler_id)
 
         key = rt.keys.scheduler(request.scheduler_id)
         sent: set[tuple[str, str]] = set()
+        # The epoch the scheduler's waiting jobs belong to: when the live state is lost, they are
+        # gone with it, and the scheduler must hear so (not a silent stream) to enqueue them again.
+        known = request.known_epoch or rt.epoch.current
         with rt.notifier.watch(scheduler_topic(request.scheduler_id)) as woken:
             while context.is_active():
+                if _lost(known, rt.epoch.current):
+                    raise QueueLost(rt.epoch.current)
                 pending = {str(j): str(lease) for j, lease in rt.client.hgetall(key).items()}
                 for job_id, lease_id in sorted(pending.items()):
                     if (job_id, lease_id) in sent:
@@ -102,7 +129,10 @@ class QueueServicer(pb_grpc.QueueServiceServicer):
 
         job = {str(k): str(v) for k, v in rt.client.hgetall(rt.keys.job(request.job_id)).items()}
         removed = unwait(rt, request.job_id, job.get("waiting"))
-        rt.client.hdel(rt.keys.job(request.job_id), "waiting")
+        pipe = rt.client.pipeline(transaction=False)
+        pipe.hdel(rt.keys.job(request.job_id), "waiting")
+        pipe.pexpire(rt.keys.job(request.job_id), int(rt.config.job_ttl * 1000))
+        pipe.execute()
         if not removed:
             if jobs.live_lease(rt, request.job_id, job.get("lease")) is not None:
                 raise FailedPrecondition(
@@ -116,8 +146,11 @@ class QueueServicer(pb_grpc.QueueServiceServicer):
         validate.name(request.env, "env", required=True)
         validate.model(request.model, "model", required=True)
 
+        epoch = self.rt.epoch.current
         (summary,) = self._summaries(request.env, [request.model])
         return pb.GetQueueResponse(
+            epoch=epoch,
+            queue_lost=_lost(request.known_epoch, epoch),
             env=summary.env,
             model=summary.model,
             idle_nodes=summary.idle_nodes,

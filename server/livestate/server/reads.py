@@ -8,7 +8,7 @@ from typing import Any
 import redis
 
 from livestate.server.keys import Partition, PartitionKeys
-from livestate.server.records import hearing_floor, node_from_record
+from livestate.server.records import Hearing, node_from_record
 from livestate.server.runtime import Runtime
 from livestate.v1 import node_pb2
 
@@ -19,10 +19,10 @@ def redis_now_ms(time_reply: Sequence[int | str]) -> int:
 
 
 def queue_node_reads(pipe: redis.client.Pipeline, pk: PartitionKeys, node_ids: Sequence[str]) -> None:
-    """Every record plus the Redis clock and the partition's hearing floor, so liveness is judged
+    """Every record plus the Redis clock and the partition's hearing, so liveness is judged
     exactly as the scripts judge it; pass the replies, in order, to `nodes_from_replies`."""
     pipe.time()
-    pipe.hmget(pk.meta, ["pulse", "floor"])
+    pipe.hmget(pk.meta, ["pulse", "ostart", "oend"])
     for node_id in node_ids:
         pipe.hgetall(pk.node(node_id))
         pipe.hgetall(pk.control(node_id))
@@ -35,9 +35,9 @@ def nodes_from_replies(
     now_reply, meta, *pairs = replies
     records, controls = pairs[0::2], pairs[1::2]
     now = redis_now_ms(now_reply)
-    floor = hearing_floor(meta, now, rt.epoch.current, rt.config)
+    hearing = Hearing.read(meta, now, rt.epoch.current, rt.config)
     return [
-        node_from_record(node_id, record, now, floor, rt.config, control) if record else None
+        node_from_record(node_id, record, now, hearing, rt.config, control) if record else None
         for node_id, record, control in zip(node_ids, records, controls, strict=True)
     ]
 

@@ -7,6 +7,7 @@ label, lists comma-joined (validation forbids commas in their items).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 
@@ -51,20 +52,45 @@ def _timestamp(ms: int) -> timestamp_pb2.Timestamp:
     return ts
 
 
-def hearing_floor(meta: Sequence[str | None], now_ms: int, epoch_ms: int, config: Config) -> int:
-    """The rule of hearing_floor in lua/lib.lua; `meta` is HMGET <p>:meta pulse floor."""
-    pulse, floor = meta
-    if pulse is not None and now_ms - int(pulse) > config.sweep_gap * 1000:
-        return now_ms
-    return max(epoch_ms, int(floor or 0))
+@dataclasses.dataclass(frozen=True)
+class Hearing:
+    """What a partition's silence is measured against: the epoch (no node is silent for longer
+    than the state has existed) and the last outage forgiven [ostart, oend). The rule of
+    `hearing` and `silence` in lua/lib.lua; test_liveness checks that both agree."""
+
+    epoch_ms: int
+    ostart_ms: int = 0
+    oend_ms: int = 0
+
+    @classmethod
+    def read(cls, meta: Sequence[str | None], now_ms: int, epoch_ms: int, config: Config) -> Hearing:
+        """From HMGET <p>:meta pulse ostart oend, with an outage that no script has recorded yet
+        (no sweep for longer than sweep_gap) applied as the next script will record it."""
+        pulse, ostart, oend = (int(v) if v is not None else None for v in meta)
+        hearing = cls(epoch_ms, ostart or 0, oend or 0)
+        if (
+            pulse is not None
+            and now_ms - pulse > config.sweep_gap * 1000
+            and now_ms - hearing.oend_ms > config.offline_after * 1000
+        ):
+            return cls(epoch_ms, pulse, now_ms)
+        return hearing
+
+    def silence(self, seen_ms: int, now_ms: int) -> int:
+        seen = max(seen_ms, self.epoch_ms)
+        if seen >= self.oend_ms:
+            return now_ms - seen
+        if seen >= self.ostart_ms:
+            return now_ms - self.oend_ms
+        return (self.ostart_ms - seen) + (now_ms - self.oend_ms)
 
 
-def liveness(record: Mapping[str, str], now_ms: int, floor_ms: int, config: Config) -> int:
+def liveness(record: Mapping[str, str], now_ms: int, hearing: Hearing, config: Config) -> int:
     """Liveness as of `now_ms`, the same rule the sweeper applies, so reads are right even
-    before a sweep has run. Silence counts from the hearing floor at the earliest."""
+    before a sweep has run."""
     if record.get("live") == str(LIVE_OFFLINE):
         return LIVE_OFFLINE
-    silent_ms = now_ms - max(int(record.get("seen", "0")), floor_ms)
+    silent_ms = hearing.silence(int(record.get("seen", "0")), now_ms)
     if silent_ms > config.offline_after * 1000:
         return LIVE_OFFLINE
     if silent_ms > config.suspect_after * 1000:
@@ -107,7 +133,7 @@ def node_from_record(
     node_id: str,
     record: Mapping[str, str],
     now_ms: int,
-    floor_ms: int,
+    hearing: Hearing,
     config: Config,
     control: Mapping[str, str] | None = None,
 ) -> node_pb2.Node:
@@ -128,7 +154,7 @@ def node_from_record(
     return node_pb2.Node(
         spec=spec,
         state=int(record.get("state", "0")),  # type: ignore[arg-type]
-        liveness=liveness(record, now_ms, floor_ms, config),  # type: ignore[arg-type]
+        liveness=liveness(record, now_ms, hearing, config),  # type: ignore[arg-type]
         last_seen_time=_timestamp(int(record.get("seen", "0"))),
         vram_free_mb=int(record.get("vfree", "0")),
         running_jobs=int(record.get("jobs", "0")),

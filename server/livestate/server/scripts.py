@@ -30,7 +30,6 @@ ScriptName = Literal[
     "unwait",
     "settle",
     "setflag",
-    "ctl_import",
 ]
 SCRIPT_NAMES: tuple[ScriptName, ...] = get_args(ScriptName)
 

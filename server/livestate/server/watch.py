@@ -18,7 +18,8 @@ from collections.abc import Iterator
 import grpc
 import redis
 
-from livestate.server.errors import InvalidArgument, LivestateError
+from livestate.server import validate
+from livestate.server.errors import InvalidArgument, LivestateError, from_redis
 from livestate.server.jobs import timestamp
 from livestate.server.keys import Partition
 from livestate.server.runtime import Runtime
@@ -28,6 +29,9 @@ from livestate.v1 import node_service_pb2 as pb
 POLL = 0.1
 REFRESH_PARTITIONS = 1.0
 BATCH = 256
+# Partitions one resume token may name. Each costs a round trip before the watch starts, and a
+# deployment has tens of partitions; more than this is not a token the server wrote.
+MAX_POSITIONS = 4096
 
 
 class OutOfRange(LivestateError):
@@ -45,15 +49,19 @@ def encode(positions: dict[str, str]) -> str:
 
 
 def decode(token: str) -> dict[str, str]:
+    """The positions a resume token names. Everything in it goes into XREAD/XRANGE and key names,
+    so it is checked as strictly as the server writes it: a forged token is INVALID_ARGUMENT
+    here rather than a Redis error later."""
     try:
         raw = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        positions = {str(k): str(v) for k, v in dict(raw).items()}
-        for label, entry in positions.items():
-            Partition.from_label(label)
-            _id(entry)
-    except (binascii.Error, ValueError, TypeError, AttributeError) as exc:
+    except (binascii.Error, ValueError, RecursionError) as exc:  # RecursionError: "[[[[..."
         raise InvalidArgument("resume_token", "not a token this server issued") from exc
-    return positions
+    if not isinstance(raw, dict) or len(raw) > MAX_POSITIONS:
+        raise InvalidArgument("resume_token", "not a token this server issued")
+    for label, entry in raw.items():
+        if not validate.is_partition_label(label) or not validate.is_stream_id(entry):
+            raise InvalidArgument("resume_token", "not a token this server issued")
+    return dict(raw)
 
 
 def check_retained(rt: Runtime, positions: dict[str, str]) -> None:
@@ -67,6 +75,10 @@ def check_retained(rt: Runtime, positions: dict[str, str]) -> None:
         pipe.xrange(key, position, position, count=1)
         pipe.xinfo_stream(key)
         length, named, info = pipe.execute(raise_on_error=False)
+        for reply in (length, named, info):
+            # A Redis that cannot answer (MASTERDOWN, LOADING...) is not a stream that is gone.
+            if isinstance(reply, redis.exceptions.RedisError) and from_redis(reply) is not None:
+                raise reply
         if isinstance(info, redis.exceptions.ResponseError):  # no such stream
             if _id(position) > (0, 0):
                 raise OutOfRange(f"the events after the token in {label} are gone: list again")

@@ -1,10 +1,8 @@
 -- del_if_equal.lua: delete a key (or one field of a hash) only if it still holds the value the
--- caller expects: a node's locator that a newer registration may have rewritten, a job claim
--- that may have expired and been taken by another server, a job's lease that a concurrent
--- assignment may have replaced.
+-- caller expects: a node's locator that a newer registration may have rewritten, a job's lease
+-- that a concurrent assignment may have replaced.
 --
--- KEYS[1]  string or hash  the key (<prefix>:loc:<node_id>, <prefix>:jobclaim:<job_id>,
---                           <prefix>:job:<job_id>)
+-- KEYS[1]  string or hash  the key (<prefix>:loc:<node_id>, <prefix>:job:<job_id>)
 -- ARGV[1]  the expected value
 -- ARGV[2]  hash field to delete ("" or absent: the key is a string, delete the key)
 --

@@ -6,6 +6,7 @@
 -- KEYS[4]  zset   <p>:offline         OFFLINE nodes, score = when they went offline (ms)
 -- KEYS[5]  stream <p>:events          node events (capped)
 -- KEYS[6]  zset   <p>:leases          live leases, score = expiry (ms)
+-- KEYS[7]  zset   <p>:outbox          assignments not yet settled (see claim in lib.lua)
 -- ARGV[1..18] partition context (lib.lua)
 -- ARGV[19] node_id
 -- ARGV[20] boot_id
@@ -25,7 +26,7 @@ if rec[1] ~= ARGV[20] then return {2, now} end
 if rec[2] == LIVE_OFFLINE then return {0, now} end
 
 idle_leave(C, id, rec[3], rec[4])
-leases_drop(C, KEYS[6], KEYS[5], id, 'deregistered')
+leases_drop(C, {leases = KEYS[6], outbox = KEYS[7]}, KEYS[5], id, 'deregistered')
 redis.call('HSET', KEYS[1], 'live', 3, 'gone', now, 'why', 'deregistered')
 redis.call('PEXPIRE', KEYS[1], ARGV[21])
 redis.call('ZREM', KEYS[2], id)

@@ -1,19 +1,33 @@
 -- epoch.lua: name the current incarnation of the Redis state.
 --
--- KEYS[1]  hash  <prefix>:epoch  {ms = epoch start (ms), run_id = Redis run id it was made on}
--- ARGV[1]  the Redis run_id the caller sees
+-- KEYS[1]  hash  <prefix>:epoch  {ms = epoch start (ms), run_id = Redis run id last seen,
+--                                 mark = a counter every maintenance tick advances}
+-- ARGV[1]  the Redis run_id the caller sees ("" = do not check: just read, or start an epoch
+--          when there is none)
+-- ARGV[2]  the highest mark the calling process has seen (0 = none)
+-- ARGV[3]  1 = advance the mark (the maintenance tick), 0 = not
 --
--- Returns the epoch (ms). A missing key (FLUSHALL, empty restart) or a different run_id (a restart
--- that reloaded an old snapshot) starts a new epoch at the current time. Epochs only grow, so a
--- server holding an older one never mistakes fresh records for stale ones; records stamped with
--- an older epoch are answered with resync_required, and no node counts as silent for longer than
--- the epoch has existed.
+-- Returns {epoch_ms, mark}. A missing key (FLUSHALL, an empty restart) starts a new epoch at the
+-- current time. A new run_id alone does not: every restart changes it, and a restart that
+-- reloaded the same data (AOF, a final RDB, a replica promoted with everything acknowledged)
+-- lost nothing, so leases, flags and waiting jobs carry on. The mark tells the two apart: an
+-- older snapshot carries a mark below one some server process has already seen, and starts a
+-- new epoch (its leases and queues are stale; nodes resync). Epochs only grow, so a server
+-- holding an older one never mistakes fresh records for stale ones.
 
-local cur = redis.call('HMGET', KEYS[1], 'ms', 'run_id')
-if cur[1] ~= false and cur[2] == ARGV[1] then
-  return tonumber(cur[1])
-end
+local cur = redis.call('HMGET', KEYS[1], 'ms', 'run_id', 'mark')
+local seen = tonumber(ARGV[2])
 local now = now_ms()
-if cur[1] ~= false and tonumber(cur[1]) >= now then now = tonumber(cur[1]) + 1 end
-redis.call('HSET', KEYS[1], 'ms', now, 'run_id', ARGV[1])
-return now
+local epoch, mark = tonumber(cur[1] or '0'), tonumber(cur[3] or '0')
+if cur[1] == false then
+  epoch, mark = now, seen + 1
+  redis.call('HSET', KEYS[1], 'ms', epoch, 'run_id', ARGV[1], 'mark', mark)
+elseif ARGV[1] ~= '' and cur[2] ~= ARGV[1] then
+  if mark < seen then
+    epoch, mark = math.max(now, epoch + 1), seen + 1
+    redis.call('HSET', KEYS[1], 'ms', epoch, 'mark', mark)
+  end
+  redis.call('HSET', KEYS[1], 'run_id', ARGV[1])
+end
+if ARGV[3] == '1' then mark = redis.call('HINCRBY', KEYS[1], 'mark', 1) end
+return {epoch, mark}

@@ -7,6 +7,7 @@
 -- KEYS[5]  zset   <p>:nodes
 -- KEYS[6]  zset   <p>:leases
 -- KEYS[7]  stream <p>:events
+-- KEYS[8]  zset   <p>:outbox  assignments not yet settled (see claim in lib.lua)
 -- ARGV[1..18] partition context (lib.lua)
 -- ARGV[19] node_id
 --
@@ -14,6 +15,6 @@
 
 local C = context()
 local existed = redis.call('EXISTS', KEYS[1])
-leases_drop(C, KEYS[6], KEYS[7], ARGV[19], 'moved')
+leases_drop(C, {leases = KEYS[6], outbox = KEYS[8]}, KEYS[7], ARGV[19], 'moved')
 remove_node(C, ARGV[19], {KEYS[2], KEYS[3], KEYS[4], KEYS[5]})
 return existed

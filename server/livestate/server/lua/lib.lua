@@ -61,19 +61,41 @@ local function event(stream, maxlen, kind, id, detail)
   redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'type', kind, 'node', id, 'detail', detail)
 end
 
--- The earliest time from which silence counts against a partition's nodes: the epoch (state
--- younger than that cannot have heard them), the partition's recorded floor, or now when no sweep
--- has run for longer than `gap` ms (Redis was frozen or unreachable, or every server was down:
--- nobody could hear the nodes, so their silence proves nothing).
---   meta: <p>:meta hash {pulse = last sweep (ms), floor = ms}
--- Returns floor, gap_seen (true when the gap rule applied).
-local function hearing_floor(meta, now, epoch, gap)
-  local m = redis.call('HMGET', meta, 'pulse', 'floor')
-  local floor = math.max(tonumber(epoch), tonumber(m[2] or '0'))
-  if m[1] ~= false and now - tonumber(m[1]) > tonumber(gap) then
-    return now, true
+-- Hearing: how long a node's silence counts. No node counts as silent for longer than the Redis
+-- state has existed (the epoch), nor for the time nobody could hear it: when no sweep has run
+-- for longer than `gap` ms (Redis was frozen or unreachable, or every server was down), that
+-- stretch is an outage and is left out of every node's silence. One outage is forgiven per
+-- `offline_after` at most, so sweeps that merely lag behind never freeze liveness: a dead node
+-- still turns SUSPECT and OFFLINE, only later by the length of one outage.
+--   meta: <p>:meta hash {pulse = last sweep (ms), ostart, oend = the last outage forgiven (ms)}
+-- The first script to notice an outage records it, so every reader agrees on it afterwards.
+-- records.py mirrors this rule for reads (Hearing); test_liveness checks that they agree.
+local function hearing(meta, now, C)
+  local m = redis.call('HMGET', meta, 'pulse', 'ostart', 'oend')
+  local H = {epoch = C.epoch, ostart = tonumber(m[2] or '0'), oend = tonumber(m[3] or '0')}
+  if m[1] ~= false and now - tonumber(m[1]) > C.gap and now - H.oend > C.offline_after then
+    H.ostart, H.oend = tonumber(m[1]), now
+    redis.call('HSET', meta, 'ostart', H.ostart, 'oend', H.oend, 'pulse', now)
   end
-  return floor, false
+  return H
+end
+
+-- How long node last seen at `seen` has been silent, outage and epoch left out.
+local function silence(H, seen, now)
+  seen = math.max(tonumber(seen), H.epoch)
+  if seen >= H.oend then return now - seen end
+  if seen >= H.ostart then return now - H.oend end
+  return (H.ostart - seen) + (now - H.oend)
+end
+
+-- The last-seen score below which every node has been silent longer than `limit` ms (silence
+-- only shrinks as `seen` grows, so this is one ZRANGEBYSCORE bound), or nil when none has.
+local function silent_before(H, now, limit)
+  local since_outage = now - H.oend
+  local cut = now - limit
+  if since_outage <= limit then cut = H.ostart - (limit - since_outage) end
+  if H.epoch >= cut then return nil end
+  return cut
 end
 
 -- VRAM class of a node: floor(log2(GiB)), so "at least N MiB" reads only the classes that can
@@ -101,14 +123,21 @@ local function idle_leave(C, id, models_csv, vram)
   for _, key in ipairs(idle_keys(C, split(models_csv), vram)) do redis.call('ZREM', key, id) end
 end
 
+-- Slots in use: leased ones plus 'ghost' ones, jobs the agent reported running when it
+-- registered after the server had lost their leases (see register.lua); beats retire ghosts as
+-- the agent reports those jobs finished.
+local function occupied(used, ghost)
+  return tonumber(used or '0') + tonumber(ghost or '0')
+end
+
 -- Puts the node into its idle queues when it can take a job (reported IDLE, not OFFLINE, a free
 -- slot), and takes it out otherwise. A node already queued keeps its place (idle since), unless
 -- `requeue` moves it to the back (a multi-slot node that just took a job: fair rotation).
 local function idle_sync(C, id, now, requeue)
-  local r = redis.call('HMGET', C.node .. id, 'state', 'live', 'used', 'slots', 'models', 'vram')
+  local r = redis.call('HMGET', C.node .. id, 'state', 'live', 'used', 'slots', 'models', 'vram', 'ghost')
   if r[1] == false then return end
   local keys = idle_keys(C, split(r[5]), r[6])
-  if r[1] == STATE_IDLE and r[2] ~= LIVE_OFFLINE and tonumber(r[3] or '0') < tonumber(r[4] or '1') then
+  if r[1] == STATE_IDLE and r[2] ~= LIVE_OFFLINE and occupied(r[3], r[7]) < tonumber(r[4] or '1') then
     for _, key in ipairs(keys) do
       if requeue then
         redis.call('ZADD', key, now, id)
@@ -128,12 +157,33 @@ local function flagged(C, id, kind, now)
   return e == 0 or e > now
 end
 
--- Ends one lease and frees its slot; a draining node whose last lease this was is DRAINED.
--- Returns the node id, job id and scheduler (false when gone).
-local function lease_end(C, leases, events, lease_id, now)
-  local l = redis.call('HMGET', C.lease .. lease_id, 'node', 'job', 'sched')
-  redis.call('DEL', C.lease .. lease_id)
-  redis.call('ZREM', leases, lease_id)
+-- The key naming the lease a job holds in this partition (job_id -> lease_id), so a repeated
+-- Match for the job, however it got here (a retry after a timeout, a concurrent copy), answers
+-- with that lease instead of claiming a second slot. Lease ids contain '/', job keys do not.
+local function job_lease_key(C, job)
+  return C.lease .. 'job:' .. job
+end
+
+-- A lease that is in force: its record exists, has not ended and has not expired.
+local function lease_live(l_token, l_exp, l_done, now)
+  return l_token ~= false and not l_done and tonumber(l_exp) > now
+end
+
+-- Ends one lease and frees its slot; a draining node whose last lease this was is DRAINED. The
+-- record stays a while as a tombstone ('done' = how it ended), so a Release or Fail repeated
+-- after a timeout answers as the first one did instead of "no such lease".
+-- K: {leases, outbox}. Returns the node id, job id and scheduler (false when gone or ended).
+local function lease_end(C, K, events, lease_id, now, how)
+  local key = C.lease .. lease_id
+  local l = redis.call('HMGET', key, 'node', 'job', 'sched', 'done')
+  redis.call('ZREM', K.leases, lease_id)
+  redis.call('ZREM', K.outbox, lease_id)
+  if l[1] == false or l[4] then return false, false, false end
+  redis.call('HSET', key, 'done', how)
+  redis.call('PEXPIRE', key, C.margin)
+  if l[2] and redis.call('GET', job_lease_key(C, l[2])) == lease_id then
+    redis.call('DEL', job_lease_key(C, l[2]))
+  end
   local node = l[1]
   if node then
     redis.call('SREM', C.nlease .. node, lease_id)
@@ -150,11 +200,14 @@ local function lease_end(C, leases, events, lease_id, now)
 end
 
 -- Drops every lease a node holds (it went offline, restarted or left): one LEASE_LOST event each.
-local function leases_drop(C, leases, events, id, reason)
+-- K: {leases, outbox}.
+local function leases_drop(C, K, events, id, reason)
   local now = now_ms()
   for _, lease_id in ipairs(redis.call('SMEMBERS', C.nlease .. id)) do
-    local _, job = lease_end(C, leases, events, lease_id, now)
-    event(events, C.maxlen, EV_LEASE_LOST, id, reason .. ' lease=' .. lease_id .. ' job=' .. tostring(job))
+    local node, job = lease_end(C, K, events, lease_id, now, 'lost')
+    if node then
+      event(events, C.maxlen, EV_LEASE_LOST, id, reason .. ' lease=' .. lease_id .. ' job=' .. tostring(job))
+    end
   end
   redis.call('DEL', C.nlease .. id)
   if redis.call('EXISTS', C.node .. id) == 1 then redis.call('HSET', C.node .. id, 'used', 0) end
@@ -233,7 +286,8 @@ local function requirements(min_vram, gpus_csv, subcloud, label_lines, excluded_
   local req = {min_vram = tonumber(min_vram), gpus = as_set(split(gpus_csv)), want_gpu = gpus_csv ~= '',
                subcloud = subcloud, labels = {}, excluded = as_set(split(excluded_csv)),
                isolated = split(isolated_csv),
-               fields = {'state', 'live', 'seen', 'used', 'slots', 'vram', 'gpu', 'subs', 'vfree', 'opause'}}
+               fields = {'state', 'live', 'seen', 'used', 'slots', 'vram', 'gpu', 'subs', 'vfree', 'opause',
+                         'ghost'}}
   for _, line in ipairs(split(label_lines, '\n')) do
     local k, v = string.match(line, '^([^=]+)=(.*)$')
     req.labels[#req.labels + 1] = {k, v}
@@ -245,13 +299,13 @@ end
 -- Can node `id` take a job with requirements `req` now?
 -- Returns true, free VRAM (eligible); nil (not now); false (a stale idle-queue entry: the node
 -- is gone, OFFLINE, not IDLE or full, so the caller may drop the entry).
-local function eligible(C, id, req, now, floor)
+local function eligible(C, id, req, now, H)
   if req.excluded[id] then return nil end
   local r = redis.call('HMGET', C.node .. id, unpack(req.fields))
   if r[1] == false or r[2] == LIVE_OFFLINE or r[1] ~= STATE_IDLE then return false end
-  if tonumber(r[4] or '0') >= tonumber(r[5] or '1') then return false end
+  if occupied(r[4], r[11]) >= tonumber(r[5] or '1') then return false end
   -- The deadline is checked here, not left to the sweep: a silent node is never matched.
-  if now - math.max(tonumber(r[3]), floor) > C.suspect_after then return nil end
+  if silence(H, r[3], now) > C.suspect_after then return nil end
   if tonumber(r[6] or '0') < req.min_vram then return nil end
   if req.want_gpu and not req.gpus[r[7]] then return nil end
   if req.subcloud ~= '' or #req.isolated > 0 then
@@ -263,7 +317,7 @@ local function eligible(C, id, req, now, floor)
   end
   if r[10] == '1' then return nil end  -- paused by its operator
   for i, kv in ipairs(req.labels) do
-    if r[10 + i] ~= kv[2] then return nil end
+    if r[11 + i] ~= kv[2] then return nil end
   end
   if blocked(C, id, now) then return nil end
   return true, tonumber(r[9] or '0')
@@ -271,7 +325,12 @@ end
 
 -- Claims a slot of node `id` for `job`: a lease with a fencing token that never repeats, even
 -- across a Redis that lost the counter (each token is at least the Redis clock in ms times 1024,
--- which only grows). K: {leases, fence}. Returns lease_id, token.
+-- which only grows). The same step writes what a crash must not lose: the job's lease in this
+-- partition (a repeated Match finds it) and an outbox entry, from which any server process
+-- records the assignment on the job and tells its scheduler (assignments.py drains it), so no
+-- assignment depends on the caller surviving its own reply.
+--   outbox: <p>:outbox zset of lease ids not yet settled, score = when claimed (ms)
+-- K: {leases, fence, outbox}. Returns lease_id, token.
 local function claim(C, K, id, job, sched, expire, now)
   local token = math.max(tonumber(redis.call('GET', K.fence) or '0') + 1, now * 1024)
   local token_s = string.format('%d', token)
@@ -285,9 +344,21 @@ local function claim(C, K, id, job, sched, expire, now)
   if redis.call('PTTL', C.nlease .. id) < expire + C.margin - now then
     redis.call('PEXPIREAT', C.nlease .. id, expire + C.margin)
   end
+  redis.call('SET', job_lease_key(C, job), lease_id, 'PXAT', expire + C.margin)
+  redis.call('ZADD', K.outbox, now, lease_id)
+  redis.call('PEXPIRE', K.outbox, C.ttl)
   redis.call('HINCRBY', C.node .. id, 'used', 1)
   idle_sync(C, id, now, true)
   return lease_id, token_s
+end
+
+-- The job's live lease in this partition, if it has one: lease_id, token, expire, node.
+local function job_lease(C, job, now)
+  local lease_id = redis.call('GET', job_lease_key(C, job))
+  if not lease_id then return nil end
+  local l = redis.call('HMGET', C.lease .. lease_id, 'token', 'exp', 'done', 'node', 'job')
+  if not lease_live(l[1], l[2], l[3], now) or l[5] ~= job then return nil end
+  return lease_id, l[1], tonumber(l[2]), l[4]
 end
 
 -- Takes a waiting job out of this partition's channel. K: {wexp}.
@@ -301,16 +372,18 @@ end
 
 -- A slot of node `id` just freed (or the node just became able to work): hand it to the waiting
 -- jobs of its models, highest priority first, oldest first within a priority, as long as it has
--- free slots. Bounded: the first 16 waiting jobs of each model are considered.
--- K: {leases, fence, meta, wexp}. Returns assignments as a flat list of
+-- free slots. Bounded: the first WAIT_WALK waiting jobs of each model are considered, so jobs
+-- this node cannot serve at the head of a channel do not hide the ones behind them.
+-- K: {leases, fence, meta, wexp, outbox}. Returns assignments as a flat list of
 -- {job, lease_id, token, expire, node, scheduler} sextuples.
+local WAIT_WALK = 128
 local function serve_waiting(C, K, id, now)
   local out = {}
   local models = redis.call('HGET', C.node .. id, 'models')
   if not models then return out end
-  local floor = hearing_floor(K.meta, now, C.epoch, C.gap)
+  local H = hearing(K.meta, now, C)
   for _, m in ipairs(split(models)) do
-    for _, job in ipairs(redis.call('ZRANGE', C.wait .. m, 0, 15)) do
+    for _, job in ipairs(redis.call('ZRANGE', C.wait .. m, 0, WAIT_WALK - 1)) do
       local raw = redis.call('HGETALL', C.wjob .. job)
       local w = {}
       for i = 1, #raw, 2 do w[raw[i]] = raw[i + 1] end
@@ -318,7 +391,7 @@ local function serve_waiting(C, K, id, now)
         redis.call('ZREM', C.wait .. m, job)
         unwait(C, K, job)
       else
-        local ok = eligible(C, id, requirements(w.vram, w.gpus, w.sub, w.labels, w.excl, w.iso), now, floor)
+        local ok = eligible(C, id, requirements(w.vram, w.gpus, w.sub, w.labels, w.excl, w.iso), now, H)
         if ok == false then return out end
         if ok then
           -- Until its scheduler picks it up, the assignment holds for the job's whole ttl.

@@ -7,6 +7,7 @@
 -- KEYS[4]  hash   <p>:meta    hearing floor (see lib.lua)
 -- KEYS[5]  zset   <p>:wexp    waiting jobs, score = when they stop waiting (ms)
 -- KEYS[6]  set    <p>:wmodels models that have had waiting jobs (for ListQueues)
+-- KEYS[7]  zset   <p>:outbox  assignments not yet settled on their job (see claim in lib.lua)
 -- ARGV[1..18] partition context (lib.lua)
 -- ARGV[19] job_id
 -- ARGV[20] model
@@ -27,11 +28,14 @@
 -- ARGV[35] isolated subclouds, comma-joined: their members are not for this job
 --
 -- Returns
---   {0, lease_id, fencing_token, expire_ms, node_id}  claimed
+--   {0, lease_id, fencing_token, expire_ms, node_id}  claimed, or the lease the job already
+--                                                     holds here (a repeated call)
 --   {1}                                               no eligible node (and not asked to wait)
 --   {2, cursor}                                       examined ARGV[28] candidates without
 --                                                     deciding: call again from cursor
 --   {3, position}                                     waiting; position = jobs ahead of it
+--   {4, model}                                        the job already waits here for another
+--                                                     model: a job_id names one job
 --
 -- Why one script: choosing the node, checking its deadline and flags, taking the slot and writing
 -- the lease are one step, so no node is ever handed out beyond its slots; and a job that finds no
@@ -42,12 +46,20 @@
 -- candidate; the walk is bounded per call but resumable, so NOT_FOUND means none was eligible.
 
 local C = context()
-local K = {leases = KEYS[1], fence = KEYS[2], meta = KEYS[4], wexp = KEYS[5]}
+local K = {leases = KEYS[1], fence = KEYS[2], meta = KEYS[4], wexp = KEYS[5], outbox = KEYS[7]}
 local now = now_ms()
 local job, model = ARGV[19], ARGV[20]
+
+-- Idempotent by job_id: a copy of this call that already ran (a retry after a timeout, or a
+-- concurrent duplicate) claimed the job's slot; answer with it.
+local held, held_token, held_exp, held_node = job_lease(C, job, now)
+if held then return {0, held, held_token, held_exp, held_node} end
+local waiting_for = redis.call('HGET', C.wjob .. job, 'model')
+if waiting_for and waiting_for ~= model then return {4, waiting_for} end
+
 local req = requirements(ARGV[21], ARGV[22], ARGV[23], ARGV[24], ARGV[25], ARGV[35])
 local policy = ARGV[27]
-local floor = hearing_floor(K.meta, now, C.epoch, C.gap)
+local H = hearing(K.meta, now, C)
 local budget = tonumber(ARGV[28])
 
 local sources = {C.idle .. model}
@@ -80,7 +92,7 @@ while src <= #sources and #found < want do
     for i = 1, #hits, 2 do
       local id = hits[i]
       budget = budget - 1
-      local ok, vfree = eligible(C, id, req, now, floor)
+      local ok, vfree = eligible(C, id, req, now, H)
       if ok then
         found[#found + 1] = {id = id, idle = tonumber(hits[i + 1]), vfree = vfree}
         if #found >= want then break end

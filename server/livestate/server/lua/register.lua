@@ -8,10 +8,13 @@
 -- KEYS[6]  set    <p>:models          models with an index in this partition
 -- KEYS[7]  set    <p>:subclouds       subclouds with an index in this partition
 -- KEYS[8]  stream <p>:events          node events (capped)
--- KEYS[9]  hash   <p>:meta            partition sweep pulse (see hearing_floor in lib.lua)
+-- KEYS[9]  hash   <p>:meta            partition sweep pulse and last outage (see hearing in lib.lua)
 -- KEYS[10] zset   <p>:leases          live leases, score = expiry (ms)
 -- KEYS[11] string <p>:fence           fencing token counter
 -- KEYS[12] zset   <p>:wexp            waiting jobs, score = when they stop waiting (ms)
+-- KEYS[13] zset   <p>:drains          draining nodes with a deadline, score = the deadline (ms)
+-- KEYS[14] zset   <p>:flagexp         flags with a TTL (see flag_expiry in lib.lua)
+-- KEYS[15] zset   <p>:outbox          assignments not yet settled (see claim in lib.lua)
 -- ARGV[1..18] partition context (lib.lua)
 -- ARGV[19] node_id
 -- ARGV[20] boot_id
@@ -19,25 +22,35 @@
 -- ARGV[22] free VRAM (MiB)
 -- ARGV[23] models, comma-joined ("" for none)
 -- ARGV[24] subclouds, comma-joined ("" for none)
--- ARGV[25..] spec fields as field, value pairs (env, region, gpu, ...; labels as "l:<key>")
+-- ARGV[25] jobs the agent says it is running
+-- ARGV[26] flags to bring in, JSON {field: value} of control-hash fields ('<kind>' = expiry ms
+--          or 0, '<kind>:meta', '<kind>:from', '<kind>:until' = DRAIN deadline, 'score', ...):
+--          flags set while the node was not registered, or carried from the partition it left;
+--          "" for none
+-- ARGV[27..] spec fields as field, value pairs (env, region, gpu, ...; labels as "l:<key>")
 --
 -- Returns {code, restarted, now_ms, assignment...}: code 0 = registered; restarted 1 when a
--- previous boot (or epoch) of the node was replaced (its leases are dropped, LEASE_LOST), 0 for a
--- first or repeated registration of the same boot (its leases carry on); then the waiting jobs
--- the node was handed at once (sextuples, see serve_waiting in lib.lua).
+-- previous boot of the node was replaced (its leases are dropped, LEASE_LOST), 0 otherwise; then
+-- the waiting jobs the node was handed at once (sextuples, see serve_waiting in lib.lua).
 --
 -- Why one script: the record, the liveness sets, the indexes and the idle queues must never
 -- disagree, and a restart replaces the previous boot's state without a window where both count.
+-- Flags come in here too, before the node is put into any idle queue or offered a waiting job:
+-- a node is never matchable, not for an instant, without the flags set on it.
+-- Leases: a re-registration of the same boot keeps the leases it holds (the agent is still
+-- running those jobs). When the state was lost instead (a new epoch, or the node had gone
+-- OFFLINE and lost its leases), the jobs the agent reports running occupy 'ghost' slots until
+-- its beats report them finished, so the node is not handed more jobs than it has slots.
 
 local C = context()
-local K = {leases = KEYS[10], fence = KEYS[11], meta = KEYS[9], wexp = KEYS[12]}
+local K = {leases = KEYS[10], fence = KEYS[11], meta = KEYS[9], wexp = KEYS[12], outbox = KEYS[15]}
 local now = now_ms()
 local id = ARGV[19]
 
 local old = redis.call('HMGET', KEYS[1], 'boot', 'epoch', 'models', 'subs', 'seq', 'reg', 'live', 'used', 'vram')
 local existed = old[1] ~= false
 local same_boot = existed and old[1] == ARGV[20] and tonumber(old[2]) == C.epoch
-local restarted = existed and not same_boot
+local restarted = existed and old[1] ~= ARGV[20]
 
 local new_models = split(ARGV[23])
 local new_subs = split(ARGV[24])
@@ -59,16 +72,33 @@ local seq, reg, used = '0', now, 0
 if same_boot and old[7] ~= LIVE_OFFLINE then
   seq, reg, used = old[5] or '0', old[6] or now, tonumber(old[8] or '0')
 else
-  -- A restarted (or returning OFFLINE) node runs none of the jobs it was leased for.
-  leases_drop(C, K.leases, KEYS[8], id, restarted and 'restarted' or 'registered')
+  -- A restarted node runs none of the jobs it was leased for; a returning OFFLINE node lost its
+  -- leases when it went offline; leases stamped by an older epoch come from a stale snapshot.
+  leases_drop(C, K, KEYS[8], id, restarted and 'restarted' or 'registered')
+end
+local ghost = math.max(0, tonumber(ARGV[25]) - used)
+
+-- Flags first: from here on the node may be matchable.
+if ARGV[26] ~= '' then
+  local ctl = C.ctl .. id
+  for field, value in pairs(cjson.decode(ARGV[26])) do
+    redis.call('HSET', ctl, field, value)
+    if string.match(field, '^%d+$') then
+      flag_expiry(KEYS[14], id, field, value)
+      event(KEYS[8], C.maxlen, EV_FLAGGED, id, 'kind=' .. field)
+    elseif field == FLAG_DRAIN .. ':until' then
+      redis.call('ZADD', KEYS[13], value, id)
+    end
+  end
+  ctl_keep(ctl, now, C.margin)
 end
 
 -- Rewrite the record whole: a new spec may have dropped labels.
 redis.call('DEL', KEYS[1])
 local fields = {'boot', ARGV[20], 'epoch', C.epoch, 'seq', seq, 'reg', reg, 'seen', now,
-  'live', 1, 'state', ARGV[21], 'vfree', ARGV[22], 'jobs', 0, 'used', used,
+  'live', 1, 'state', ARGV[21], 'vfree', ARGV[22], 'jobs', ARGV[25], 'used', used, 'ghost', ghost,
   'models', ARGV[23], 'subs', ARGV[24]}
-for i = 25, #ARGV, 2 do
+for i = 27, #ARGV, 2 do
   fields[#fields + 1] = ARGV[i]
   fields[#fields + 1] = ARGV[i + 1]
 end

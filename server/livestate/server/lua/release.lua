@@ -7,6 +7,7 @@
 -- KEYS[4]  hash   <p>:meta    hearing floor (see lib.lua)
 -- KEYS[5]  zset   <p>:wexp    waiting jobs, score = when they stop waiting (ms)
 -- KEYS[6]  zset   <p>:flagexp flags with a TTL (see flag_expiry in lib.lua)
+-- KEYS[7]  zset   <p>:outbox  assignments not yet settled (see claim in lib.lua)
 -- ARGV[1..18] partition context (lib.lua)
 -- ARGV[19] lease_id
 -- ARGV[20] fencing token the caller holds
@@ -20,18 +21,24 @@
 -- ARGV[28] failure reason
 --
 -- Returns {code, job_id, node_id, scheduler, score, flag, assignment...}: code 0 = done, 1 = no
--- such lease (never issued, released, or expired), 2 = the token is not the lease's; score is
--- the node's failure score after this failure (a decimal string), flag the FlagKind newly set
--- (0 = none); then the waiting jobs the freed slot went to (see serve_waiting in lib.lua).
+-- such lease (never issued, or expired), 2 = the token is not the lease's, 3 = this lease
+-- already ended by Release or Fail (a repeated call: answered as done, nothing changes); score
+-- is the node's failure score after this failure (a decimal string), flag the FlagKind newly
+-- set (0 = none); then the waiting jobs the freed slot went to (see serve_waiting in lib.lua).
+--
+-- Idempotent: an ended lease stays as a tombstone for a while (see lease_end), so a Release
+-- retried after a timeout, whose first copy did run, is told it is done, not "no such lease".
 
 local C = context()
-local K = {leases = KEYS[1], fence = KEYS[3], meta = KEYS[4], wexp = KEYS[5]}
+local K = {leases = KEYS[1], fence = KEYS[3], meta = KEYS[4], wexp = KEYS[5], outbox = KEYS[7]}
 local now = now_ms()
-local l = redis.call('HMGET', C.lease .. ARGV[19], 'token', 'exp')
-if l[1] == false or tonumber(l[2]) <= now then return {1, '', '', '', '0', 0} end
+local l = redis.call('HMGET', C.lease .. ARGV[19], 'token', 'exp', 'done', 'job', 'node', 'sched')
+if l[1] == false then return {1, '', '', '', '0', 0} end
 if l[1] ~= ARGV[20] then return {2, '', '', '', '0', 0} end
+if l[3] == 'released' or l[3] == 'failed' then return {3, l[4], l[5], l[6] or '', '0', 0} end
+if l[3] or tonumber(l[2]) <= now then return {1, '', '', '', '0', 0} end
 
-local node, job, sched = lease_end(C, K.leases, KEYS[2], ARGV[19], now)
+local node, job, sched = lease_end(C, K, KEYS[2], ARGV[19], now, ARGV[21] == '1' and 'failed' or 'released')
 local score, flag = 0, 0
 if ARGV[21] == '1' then
   local ctl = C.ctl .. node

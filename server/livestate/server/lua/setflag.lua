@@ -32,10 +32,13 @@ if ARGV[21] == 'set' then
   end
   event(KEYS[1], C.maxlen, EV_FLAGGED, ARGV[19], 'kind=' .. kind)
   if kind == FLAG_DRAIN then
+    -- The deadline is kept in the control hash too, so it moves with the node (register.lua).
     if ARGV[25] ~= '0' then
       redis.call('ZADD', KEYS[2], ARGV[25], ARGV[19])
+      redis.call('HSET', key, kind .. ':until', ARGV[25])
     else
       redis.call('ZREM', KEYS[2], ARGV[19])
+      redis.call('HDEL', key, kind .. ':until')
     end
     -- Nothing running: drained already.
     if tonumber(redis.call('HGET', C.node .. ARGV[19], 'used') or '0') == 0 then
@@ -43,7 +46,7 @@ if ARGV[21] == 'set' then
     end
   end
 else
-  redis.call('HDEL', key, kind, kind .. ':meta', kind .. ':from')
+  redis.call('HDEL', key, kind, kind .. ':meta', kind .. ':from', kind .. ':until')
   flag_expiry(KEYS[3], ARGV[19], kind, 0)
   if kind == FLAG_DRAIN then redis.call('ZREM', KEYS[2], ARGV[19]) end
   if had == 1 then event(KEYS[1], C.maxlen, EV_UNFLAGGED, ARGV[19], 'kind=' .. kind) end
