@@ -298,3 +298,17 @@ def test_busy_nodes_keep_a_waiting_job_waiting(ls: Harness) -> None:
     assert enqueue(ls, "job-1", regions=["eu-west"]).position == 0
     assert ls.get("gpu-1").state == node_pb2.NODE_STATE_BUSY
     assert _code(lambda: ls.queue.Cancel(qpb.CancelRequest(job_id="job-1"), timeout=5)) == grpc.StatusCode.OK
+
+
+def test_a_job_never_returns_to_a_node_it_failed_on_even_if_the_record_step_is_lost(ls: Harness) -> None:
+    rt = ls.server.rt
+    boots = {"gpu-1": ls.register("gpu-1")[0], "gpu-2": ls.register("gpu-2")[0]}
+    with ls.beating(boots):
+        lease = ls.match("job-1").lease
+        ls.fail(lease)
+        # The global tried set is written after the script; lose it, as a crash would.
+        ls.redis.delete(rt.keys.job_tried("job-1"))
+        for _ in range(4):
+            again = ls.match("job-1").lease
+            assert again.node_id != lease.node_id
+            ls.release(again)

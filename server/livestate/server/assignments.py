@@ -116,6 +116,7 @@ def end_lease(
             int(cfg.quarantine_ttl * 1000),
             int(control_ttl),
             reason,
+            int(cfg.job_ttl * 1000),
         ],
     )
     code, job_id, node_id, sched, score, flag, *rest = reply

@@ -117,14 +117,9 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
         rt.epoch.observe(epoch_reply)  # rt.context stamps the registration with it
         rt.locator.remember(node_id, partition)
         previous = Partition.from_label(str(previous_label)) if previous_label else None
-        flags: dict[str, str] = {}
+        flags = {str(k): str(v) for k, v in pending.items()}
         if previous is not None and previous != partition:
-            # Flags (and the failure score) follow the node into its new partition.
-            flags = {
-                str(k): str(v)
-                for k, v in rt.client.hgetall(rt.keys.partition(previous).control(node_id)).items()
-            }
-        flags.update({str(k): str(v) for k, v in pending.items()})
+            flags = self._leave(previous, node_id, flags)
         args: list[str | int] = [
             *rt.context(pk),
             node_id,
@@ -143,11 +138,7 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
             queue_node_reads(pipe, pk, [node_id])
 
         (_, restarted, _, *handed), *reads = rt.scripts.pipeline(register)
-        if previous is not None and previous != partition:
-            # The rest of the node stays behind: its old partition forgets it.
-            old = rt.keys.partition(previous)
-            rt.scripts.call("forget", old.forget_keys(node_id), [*rt.context(old), node_id])
-        if pending:
+        if flags:
             # In force in the partition now; a flag set meanwhile went there too (see above).
             rt.client.delete(rt.keys.pending_flags(node_id))
 
@@ -165,6 +156,20 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
             suspect_after=_duration(rt.config.suspect_after),
             offline_after=_duration(rt.config.offline_after),
         )
+
+    def _leave(self, previous: Partition, node_id: str, pending: dict[str, str]) -> dict[str, str]:
+        """A node moving region leaves its old partition before it becomes matchable in the new
+        one, so it is never matchable in two at once (its leases there end: LEASE_LOST 'moved').
+        Its flags and failure score go with it, parked first with its pending flags, so a crash
+        between leaving and arriving loses none: the next registration brings them in."""
+        rt = self.rt
+        old = rt.keys.partition(previous)
+        carried = {str(k): str(v) for k, v in rt.client.hgetall(old.control(node_id)).items()}
+        flags = {**carried, **pending}
+        if carried:
+            rt.client.hset(rt.keys.pending_flags(node_id), mapping={k: v for k, v in flags.items()})
+        rt.scripts.call("forget", old.forget_keys(node_id), [*rt.context(old), node_id])
+        return flags
 
     def _reply(self, request: BeatLike, answer: Answer) -> dict[str, Any]:
         """The fields BeatResponse and HeartbeatResponse share."""

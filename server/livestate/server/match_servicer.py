@@ -253,7 +253,9 @@ class MatchServicer(pb_grpc.MatchServiceServicer):
         ended = end_lease(rt, request.lease_id, request.fencing_token, failed=True, reason=request.reason)
         if ended.code != ENDED_BEFORE:  # a repeated Fail scores the node once
             check_lease_code(ended.code, request.lease_id)
-        # The job never comes back to this node, whichever scheduler asks next.
+        # The job never comes back to this node, whichever scheduler asks next. release.lua has
+        # already recorded it in the node's partition (where the node can be matched), so this
+        # global copy, which lets the job's record report it, may be lost without harm.
         job_key = rt.keys.job(ended.job_id)
         pipe = rt.client.pipeline(transaction=False)
         pipe.sadd(rt.keys.job_tried(ended.job_id), ended.node_id)

@@ -164,6 +164,17 @@ local function job_lease_key(C, job)
   return C.lease .. 'job:' .. job
 end
 
+-- The nodes of this partition the job failed on (written by the Fail that decided it, so no
+-- later step can lose it): every claim for the job skips them.
+local function tried_key(C, job)
+  return C.lease .. 'tried:' .. job
+end
+
+local function exclude_tried(C, req, job)
+  for _, node in ipairs(redis.call('SMEMBERS', tried_key(C, job))) do req.excluded[node] = true end
+  return req
+end
+
 -- A lease that is in force: its record exists, has not ended and has not expired.
 local function lease_live(l_token, l_exp, l_done, now)
   return l_token ~= false and not l_done and tonumber(l_exp) > now
@@ -391,7 +402,8 @@ local function serve_waiting(C, K, id, now)
         redis.call('ZREM', C.wait .. m, job)
         unwait(C, K, job)
       else
-        local ok = eligible(C, id, requirements(w.vram, w.gpus, w.sub, w.labels, w.excl, w.iso), now, H)
+        local req = exclude_tried(C, requirements(w.vram, w.gpus, w.sub, w.labels, w.excl, w.iso), job)
+        local ok = eligible(C, id, req, now, H)
         if ok == false then return out end
         if ok then
           -- Until its scheduler picks it up, the assignment holds for the job's whole ttl.

@@ -57,7 +57,7 @@ if held then return {0, held, held_token, held_exp, held_node} end
 local waiting_for = redis.call('HGET', C.wjob .. job, 'model')
 if waiting_for and waiting_for ~= model then return {4, waiting_for} end
 
-local req = requirements(ARGV[21], ARGV[22], ARGV[23], ARGV[24], ARGV[25], ARGV[35])
+local req = exclude_tried(C, requirements(ARGV[21], ARGV[22], ARGV[23], ARGV[24], ARGV[25], ARGV[35]), job)
 local policy = ARGV[27]
 local H = hearing(K.meta, now, C)
 local budget = tonumber(ARGV[28])

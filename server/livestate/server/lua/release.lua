@@ -19,6 +19,7 @@
 -- ARGV[26] QUARANTINE TTL (ms)
 -- ARGV[27] control record TTL (ms): how long flags and score outlive their last change
 -- ARGV[28] failure reason
+-- ARGV[29] how long the job's tried nodes are remembered (ms)
 --
 -- Returns {code, job_id, node_id, scheduler, score, flag, assignment...}: code 0 = done, 1 = no
 -- such lease (never issued, or expired), 2 = the token is not the lease's, 3 = this lease
@@ -41,6 +42,8 @@ if l[3] or tonumber(l[2]) <= now then return {1, '', '', '', '0', 0} end
 local node, job, sched = lease_end(C, K, KEYS[2], ARGV[19], now, ARGV[21] == '1' and 'failed' or 'released')
 local score, flag = 0, 0
 if ARGV[21] == '1' then
+  redis.call('SADD', tried_key(C, job), node)
+  redis.call('PEXPIRE', tried_key(C, job), ARGV[29])
   local ctl = C.ctl .. node
   local c = redis.call('HMGET', ctl, 'score', 'score_t', FLAG_COOLDOWN, FLAG_QUARANTINE)
   local prev, since = tonumber(c[1] or '0'), tonumber(c[2] or now)
