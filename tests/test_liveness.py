@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import time
+
+import redis
 
 from conftest import ServerFactory
 from harness import OFFLINE, ONLINE, SUSPECT, Harness, wait_for
+from livestate.server import Config
+from livestate.server.records import Hearing
 
 
 def _sweeper_liveness(ls: Harness, node_id: str) -> str | None:
@@ -120,3 +125,60 @@ def test_sweep_is_bounded_per_call_yet_drains_everything(make_server: ServerFact
         ls.register(f"gpu-{i}")
 
     wait_for(lambda: all(_sweeper_liveness(ls, f"gpu-{i}") == "3" for i in range(40)), timeout=4)
+
+
+_PROBE = """
+local C = {epoch = tonumber(ARGV[1]), gap = tonumber(ARGV[2]), offline_after = tonumber(ARGV[3])}
+local now, limit = tonumber(ARGV[4]), tonumber(ARGV[5])
+local H = hearing(KEYS[1], now, C)
+local cut = silent_before(H, now, limit)
+local out = {cut and string.format('%d', cut) or 'none'}
+for i = 6, #ARGV do out[#out + 1] = string.format('%d', silence(H, ARGV[i], now)) end
+return out
+"""
+
+
+def test_the_liveness_rule_in_python_agrees_with_the_scripts(redis_client: redis.Redis) -> None:
+    """records.Hearing mirrors hearing/silence in lua/lib.lua; and the sweep's one-bound cutoff
+    (silent_before) picks exactly the nodes whose silence exceeds the limit."""
+    lib = (importlib.resources.files("livestate.server") / "lua" / "lib.lua").read_text("utf-8")
+    probe = redis_client.register_script(lib + _PROBE)
+    config = Config(listen="127.0.0.1:0", heartbeat_interval=1.0, sweep_gap=2.0)  # offline_after 5 s
+    now = 1_000_000
+    seens = [now - d for d in (0, 500, 2_999, 3_000, 3_001, 6_000, 9_000, 20_000, 60_000)]
+    metas: list[dict[str, int]] = [
+        {},
+        {"pulse": now - 1_000},
+        {"pulse": now - 4_000},  # an outage not yet recorded
+        {"pulse": now - 4_000, "ostart": now - 9_000, "oend": now - 2_000},  # forgiven too recently
+        {"pulse": now - 100, "ostart": now - 12_000, "oend": now - 7_000},
+        {"pulse": now - 30_000, "ostart": now - 40_000, "oend": now - 31_000},
+    ]
+    for epoch in (0, now - 8_000, now - 1_000):
+        for meta in metas:
+            for limit in (3_000, 5_000):
+                redis_client.delete("probe:meta")
+                if meta:
+                    redis_client.hset("probe:meta", mapping={k: v for k, v in meta.items()})
+                before = [str(meta[f]) if f in meta else None for f in ("pulse", "ostart", "oend")]
+                hearing = Hearing.read(before, now, epoch, config)
+                cut, *silences = probe(
+                    keys=["probe:meta"],
+                    args=[
+                        epoch,
+                        int(config.sweep_gap * 1000),
+                        int(config.offline_after * 1000),
+                        now,
+                        limit,
+                        *seens,
+                    ],
+                )
+                case = (epoch, meta, limit)
+                assert [int(s) for s in silences] == [hearing.silence(seen, now) for seen in seens], case
+                for seen, silence in zip(seens, (int(s) for s in silences), strict=True):
+                    assert (silence > limit) == (cut != "none" and seen < int(cut)), (
+                        case,
+                        seen,
+                        silence,
+                        cut,
+                    )
