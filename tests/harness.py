@@ -42,8 +42,8 @@ FAST: dict[str, Any] = {
     "sweep_interval": 0.05,
     "retention": 2.0,
     "redis_timeout": 0.5,
-    "max_workers": 64,
-    "max_concurrent_rpcs": 64,
+    "max_streams": 64,
+    "max_watchers": 32,
     "outbox_settle_after": 0.5,
 }
 

@@ -47,7 +47,8 @@ def test_flags_override_env_which_overrides_defaults() -> None:
         ({"LIVESTATE_HEARTBEAT_INTERVAL": "fast"}, "LIVESTATE_HEARTBEAT_INTERVAL"),
         ({"LIVESTATE_HEARTBEAT_INTERVAL": "0"}, "heartbeat_interval"),
         ({"LIVESTATE_SUSPECT_AFTER": "20", "LIVESTATE_OFFLINE_AFTER": "10"}, "suspect_after < offline_after"),
-        ({"LIVESTATE_MAX_WORKERS": "0"}, "max_workers"),
+        ({"LIVESTATE_MAX_WORKERS": "10"}, "max_workers"),
+        ({"LIVESTATE_MAX_STREAMS": "0"}, "max_streams"),
         ({"LIVESTATE_KEY_PREFIX": "a{b}"}, "key_prefix"),
     ],
 )

@@ -6,25 +6,44 @@
 
 `run` holds one Heartbeat stream open, sends a beat every interval the server names, answers
 `resync_required` by registering again (same boot), and reconnects with backoff when the server
-or its Redis is unavailable. One agent object is one boot: a new process makes a new boot_id.
+or its Redis is unavailable. When the server has no stream to spare (RESOURCE_EXHAUSTED), it
+beats with unary Beat for the time the server suggests, then tries the stream again: the node
+never goes silent for it. One agent object is one boot: a new process makes a new boot_id.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 
 import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from livestate.v1 import heartbeat_service_pb2 as hb
 from livestate.v1 import heartbeat_service_pb2_grpc as hb_grpc
 from livestate.v1 import node_pb2
 
 log = logging.getLogger(__name__)
+
+
+def _retry_after(err: grpc.RpcError, default: float) -> float:
+    """The server's `retry_after_ms` hint (ErrorInfo metadata), in seconds."""
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            with contextlib.suppress(KeyError, ValueError):
+                return max(0.1, int(info.metadata["retry_after_ms"]) / 1000)
+    return default
+
 
 RETRYABLE = (
     grpc.StatusCode.UNAVAILABLE,
@@ -61,6 +80,7 @@ class NodeAgent:
         self.interval = 2.0
         self.seq = 0
         self.registrations = 0
+        self.stream_refusals = 0
 
     def register(self, reading: Reading | None = None) -> hb.RegisterResponse:
         reading = reading or Reading()
@@ -108,11 +128,27 @@ class NodeAgent:
                 self._stream(stop, read)
                 backoff = 0.1
             except grpc.RpcError as err:
+                if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    self._beat_unary_for(stop, read, _retry_after(err, default=max_backoff))
+                    continue
                 if err.code() not in RETRYABLE:
                     raise
                 log.warning("livestate unavailable (%s); retrying in %.1fs", err.code(), backoff)
                 stop.wait(backoff)
                 backoff = min(max_backoff, backoff * 2)
+
+    def _beat_unary_for(self, stop: threading.Event, read: Callable[[], Reading], seconds: float) -> None:
+        """Unary beats every interval for `seconds` (the server had no stream for us)."""
+        self.stream_refusals += 1
+        log.info("no Heartbeat stream to spare; beating with unary Beat for %.0fs", seconds)
+        until = time.monotonic() + seconds
+        while not stop.is_set() and time.monotonic() < until:
+            try:
+                self.beat(read())
+            except grpc.RpcError as err:
+                if err.code() not in RETRYABLE:
+                    raise
+            stop.wait(self.interval)
 
     def close(self) -> None:
         if self._owns_channel:

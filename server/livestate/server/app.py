@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from livestate.server import store
 from livestate.server.auth import AuthInterceptor, TokenTable
+from livestate.server.budgets import StreamBudgets
 from livestate.server.config import Config, ConfigError
 from livestate.server.decoding import DecodeRequests
 from livestate.server.embedded import EmbeddedRedis
@@ -106,11 +107,19 @@ class LivestateServer:
         self.rt = Runtime.build(config, self.client)
 
         self.health = health.HealthServicer(experimental_non_blocking=True)
+        self.budgets = StreamBudgets(config)
         self.grpc = grpc.server(
+            # Sized to every stream budget plus unary_workers (config.py): streams past their
+            # budget are refused, so they never hold the threads unary RPCs need.
             concurrent.futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
-            # Auth first: a caller without the right token learns nothing, not even decode errors.
-            interceptors=[*([AuthInterceptor(self.tokens)] if self.tokens else []), DecodeRequests()],
+            # Auth first: a caller without the right token learns nothing, not even decode errors;
+            # and budgets count streams per identity.
+            interceptors=[
+                *([AuthInterceptor(self.tokens)] if self.tokens else []),
+                self.budgets,
+                DecodeRequests(),
+            ],
             options=[
                 ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.max_metadata_size", 16 * 1024),
@@ -167,6 +176,7 @@ class LivestateServer:
         self._started = True
         self.rt.batcher.start()
         self.rt.notifier.start()
+        self.budgets.idle.start()
         self.maintenance.start()
         self.grpc.start()
         log.info("livestate serving on port %d (redis %s)", self.port, self.redis_url)
@@ -180,6 +190,7 @@ class LivestateServer:
         self.grpc.stop(self.config.shutdown_grace if grace is None else grace).wait()
         if self._started:
             self.maintenance.stop()
+            self.budgets.idle.stop()
             self.rt.notifier.stop()
             self.rt.batcher.stop()
         self.client.close()

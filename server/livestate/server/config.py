@@ -40,8 +40,21 @@ class Config:
     # Socket timeout for every Redis call: bounds how long an RPC can wait on a frozen Redis.
     redis_timeout: float = 1.0
     redis_max_connections: int = 64
-    max_workers: int = 256
-    max_concurrent_rpcs: int = 256
+    # Threads are budgets: long-lived calls each have their own cap, so they can never take the
+    # threads that unary RPCs (Match, Renew, Release, Beat, ...) need (see budgets.py).
+    # Agent Heartbeat streams per process, and per identity when access control is on.
+    max_streams: int = 2500
+    max_streams_per_identity: int = 4
+    # Watch and Assignments streams per process.
+    max_watchers: int = 256
+    # Threads kept for unary RPCs whatever the streams do.
+    unary_workers: int = 64
+    # A Heartbeat stream that sends nothing for this long is closed; 0 = offline_after.
+    stream_idle_after: float = 0.0
+    # 0 = derived: every budget above plus the unary workers (threads are started as needed);
+    # RPCs in flight: that plus a queue of 3 x unary_workers for bursts.
+    max_workers: int = 0
+    max_concurrent_rpcs: int = 0
     max_message_bytes: int = 256 * 1024
     beat_batch_size: int = 256
     beat_writers: int = 2
@@ -88,6 +101,14 @@ class Config:
             object.__setattr__(self, "sweep_interval", min(0.5, self.heartbeat_interval / 2))
         if self.sweep_gap == 0:
             object.__setattr__(self, "sweep_gap", max(1.0, 4 * self.sweep_interval))
+        if self.stream_idle_after == 0:
+            object.__setattr__(self, "stream_idle_after", self.offline_after)
+        budgets = self.max_streams + self.max_watchers + self.max_waiting_matches + self.unary_workers
+        if self.max_workers == 0:
+            object.__setattr__(self, "max_workers", budgets)
+        if self.max_concurrent_rpcs == 0:
+            # Unary bursts past the reserve queue for a free thread rather than being refused.
+            object.__setattr__(self, "max_concurrent_rpcs", self.max_workers + 3 * self.unary_workers)
         self._check()
 
     def _check(self) -> None:
@@ -130,8 +151,10 @@ class Config:
             "match_walk",
             "sweep_batch",
             "redis_max_connections",
-            "max_workers",
-            "max_concurrent_rpcs",
+            "max_streams",
+            "max_streams_per_identity",
+            "max_watchers",
+            "unary_workers",
             "max_message_bytes",
             "beat_batch_size",
             "beat_writers",
@@ -139,6 +162,15 @@ class Config:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")
+        budgets = self.max_streams + self.max_watchers + self.max_waiting_matches + self.unary_workers
+        for name in ("max_workers", "max_concurrent_rpcs"):
+            if getattr(self, name) < budgets:
+                raise ConfigError(
+                    f"{name} ({getattr(self, name)}) must cover max_streams + max_watchers + "
+                    f"max_waiting_matches + unary_workers ({budgets}), or be 0 to derive it"
+                )
+        if self.stream_idle_after <= 0:
+            raise ConfigError("stream_idle_after must be > 0")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("tls_cert and tls_key go together")
         if self.tls_ca and not self.tls_cert:
@@ -175,8 +207,13 @@ _HELP = {
     "sweep_gap": "seconds unswept after which a partition's silence is not held against its nodes",
     "redis_timeout": "seconds a Redis call may take before the RPC fails UNAVAILABLE",
     "redis_max_connections": "Redis connection pool size",
-    "max_workers": "gRPC worker threads (each open Heartbeat stream holds one)",
-    "max_concurrent_rpcs": "RPCs in flight before new ones get RESOURCE_EXHAUSTED",
+    "max_streams": "agent Heartbeat streams per process (each holds a thread); past it RESOURCE_EXHAUSTED",
+    "max_streams_per_identity": "open streams per token identity when access control is on",
+    "max_watchers": "Watch and Assignments streams per process",
+    "unary_workers": "threads kept for unary RPCs whatever the streams do",
+    "stream_idle_after": "seconds a silent Heartbeat stream stays open (0 = offline_after)",
+    "max_workers": "gRPC worker threads (0 = every stream budget plus unary_workers)",
+    "max_concurrent_rpcs": "RPCs in flight before RESOURCE_EXHAUSTED (0 = max_workers + 3 x unary_workers)",
     "max_message_bytes": "largest request message accepted",
     "beat_batch_size": "beats coalesced into one Redis pipeline at most",
     "beat_writers": "threads writing beat pipelines to Redis",
