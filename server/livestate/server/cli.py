@@ -20,6 +20,10 @@ def serve_main(argv: Sequence[str]) -> int:
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if config.process_count > 1:
+        from livestate.server import supervisor
+
+        return supervisor.run(config)
     from livestate.server.app import serve
 
     try:
@@ -27,3 +31,11 @@ def serve_main(argv: Sequence[str]) -> int:
     except config_mod.ConfigError as exc:
         parser.error(str(exc))
     return 0
+
+
+if __name__ == "__main__":  # the supervisor's children: `python -m livestate.server.cli serve`
+    import sys
+
+    if sys.argv[1:2] != ["serve"]:
+        sys.exit("usage: python -m livestate.server.cli serve [options]")
+    sys.exit(serve_main(sys.argv[2:]))

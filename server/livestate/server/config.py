@@ -22,6 +22,9 @@ class ConfigError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class Config:
     listen: str = "127.0.0.1:50051"
+    # Server processes sharing the listen port (SO_REUSEPORT) under one supervisor; "auto" = one
+    # per core.
+    processes: str = "1"
     # None: start an embedded Valkey on a free loopback port.
     redis_url: str | None = None
     key_prefix: str = "ls"
@@ -169,6 +172,8 @@ class Config:
                     f"{name} ({getattr(self, name)}) must cover max_streams + max_watchers + "
                     f"max_waiting_matches + unary_workers ({budgets}), or be 0 to derive it"
                 )
+        if self.processes != "auto" and not (self.processes.isdigit() and int(self.processes) >= 1):
+            raise ConfigError(f"processes must be a number >= 1 or 'auto', got {self.processes!r}")
         if self.stream_idle_after <= 0:
             raise ConfigError("stream_idle_after must be > 0")
         if bool(self.tls_cert) != bool(self.tls_key):
@@ -177,6 +182,10 @@ class Config:
             raise ConfigError("tls_ca (client certificates) needs tls_cert and tls_key")
         if not self.key_prefix or any(c in self.key_prefix for c in "{}: "):
             raise ConfigError("key_prefix must be non-empty without '{', '}', ':' or spaces")
+
+    @property
+    def process_count(self) -> int:
+        return (os.cpu_count() or 1) if self.processes == "auto" else int(self.processes)
 
     @property
     def node_ttl(self) -> float:
@@ -194,6 +203,7 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
 _HELP = {
     "listen": "HOST:PORT to serve gRPC on",
+    "processes": "server processes sharing the port (SO_REUSEPORT); 'auto' = one per core",
     "redis_url": "redis:// or unix:// URL; unset starts an embedded Valkey on a free loopback port",
     "key_prefix": "prefix of every Redis key",
     "outbox_settle_after": "seconds after which a sweep records an assignment its caller did not",

@@ -206,6 +206,11 @@ class Keys:
         self.partitions = f"{prefix}:partitions"
         self._cache: dict[Partition, PartitionKeys] = {}
 
+    @property
+    def sweeper(self) -> str:
+        """The process that sweeps (a short lease, hold.lua): one at a time, however many run."""
+        return f"{self.prefix}:sweeper"
+
     def locator(self, node_id: str) -> str:
         return f"{self.prefix}:loc:{node_id}"
 

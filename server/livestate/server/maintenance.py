@@ -1,17 +1,21 @@
 """The background loop of each server process: watch Redis, keep the epoch current, sweep liveness.
 
-Every process runs it; sweeps are idempotent (sweep.lua), so more processes only mean more
-frequent sweeps, never double transitions. Readiness follows Redis: the named health services
+Every process runs it, but only the one holding the sweeper lease (hold.lua) sweeps, so the
+sweeps' Redis cost stays flat however many processes serve; when that one stops (or dies, and
+its lease lapses after two sweep intervals) another takes over. Sweeps are idempotent
+(sweep.lua), so a moment with two sweepers is harmless. Readiness follows Redis: the named health services
 go NOT_SERVING while Redis does not answer and SERVING when it does again; the overall service
 ("") stays SERVING, so a Redis blip never takes every replica out of a load balancer at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -68,6 +72,8 @@ class Maintenance:
         self._thread = threading.Thread(target=self._loop, name="maintenance", daemon=True)
         self.ready: bool | None = None
         self.ticks = 0
+        self.sweeps = 0
+        self.token = uuid.uuid4().hex
         # Partitions seen empty by the sweep, and since when (monotonic); see _drop_empty.
         self._empty_since: dict[Partition, float] = {}
 
@@ -77,6 +83,9 @@ class Maintenance:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        # Hand the role over at once rather than after the lease lapses.
+        with contextlib.suppress(redis.exceptions.RedisError):
+            self.rt.scripts.call("del_if_equal", [self.rt.keys.sweeper], [self.token])
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -112,6 +121,10 @@ class Maintenance:
                 epoch,
             )
             rt.locator.clear()
+        lease_ms = int(2 * rt.config.sweep_interval * 1000) + 100
+        if not int(rt.scripts.call("hold", [rt.keys.sweeper], [self.token, lease_ms])):
+            return
+        self.sweeps += 1
         due = rt.catalogue.partitions(fresh=True)
         refresh = self.ticks % REFRESH_EVERY == 0
         for _ in range(MAX_ROUNDS):

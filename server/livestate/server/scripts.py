@@ -30,6 +30,7 @@ ScriptName = Literal[
     "unwait",
     "settle",
     "setflag",
+    "hold",
 ]
 SCRIPT_NAMES: tuple[ScriptName, ...] = get_args(ScriptName)
 
