@@ -5,7 +5,11 @@ holds `--streams` Heartbeat streams open and ping-pongs beats on each as fast as
 The baseline server answers the same messages on the same RPC path without touching Redis, so
 the ratio isolates what livestate adds (validation, batching, the beat script, Redis).
 
-    python -m bench [--nodes 10000] [--streams 64] [--seconds 8]
+Then paced agent fleets (bench/fleet.py): 500 and 2,000 streams beating every 2 s with spread
+arrivals (5,000 too with FULL=1), against the bare server and livestate, with server CPU per beat,
+ack latency, refusals and a scheduler's Match latency meanwhile.
+
+    python -m bench [--nodes 10000] [--streams 64] [--seconds 8] [--fleet 500,2000]
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ import sys
 import time
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import grpc
 import redis
 
+from bench import fleet
 from livestate.server.embedded import EmbeddedRedis, free_port
 from livestate.v1 import heartbeat_service_pb2 as hb
 from livestate.v1 import heartbeat_service_pb2_grpc as hb_grpc
@@ -33,7 +39,7 @@ from livestate.v1 import match_service_pb2_grpc as mpb_grpc
 HERE = Path(__file__).resolve().parent
 
 
-def bare_server(port: int) -> None:
+def bare_server(port: int, workers: int = 512) -> None:
     """The baseline: a threaded gRPC server answering beats and Matches with fixed responses."""
 
     class Bare(hb_grpc.HeartbeatServiceServicer):
@@ -52,7 +58,7 @@ def bare_server(port: int) -> None:
         def Release(self, request, context):  # type: ignore[no-untyped-def]
             return mpb.ReleaseResponse()
 
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=512), maximum_concurrent_rpcs=512)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), maximum_concurrent_rpcs=workers)
     hb_grpc.add_HeartbeatServiceServicer_to_server(Bare(), server)
     mpb_grpc.add_MatchServiceServicer_to_server(BareMatch(), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
@@ -226,9 +232,30 @@ def main() -> None:
     parser.add_argument("--bare", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--match-load", help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, default=8, help="concurrent Match callers")
+    parser.add_argument(
+        "--fleet",
+        default="500,2000,5000" if os.environ.get("FULL") else "500,2000",
+        help="paced agent fleets to run, comma-separated stream counts (FULL=1: 5000 as well)",
+    )
+    parser.add_argument("--interval", type=float, default=2.0, help="beat interval of the paced fleets")
+    parser.add_argument(
+        "--match-rate", type=float, default=20.0, help="Match/s a scheduler sends during a fleet"
+    )
+    parser.add_argument("--fleet-agents", help=argparse.SUPPRESS)
+    parser.add_argument("--fleet-scheduler", help=argparse.SUPPRESS)
+    parser.add_argument("--rate", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--start", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--stop", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--bare-workers", type=int, default=512, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare:
-        bare_server(args.bare)
+        bare_server(args.bare, args.bare_workers)
+        return
+    if args.fleet_agents:
+        fleet.agents_main(args.fleet_agents, args.ids, args.boot, args.interval, args.start, args.stop)
+        return
+    if args.fleet_scheduler:
+        fleet.scheduler_main(args.fleet_scheduler, args.rate, args.start, args.stop)
         return
     if args.load:
         load_main(args.load, args.ids.split(","), args.boot, args.seconds)
@@ -238,10 +265,20 @@ def main() -> None:
         return
 
     node_ids = [f"bench-{i:06d}" for i in range(min(args.streams, args.nodes))]
+    fleets = [int(n) for n in args.fleet.split(",") if n]
+    fleet_results: list[tuple[dict[str, Any], dict[str, Any]]] = []
     with EmbeddedRedis() as embedded:
         bare_port, ls_port = free_port(), free_port()
         bare = subprocess.Popen(
-            [sys.executable, "-m", "bench", "--bare", str(bare_port)],
+            [
+                sys.executable,
+                "-m",
+                "bench",
+                "--bare",
+                str(bare_port),
+                "--bare-workers",
+                str(max([512, *fleets]) + 64),
+            ],
             cwd=HERE.parent,
             stderr=subprocess.DEVNULL,
         )
@@ -249,8 +286,6 @@ def main() -> None:
             **os.environ,
             "LIVESTATE_REDIS_URL": embedded.url,
             "LIVESTATE_LOG_LEVEL": "WARNING",
-            "LIVESTATE_MAX_WORKERS": "512",
-            "LIVESTATE_MAX_CONCURRENT_RPCS": "512",
             # Populating takes a while; no node may go silent before it beats in the measurement.
             "LIVESTATE_SUSPECT_AFTER": "1800",
             "LIVESTATE_OFFLINE_AFTER": "3600",
@@ -273,6 +308,18 @@ def main() -> None:
             livestate = _measure(ls_port, node_ids, args.boot, args.seconds)
             match_baseline = _measure_match(bare_port, args.workers, args.seconds)
             match_livestate = _measure_match(ls_port, args.workers, args.seconds)
+            for streams in fleets:
+                if streams > args.nodes:
+                    continue
+                paced = {"interval": args.interval, "seconds": max(args.seconds, 3 * args.interval)}
+                fleet_results.append(
+                    (
+                        fleet.run(bare_port, bare.pid, streams, args.boot, match_rate=0, **paced),
+                        fleet.run(
+                            ls_port, server.pid, streams, args.boot, match_rate=args.match_rate, **paced
+                        ),
+                    )
+                )
         finally:
             for proc in (bare, server):
                 proc.terminate()
@@ -306,6 +353,27 @@ def main() -> None:
         f"  ratio                {match_ratio:8.2f}   (Match alone vs a bare call; each livestate match also"
         " pays a Release)"
     )
+    for bare_run, ls_run in fleet_results:
+        print(
+            f"Paced fleet: {ls_run['streams']} agent streams beating every {args.interval:g}s "
+            f"(arrivals spread), one server process, default settings; a scheduler at "
+            f"{args.match_rate:g} Match/s:"
+        )
+        for name, r in (("bare threaded stream", bare_run), ("livestate Heartbeat", ls_run)):
+            print(
+                f"  {name:21s} {r['beats_per_s']:7.0f} beats/s  ack p50 {r['ack_p50_ms']:.1f} ms  "
+                f"p99 {r['ack_p99_ms']:.1f} ms  server CPU {r['cpu_us_per_beat']:.0f} us/beat "
+                f"({r['cpu_cores']:.2f} cores)  streams ended by {r['errors'] or 'nothing'}"
+            )
+        print(
+            f"  CPU per beat ratio    {ls_run['cpu_us_per_beat'] / bare_run['cpu_us_per_beat']:7.2f}   "
+            "(target <= 1.5; ack p99 target <= 50 ms)"
+        )
+        print(
+            f"  Match while streaming p50 {ls_run['match_p50_ms']:.1f} ms  "
+            f"p99 {ls_run['match_p99_ms']:.1f} ms  errors {ls_run['match_errors'] or 'none'}  "
+            "(target p99 <= 20 ms)"
+        )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,191 @@
+"""Paced agent fleets: N Heartbeat streams each beating once per interval, arrivals spread over
+the interval, as a real fleet does (the ping-pong bench measures a ceiling instead).
+
+Load generators are separate processes of about 500 streams each (grpc.aio), so the server
+under test gets the cores it can. The same fleet is run against a bare threaded gRPC stream
+server (no Redis, fixed answers, a thread per stream as livestate has) as the same-run
+reference: server CPU per beat is reported for both and as a ratio. A scheduler matches at a
+paced rate meanwhile, and its Match p99 is reported too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from livestate.v1 import heartbeat_service_pb2 as hb
+from livestate.v1 import heartbeat_service_pb2_grpc as hb_grpc
+from livestate.v1 import match_service_pb2 as mpb
+from livestate.v1 import match_service_pb2_grpc as mpb_grpc
+from livestate.v1 import node_pb2
+
+HERE = Path(__file__).resolve().parent
+PER_GENERATOR = 500
+CLOCK_TICKS = 100  # os.sysconf("SC_CLK_TCK") on Linux
+
+
+# Every process reads the same CLOCK_MONOTONIC, so the measured window [start, stop) is given to
+# the generators as absolute monotonic times and the server's CPU is sampled at its ends.
+
+
+async def _agents(
+    target: str, node_ids: list[str], boot: str, interval: float, start: float, stop: float
+) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors: Counter[str] = Counter()
+    beats = 0
+    detail: dict[str, str] = {}
+    measure_from, stop_at = start, stop
+
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = hb_grpc.HeartbeatServiceStub(channel)
+
+        async def one(node_id: str) -> None:
+            nonlocal beats
+            await asyncio.sleep(random.uniform(0, interval))  # spread arrivals over the interval
+            call = stub.Heartbeat()
+            seq = 0
+            try:
+                while (now := time.monotonic()) < stop_at:
+                    seq += 1
+                    sent = time.perf_counter()
+                    await call.write(
+                        hb.HeartbeatRequest(
+                            node_id=node_id, boot_id=boot, seq=seq, state=node_pb2.NODE_STATE_IDLE
+                        )
+                    )
+                    await call.read()
+                    if now >= measure_from:
+                        latencies.append(time.perf_counter() - sent)
+                        beats += 1
+                    await asyncio.sleep(max(0.0, now + interval - time.monotonic()))
+                await call.done_writing()
+            except grpc.aio.AioRpcError as err:
+                errors[err.code().name] += 1
+                detail.setdefault(err.code().name, str(err.details())[:120])
+
+        await asyncio.gather(*(one(n) for n in node_ids))
+    return {"latencies": latencies, "errors": dict(errors), "beats": beats, "detail": detail}
+
+
+async def _scheduler(target: str, rate: float, start: float, stop: float) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors: Counter[str] = Counter()
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = mpb_grpc.MatchServiceStub(channel)
+        await asyncio.sleep(max(0.0, start - time.monotonic()))
+        stop_at = stop
+        n = 0
+        while (now := time.monotonic()) < stop_at:
+            n += 1
+            sent = time.perf_counter()
+            try:
+                reply = await stub.Match(
+                    mpb.MatchRequest(job_id=f"fleet-{n}", env="bench", model="llama-3-8b"), timeout=5
+                )
+                latencies.append(time.perf_counter() - sent)
+                await stub.Release(
+                    mpb.ReleaseRequest(
+                        lease_id=reply.lease.lease_id, fencing_token=reply.lease.fencing_token
+                    ),
+                    timeout=5,
+                )
+            except grpc.aio.AioRpcError as err:
+                errors[err.code().name] += 1
+            await asyncio.sleep(max(0.0, now + 1 / rate - time.monotonic()))
+    return {"latencies": latencies, "errors": dict(errors)}
+
+
+def agents_main(target: str, ids: str, boot: str, interval: float, start: float, stop: float) -> None:
+    print(json.dumps(asyncio.run(_agents(target, ids.split(","), boot, interval, start, stop))))
+
+
+def scheduler_main(target: str, rate: float, start: float, stop: float) -> None:
+    print(json.dumps(asyncio.run(_scheduler(target, rate, start, stop))))
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def _spawn(args: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench", *args], cwd=HERE.parent, stdout=subprocess.PIPE, text=True
+    )
+
+
+def _pct(values: list[float], q: float) -> float:
+    return sorted(values)[min(len(values) - 1, int(len(values) * q))] * 1000 if values else float("nan")
+
+
+def run(
+    port: int, server_pid: int, streams: int, boot: str, *, interval: float, seconds: float, match_rate: float
+) -> dict[str, Any]:
+    """One paced fleet of `streams` agents against the server on `port` (pid `server_pid`)."""
+    # Every stream connected and beating (and the generators started) before measuring.
+    start = time.monotonic() + 2 + interval + streams / 1000
+    stop = start + seconds
+    window = ["--start", repr(start), "--stop", repr(stop)]
+    ids = [f"bench-{i:06d}" for i in range(streams)]
+    generators = [
+        _spawn(
+            [
+                "--fleet-agents",
+                f"127.0.0.1:{port}",
+                "--ids",
+                ",".join(ids[i : i + PER_GENERATOR]),
+                "--boot",
+                boot,
+                "--interval",
+                str(interval),
+                *window,
+            ]
+        )
+        for i in range(0, streams, PER_GENERATOR)
+    ]
+    scheduler = (
+        _spawn(["--fleet-scheduler", f"127.0.0.1:{port}", "--rate", str(match_rate), *window])
+        if match_rate
+        else None
+    )
+    time.sleep(max(0.0, start - time.monotonic()))
+    cpu_before = _cpu_seconds(server_pid)
+    time.sleep(max(0.0, stop - time.monotonic()))
+    cpu, elapsed = _cpu_seconds(server_pid) - cpu_before, seconds
+    latencies: list[float] = []
+    errors: Counter[str] = Counter()
+    details: dict[str, str] = {}
+    beats = 0
+    for proc in generators:
+        out, _ = proc.communicate(timeout=60 + seconds)
+        got = json.loads(out)
+        latencies += got["latencies"]
+        errors.update(got["errors"])
+        details.update(got["detail"])
+        beats += got["beats"]
+    result: dict[str, Any] = {
+        "streams": streams,
+        "beats_per_s": beats / elapsed,
+        "ack_p50_ms": _pct(latencies, 0.5),
+        "ack_p99_ms": _pct(latencies, 0.99),
+        "cpu_us_per_beat": cpu / max(1, beats) * 1e6,
+        "cpu_cores": cpu / elapsed,
+        "errors": {code: f"{n} ({details.get(code, '')})" for code, n in errors.items()},
+    }
+    if scheduler is not None:
+        out, _ = scheduler.communicate(timeout=60 + seconds)
+        got = json.loads(out)
+        result["match_p50_ms"] = _pct(got["latencies"], 0.5)
+        result["match_p99_ms"] = _pct(got["latencies"], 0.99)
+        result["match_errors"] = got["errors"]
+    return result
