@@ -9,10 +9,8 @@ from __future__ import annotations
 import concurrent.futures
 import ipaddress
 import logging
-import signal
 import threading
 from pathlib import Path
-from types import FrameType
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -31,6 +29,7 @@ from livestate.server.match_servicer import MatchServicer
 from livestate.server.node_servicer import NodeServicer
 from livestate.server.queue_servicer import QueueServicer
 from livestate.server.runtime import Runtime
+from livestate.server.signals import stop_requested
 from livestate.server.subcloud_servicer import SubcloudServicer
 from livestate.v1 import (
     flag_service_pb2,
@@ -208,13 +207,5 @@ def create_server(config: Config) -> LivestateServer:
 def serve(config: Config) -> None:
     server = create_server(config)
     server.start()
-    done = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("signal %d: draining (grace %.1fs)", signum, config.shutdown_grace)
-        done.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    done.wait()
+    stop_requested(f"draining (grace {config.shutdown_grace:.1f}s)").wait()
     server.stop()

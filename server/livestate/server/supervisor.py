@@ -20,12 +20,11 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from types import FrameType
 
 from livestate.server.config import ENV_PREFIX, Config
 from livestate.server.embedded import EmbeddedRedis, free_port
+from livestate.server.signals import stop_requested
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +73,7 @@ def run(config: Config) -> int:
     child_config = dataclasses.replace(config, redis_url=redis_url, listen=f"{host}:{port}", processes="1")
     env = child_environment(child_config)
 
-    done = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("signal %d: draining %d server processes", signum, config.process_count)
-        done.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    done = stop_requested(f"draining {config.process_count} server processes")
 
     children = [_Child(slot, env) for slot in range(config.process_count)]
     for child in children:
