@@ -17,7 +17,7 @@ import pytest
 from conftest import ServerFactory
 from harness import BUSY, Harness, Stream, enqueue, error_reason, spec, wait_for
 from livestate.server import jobs
-from livestate.server.assignments import Assignment
+from livestate.server.assignments import Assignment, settle
 from livestate.server.keys import Partition, lease_partition
 from livestate.v1 import flag_pb2, heartbeat_service_pb2, node_pb2
 from livestate.v1 import flag_service_pb2 as fpb
@@ -312,3 +312,26 @@ def test_a_job_never_returns_to_a_node_it_failed_on_even_if_the_record_step_is_l
             again = ls.match("job-1").lease
             assert again.node_id != lease.node_id
             ls.release(again)
+
+
+def test_a_lease_given_back_leaves_the_winners_assignment_with_its_scheduler(ls: Harness) -> None:
+    """Two partitions hand one job a slot at once; the second is given back, and the scheduler
+    still has (and only ever hears of) the first."""
+    rt = ls.server.rt
+    boots = {"eu-1": ls.register("eu-1", region="eu")[0], "us-1": ls.register("us-1", region="us")[0]}
+    with ls.beating(boots):
+        spec = jobs.JobSpec("job-1", "test", "llama-3-8b", [], 0, [], "", {}, frozenset(), 60_000, 0)
+        first = jobs.try_partition(rt, Partition("test", "eu"), spec, set(), scheduler="sched-a", wait_ms=0)
+        second = jobs.try_partition(rt, Partition("test", "us"), spec, set(), scheduler="sched-a", wait_ms=0)
+        assert isinstance(first, Assignment) and isinstance(second, Assignment)
+        assert settle(rt, [first]) == [first]
+        assert settle(rt, [second]) == []  # given back
+        assert ls.redis.hget(rt.keys.scheduler("sched-a"), "job-1") == first.lease_id
+        assert ls.get("us-1").leased_slots == 0
+        stream = Stream(ls, "sched-a")
+        try:
+            assert stream.next().lease.lease_id == first.lease_id
+            with pytest.raises(queue.Empty):
+                stream.next(timeout=0.5)
+        finally:
+            stream.close()

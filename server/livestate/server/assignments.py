@@ -121,8 +121,17 @@ def end_lease(
     )
     code, job_id, node_id, sched, score, flag, *rest = reply
     ended = Ended(int(code), str(job_id), str(node_id), str(sched), float(score), int(flag))
-    if ended.code in (ENDED, ENDED_BEFORE) and ended.scheduler_id:
-        rt.client.hdel(rt.keys.scheduler(ended.scheduler_id), ended.job_id)
+    if ended.code in (ENDED, ENDED_BEFORE):
+        # Tidy the global copies, only where they still name this lease: a lease given back
+        # because its job holds another must not take the winner's entries with it.
+        def tidy(pipe: redis.client.Pipeline) -> None:
+            rt.scripts.add(pipe, "del_if_equal", [rt.keys.job(ended.job_id)], [lease_id, "lease"])
+            if ended.scheduler_id:
+                rt.scripts.add(
+                    pipe, "del_if_equal", [rt.keys.scheduler(ended.scheduler_id)], [lease_id, ended.job_id]
+                )
+
+        rt.scripts.pipeline(tidy)
     if ended.code == ENDED:
         settle(rt, parse(rest), depth=depth + 1)
     return ended
@@ -131,17 +140,18 @@ def end_lease(
 def settle(
     rt: Runtime, assignments: Sequence[Assignment], *, drain: bool = False, depth: int = 0
 ) -> list[Assignment]:
-    """Records each assignment on its job and tells its scheduler; returns those the jobs hold
-    (the others were given back). With `drain` (assignments from an outbox sweep, which their
-    caller may well have settled already) the scheduler is told only when the record was new,
-    and the outbox entries are cleared afterwards."""
-    won = []
-    for a in assignments:
-        status, detail = _record(rt, a, announce=not drain)
+    """Records the assignments on their jobs (one round trip for all), then tells the
+    schedulers of those the jobs kept; returns those (the others were given back). With `drain`
+    (assignments from an outbox sweep, which their caller may well have settled already) a
+    scheduler is told only when the record was new, and the outbox entries are cleared."""
+    if not assignments:
+        return []
+    won, told = [], []
+    for a, (status, detail) in zip(assignments, _record(rt, assignments, wake=not drain), strict=True):
         if status == HOLDS_OTHER and not lease_is_live(rt, detail):
             # The record points at a lease that has ended: this one takes its place.
             rt.scripts.call("del_if_equal", [rt.keys.job(a.job_id)], [detail, "lease"])
-            status, detail = _record(rt, a, announce=not drain)
+            ((status, detail),) = _record(rt, [a], wake=not drain)
         if status == HOLDS_OTHER:
             # The job holds another live lease (another partition was faster): give this one back.
             if depth < MAX_DEPTH:
@@ -149,44 +159,51 @@ def settle(
             else:
                 log.warning("duplicate assignment of %s left to expire: lease %s", a.job_id, a.lease_id)
             continue
-        if status == SETTLED:
-            if drain:
-                _announce(rt, a)
-            if detail:
-                unwait(rt, a.job_id, detail, skip=a.partition)
         won.append(a)
+        if status == SETTLED or not drain:
+            told.append(a)
+        if status == SETTLED and detail:
+            unwait(rt, a.job_id, detail, skip=a.partition)
+    _announce(rt, told, wake=drain)
     if drain:
         _clear_outbox(rt, assignments)
     return won
 
 
-def _record(rt: Runtime, a: Assignment, *, announce: bool) -> tuple[int, str]:
+def _record(rt: Runtime, assignments: Sequence[Assignment], *, wake: bool) -> list[tuple[int, str]]:
+    """settle.lua for each assignment, in one pipeline. With `wake`, a waiting Match (no
+    scheduler) is woken in the same round trip: a wake-up only, the waiter reads the job record,
+    so waking it for a lease that then loses is harmless."""
+
     def build(pipe: redis.client.Pipeline) -> None:
-        rt.scripts.add(
-            pipe,
-            "settle",
-            [rt.keys.job(a.job_id)],
-            [a.lease_id, a.node_id, int(rt.config.job_ttl * 1000)],
-        )
-        if announce:
-            _queue_announce(rt, pipe, a)
+        for a in assignments:
+            rt.scripts.add(
+                pipe,
+                "settle",
+                [rt.keys.job(a.job_id)],
+                [a.lease_id, a.node_id, int(rt.config.job_ttl * 1000)],
+            )
+            if wake and not a.scheduler_id:
+                pipe.publish(rt.keys.assigned_channel, message(a.job_id, ""))
 
-    (status, detail), *_ = rt.scripts.pipeline(build)
-    return int(status), str(text(detail) or "")
-
-
-def _queue_announce(rt: Runtime, pipe: redis.client.Pipeline, a: Assignment) -> None:
-    if a.scheduler_id:
-        # Replayed until taken up; an entry whose lease lost (or lapsed) is dropped on read.
-        pipe.hset(rt.keys.scheduler(a.scheduler_id), a.job_id, a.lease_id)
-        pipe.pexpire(rt.keys.scheduler(a.scheduler_id), int(rt.config.job_ttl * 1000))
-    pipe.publish(rt.keys.assigned_channel, message(a.job_id, a.scheduler_id))
+    replies = rt.scripts.pipeline(build)
+    records = [r for r in replies if isinstance(r, list)]
+    return [(int(status), str(text(detail) or "")) for status, detail in records]
 
 
-def _announce(rt: Runtime, a: Assignment) -> None:
+def _announce(rt: Runtime, assignments: Sequence[Assignment], *, wake: bool) -> None:
+    """Tells each assignment's scheduler (its record, replayed until taken up, and a wake-up);
+    with `wake`, wakes waiting Matches too (when _record did not)."""
     pipe = rt.client.pipeline(transaction=False)
-    _queue_announce(rt, pipe, a)
-    pipe.execute()
+    for a in assignments:
+        if a.scheduler_id:
+            pipe.hset(rt.keys.scheduler(a.scheduler_id), a.job_id, a.lease_id)
+            pipe.pexpire(rt.keys.scheduler(a.scheduler_id), int(rt.config.job_ttl * 1000))
+        elif not wake:
+            continue
+        pipe.publish(rt.keys.assigned_channel, message(a.job_id, a.scheduler_id))
+    if len(pipe):
+        pipe.execute()
 
 
 def _clear_outbox(rt: Runtime, assignments: Sequence[Assignment]) -> None:

@@ -189,6 +189,7 @@ class FlagServicer(pb_grpc.FlagServiceServicer):
         so after this returns no registration can make the node matchable without the change."""
         rt = self.rt
         had = False
+        fields = (str(kind), f"{kind}:meta", f"{kind}:from", f"{kind}:until")
         for _ in range(4):
             if partition is None:
                 had = (
@@ -196,22 +197,18 @@ class FlagServicer(pb_grpc.FlagServiceServicer):
                 )
             else:
                 pk = rt.keys.partition(partition)
-                had = (
-                    bool(
-                        rt.scripts.call(
-                            "setflag",
-                            pk.setflag_keys(),
-                            [*rt.context(pk), node_id, kind, action, expire_ms, start_ms, meta, deadline_ms],
-                        )
-                    )
-                    or had
-                )
-                cleared = rt.client.hdel(
-                    rt.keys.pending_flags(node_id), str(kind), f"{kind}:meta", f"{kind}:from", f"{kind}:until"
-                )
-                had = had or bool(cleared and action == "clear")
-            rt.client.zadd(rt.keys.flagged, {node_id: 0})
-            now_at, _ = self._locate(node_id)
+                args = [*rt.context(pk), node_id, kind, action, expire_ms, start_ms, meta, deadline_ms]
+                had = bool(rt.scripts.call("setflag", pk.setflag_keys(), args)) or had
+            # One round trip after the write: index the node, drop a pending copy the partition
+            # now supersedes, and look where the node is now.
+            pipe = rt.client.pipeline(transaction=False)
+            pipe.zadd(rt.keys.flagged, {node_id: 0})
+            if partition is not None:
+                pipe.hdel(rt.keys.pending_flags(node_id), *fields)
+            pipe.get(rt.keys.locator(node_id))
+            _, *cleared, label = pipe.execute()
+            had = had or bool(cleared and cleared[0] and action == "clear")
+            now_at = Partition.from_label(str(label)) if label else None
             if now_at == partition or now_at is None:
                 return had
             partition = now_at

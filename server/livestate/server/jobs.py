@@ -3,7 +3,7 @@ live lease, and trying partitions in order.
 
 Records (global keys; see keys.py):
     job:<id>       hash  lease (the live one, set first-writer-wins), node, attempts, waiting
-                         (partition labels it waits in), scheduler, model, epoch
+                         (partition labels it waits in), model (what it waits for)
     jobtried:<id>  set   nodes the job failed on; every later match skips them
 
 No lock is held for a job: match.lua is idempotent by job_id in its partition (a repeated or
@@ -235,11 +235,7 @@ def place(
             pipe = rt.client.pipeline(transaction=False)
             pipe.hset(
                 rt.keys.job(job.job_id),
-                mapping={
-                    "waiting": ",".join(p.label for p in candidates),
-                    "model": job.model,
-                    "epoch": rt.epoch.current,
-                },
+                mapping={"waiting": ",".join(p.label for p in candidates), "model": job.model},
             )
             pipe.pexpire(rt.keys.job(job.job_id), int(rt.config.job_ttl * 1000))
             pipe.execute()

@@ -76,6 +76,9 @@ class PartitionKeys:
         self.subcloud_base = self.base + "sub:"
         self.idle_base = self.base + "idle:"
         self.idlev_base = self.base + "idlev:"
+        # Lease records are lease_base + lease_id ("<label>/<hex>"); lib.lua also derives
+        # lease_base + "job:<job_id>" (the job's lease here) and + "tried:<job_id>" (nodes here
+        # the job failed on) from it: job ids hold no '/', so the names never meet.
         self.lease_base = self.base + "lease:"
         self.nlease_base = self.base + "nlease:"
         self.ctl_base = self.base + "ctl:"

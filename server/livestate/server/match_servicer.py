@@ -241,7 +241,6 @@ class MatchServicer(pb_grpc.MatchServiceServicer):
         ended = end_lease(self.rt, request.lease_id, request.fencing_token, failed=False)
         if ended.code != ENDED_BEFORE:  # ended by this very call's first copy: done all the same
             check_lease_code(ended.code, request.lease_id)
-        self.rt.scripts.call("del_if_equal", [self.rt.keys.job(ended.job_id)], [request.lease_id, "lease"])
         return pb.ReleaseResponse()
 
     @errors.unary
@@ -262,7 +261,6 @@ class MatchServicer(pb_grpc.MatchServiceServicer):
         pipe.pexpire(rt.keys.job_tried(ended.job_id), int(rt.config.job_ttl * 1000))
         pipe.hget(job_key, "attempts")
         *_, attempts = pipe.execute()
-        rt.scripts.call("del_if_equal", [job_key], [request.lease_id, "lease"])
         # Failure scoring flagged the node: on the record like any admin's flag.
         if ended.code == ENDED and ended.flag:
             control = rt.keys.partition(lease_partition(request.lease_id)).control(ended.node_id)

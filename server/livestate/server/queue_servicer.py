@@ -77,10 +77,6 @@ class QueueServicer(pb_grpc.QueueServiceServicer):
             rt.notifier.wake(job.job_id, request.scheduler_id)
             return pb.EnqueueResponse(position=0, epoch=epoch, queue_lost=lost)
         jobs.check_same_job(job, before.record)
-        pipe = rt.client.pipeline(transaction=False)
-        pipe.hset(rt.keys.job(job.job_id), "scheduler", request.scheduler_id)
-        pipe.pexpire(rt.keys.job(job.job_id), int(rt.config.job_ttl * 1000))
-        pipe.execute()
         outcome = jobs.place(rt, before, job, scheduler=request.scheduler_id, wait_ms=int(ttl * 1000))
         if isinstance(outcome, tuple):
             return pb.EnqueueResponse(position=0, epoch=epoch, queue_lost=lost)

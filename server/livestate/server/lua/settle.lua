@@ -3,7 +3,7 @@
 -- job's record, one key, decides which lease it keeps. Idempotent: settling the same lease again
 -- (the outbox drain after the caller already did, or two drainers at once) changes nothing.
 --
--- KEYS[1]  hash  <prefix>:job:<job_id>  {lease, node, attempts, waiting, scheduler, model, epoch}
+-- KEYS[1]  hash  <prefix>:job:<job_id>  {lease, node, attempts, waiting, model}
 -- ARGV[1]  lease_id
 -- ARGV[2]  node_id
 -- ARGV[3]  record TTL (ms)
