@@ -13,7 +13,8 @@ import threading
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from grpc_reflection.v1alpha import reflection
 
 from livestate.server import store
@@ -21,6 +22,7 @@ from livestate.server.auth import AuthInterceptor, TokenTable
 from livestate.server.budgets import StreamBudgets
 from livestate.server.config import Config, ConfigError
 from livestate.server.decoding import DecodeRequests
+from livestate.server.edge import Collector, Edge, EventLoop
 from livestate.server.embedded import EmbeddedRedis
 from livestate.server.flag_servicer import FlagServicer
 from livestate.server.heartbeat_servicer import HeartbeatServicer
@@ -47,6 +49,10 @@ from livestate.v1 import (
 )
 
 log = logging.getLogger(__name__)
+
+HEARTBEAT = "/{}/Heartbeat".format(
+    heartbeat_service_pb2.DESCRIPTOR.services_by_name["HeartbeatService"].full_name
+)
 
 # Every livestate service needs Redis, so each one's health status is Redis readiness.
 SERVICE_NAMES = tuple(
@@ -105,20 +111,45 @@ class LivestateServer:
         self.client = store.connect(redis_url, config)
         self.rt = Runtime.build(config, self.client)
 
-        self.health = health.HealthServicer(experimental_non_blocking=True)
         self.budgets = StreamBudgets(config)
-        self.grpc = grpc.server(
-            # Sized to every stream budget plus unary_workers (config.py): streams past their
-            # budget are refused, so they never hold the threads unary RPCs need.
-            concurrent.futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
+        # Blocking handlers run here; sized to the budgets (config.py), so watchers and waiting
+        # Matches past their caps are refused and never hold the threads unary RPCs need.
+        self.pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=config.max_workers, thread_name_prefix="rpc"
+        )
+        access = AuthInterceptor(self.tokens) if self.tokens else None
+        collected = Collector()
+        heartbeat = HeartbeatServicer(self.rt)
+        heartbeat_service_pb2_grpc.add_HeartbeatServiceServicer_to_server(heartbeat, collected)
+        node_service_pb2_grpc.add_NodeServiceServicer_to_server(NodeServicer(self.rt), collected)
+        match_service_pb2_grpc.add_MatchServiceServicer_to_server(MatchServicer(self.rt), collected)
+        flag_service_pb2_grpc.add_FlagServiceServicer_to_server(FlagServicer(self.rt), collected)
+        queue_service_pb2_grpc.add_QueueServiceServicer_to_server(QueueServicer(self.rt), collected)
+        subcloud_service_pb2_grpc.add_SubcloudServiceServicer_to_server(SubcloudServicer(self.rt), collected)
+        # Auth first: a caller without the right token learns nothing, not even decode errors;
+        # and budgets count streams per identity.
+        self.edge = Edge(
+            collected.handlers,
+            [*([access] if access else []), self.budgets, DecodeRequests()],
+            self.pool,
+            access,
+        )
+        self.edge.serve_on_loop(
+            HEARTBEAT, heartbeat.Heartbeat, budget=self.budgets.streams, idle_after=config.stream_idle_after
+        )
+        self.loop = EventLoop.shared()
+        self.health = health_aio.HealthServicer()
+        self.grpc, self.port = self.loop.run(self._build(config))
+        if self.port == 0:
+            raise OSError(f"cannot listen on {config.listen}")
+        self.maintenance = Maintenance(self.rt, self._set_ready)
+        self._stopped = threading.Event()
+        self._started = False
+
+    async def _build(self, config: Config) -> tuple[grpc.aio.Server, int]:
+        """The gRPC server, made on the loop that serves it."""
+        server = grpc.aio.server(
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
-            # Auth first: a caller without the right token learns nothing, not even decode errors;
-            # and budgets count streams per identity.
-            interceptors=[
-                *([AuthInterceptor(self.tokens)] if self.tokens else []),
-                self.budgets,
-                DecodeRequests(),
-            ],
             options=[
                 ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.max_metadata_size", 16 * 1024),
@@ -129,43 +160,35 @@ class LivestateServer:
                 ("grpc.keepalive_timeout_ms", 10_000),
             ],
         )
-        heartbeat_service_pb2_grpc.add_HeartbeatServiceServicer_to_server(
-            HeartbeatServicer(self.rt), self.grpc
-        )
-        node_service_pb2_grpc.add_NodeServiceServicer_to_server(NodeServicer(self.rt), self.grpc)
-        match_service_pb2_grpc.add_MatchServiceServicer_to_server(MatchServicer(self.rt), self.grpc)
-        flag_service_pb2_grpc.add_FlagServiceServicer_to_server(FlagServicer(self.rt), self.grpc)
-        queue_service_pb2_grpc.add_QueueServiceServicer_to_server(QueueServicer(self.rt), self.grpc)
-        subcloud_service_pb2_grpc.add_SubcloudServiceServicer_to_server(SubcloudServicer(self.rt), self.grpc)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+        server.add_generic_rpc_handlers((self.edge,))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-        reflection.enable_server_reflection((*SERVICE_NAMES, health_name, reflection.SERVICE_NAME), self.grpc)
-        self.port = self._bind(config)
-        if self.port == 0:
-            raise OSError(f"cannot listen on {config.listen}")
-        self.maintenance = Maintenance(self.rt, self._set_ready)
-        self._stopped = threading.Event()
-        self._started = False
+        reflection.enable_server_reflection((*SERVICE_NAMES, health_name, reflection.SERVICE_NAME), server)
+        return server, self._bind(server, config)
 
-    def _bind(self, config: Config) -> int:
+    @staticmethod
+    def _bind(server: grpc.aio.Server, config: Config) -> int:
         if config.tls_cert and config.tls_key:
             credentials = grpc.ssl_server_credentials(
                 [(Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes())],
                 root_certificates=Path(config.tls_ca).read_bytes() if config.tls_ca else None,
                 require_client_auth=bool(config.tls_ca),
             )
-            return self.grpc.add_secure_port(config.listen, credentials)
-        return self.grpc.add_insecure_port(config.listen)
+            return server.add_secure_port(config.listen, credentials)
+        return server.add_insecure_port(config.listen)
 
     def _set_ready(self, ready: bool) -> None:
         status = (
             health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
         )
-        for name in SERVICE_NAMES:
-            self.health.set(name, status)
+        self.loop.run(self._set_health(SERVICE_NAMES, status), timeout=5)
+
+    async def _set_health(self, names: tuple[str, ...], status: int) -> None:
+        for name in names:
+            await self.health.set(name, status)
 
     def start(self) -> int:
-        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self.loop.run(self._set_health(("",), health_pb2.HealthCheckResponse.SERVING))
         self._set_ready(False)
         try:
             self.rt.scripts.load()
@@ -175,9 +198,8 @@ class LivestateServer:
         self._started = True
         self.rt.batcher.start()
         self.rt.notifier.start()
-        self.budgets.idle.start()
         self.maintenance.start()
-        self.grpc.start()
+        self.loop.run(self.grpc.start())
         log.info("livestate serving on port %d (redis %s)", self.port, self.redis_url)
         return self.port
 
@@ -185,11 +207,14 @@ class LivestateServer:
         if self._stopped.is_set():
             return
         self._stopped.set()
-        self.health.enter_graceful_shutdown()
-        self.grpc.stop(self.config.shutdown_grace if grace is None else grace).wait()
+        self.loop.run(self.health.enter_graceful_shutdown())
+        # Ends every call (in-flight ones get the grace), then waits for the blocking handlers
+        # still running: they end at their next check of the call (CallContext.is_active), and
+        # none may touch Redis after its client is closed below.
+        self.loop.run(self.grpc.stop(self.config.shutdown_grace if grace is None else grace))
+        self.pool.shutdown(wait=True, cancel_futures=True)
         if self._started:
             self.maintenance.stop()
-            self.budgets.idle.stop()
             self.rt.notifier.stop()
             self.rt.batcher.stop()
         self.client.close()
@@ -197,7 +222,7 @@ class LivestateServer:
             self.embedded.stop()
 
     def wait(self) -> None:
-        self.grpc.wait_for_termination()
+        self._stopped.wait()
 
 
 def create_server(config: Config) -> LivestateServer:

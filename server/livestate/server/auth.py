@@ -223,49 +223,49 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self, table: TokenTable) -> None:
         self.table = table
 
+    def admit(self, method: str, metadata: Any) -> Identity | None:
+        """The caller's identity for a call to `method`; raises what the call must answer
+        (UNAUTHENTICATED, PERMISSION_DENIED, or RESOURCE_EXHAUSTED past the rate limit).
+        None for a method outside access control (health, reflection, unknown methods)."""
+        roles = METHOD_ROLES.get(method)
+        if roles is None:
+            return None
+        header = str(dict(metadata or ()).get("authorization", ""))
+        if not header.lower().startswith("bearer "):
+            raise Unauthenticated("a bearer token is required (authorization: Bearer <token>)")
+        identity = self.table.lookup(header[7:].strip())
+        if identity is None:
+            raise Unauthenticated("unknown token")
+        if identity.role not in roles:
+            raise PermissionDenied(f"role {identity.role!r} may not call {method}", reason="ROLE")
+        if not identity.take():
+            raise ResourceExhausted(f"rate limit of {identity.name!r} exceeded", reason="RATE_LIMITED")
+        return identity
+
     def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], Any], details: grpc.HandlerCallDetails
     ) -> Any:
         handler = continuation(details)
-        roles = METHOD_ROLES.get(details.method)
-        if handler is None or roles is None:  # health, reflection, unknown methods
+        if handler is None or details.method not in METHOD_ROLES:
             return handler
-        metadata = dict(details.invocation_metadata or ())
-        error: LivestateError | None = None
-        identity = None
-        header = str(metadata.get("authorization", ""))
-        if not header.lower().startswith("bearer "):
-            error = Unauthenticated("a bearer token is required (authorization: Bearer <token>)")
-        else:
-            identity = self.table.lookup(header[7:].strip())
-            if identity is None:
-                error = Unauthenticated("unknown token")
-            elif identity.role not in roles:
-                error = PermissionDenied(
-                    f"role {identity.role!r} may not call {details.method}", reason="ROLE"
-                )
         field = next(
             f for f in ("unary_unary", "unary_stream", "stream_unary", "stream_stream") if getattr(handler, f)
         )
         inner = getattr(handler, field)
         streaming_response = field in ("unary_stream", "stream_stream")
 
-        def check(context: grpc.ServicerContext) -> None:
-            if error is not None:
+        # Admission happens when the call runs (the rate limit counts calls, not lookups).
+        def check(context: grpc.ServicerContext) -> Identity | None:
+            try:
+                return self.admit(details.method, details.invocation_metadata)
+            except LivestateError as error:
                 context.abort_with_status(to_status(error))
-            assert identity is not None
-            if not identity.take():
-                context.abort_with_status(
-                    to_status(
-                        ResourceExhausted(f"rate limit of {identity.name!r} exceeded", reason="RATE_LIMITED")
-                    )
-                )
+                raise
 
         if streaming_response:
 
             def streamed(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                check(context)
-                token = current.set(identity)
+                token = current.set(check(context))
                 try:
                     yield from inner(request, context)
                 finally:
@@ -274,8 +274,7 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             return handler._replace(**{field: streamed})
 
         def unary(request: Any, context: grpc.ServicerContext) -> Any:
-            check(context)
-            token = current.set(identity)
+            token = current.set(check(context))
             try:
                 return inner(request, context)
             finally:

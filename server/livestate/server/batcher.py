@@ -5,15 +5,21 @@ costs about the same as one. Callers (stream and Beat handlers, one thread each)
 and wait for its result; a few writer threads each take whatever is queued (up to the batch size),
 send it as one pipeline and hand back the per-call results. No batch waits for company: under
 light load a beat goes out alone at once, under heavy load beats pile up while the previous
-pipeline is in flight and leave together.
+pipeline is in flight and leave together. Locator TTL refreshes ride in the same pipeline.
+
+Beats from the event loop (Heartbeat streams, see edge.py) wait on an asyncio future instead of
+a thread; a batch wakes the loop once for all of its calls, not once per call.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
 import queue
 import threading
+from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,7 +36,8 @@ class _Pending:
     call: Call
     touch_key: str | None
     touch_ttl_ms: int
-    done: threading.Event = dataclasses.field(default_factory=threading.Event)
+    done: threading.Event | None = None
+    future: asyncio.Future[Any] | None = None
     result: Any = None
     error: BaseException | None = None
 
@@ -60,13 +67,27 @@ class BeatBatcher:
     def call(self, call: Call, *, timeout: float, touch_key: str | None = None, touch_ttl_ms: int = 0) -> Any:
         """Runs one script call in the next batch; raises what the call raised, or Unavailable
         when no answer came within `timeout` seconds."""
-        pending = _Pending(call, touch_key, touch_ttl_ms)
+        pending = _Pending(call, touch_key, touch_ttl_ms, done=threading.Event())
         self._queue.put(pending)
+        assert pending.done is not None
         if not pending.done.wait(timeout):
             raise Unavailable("redis did not answer within the call's deadline")
         if pending.error is not None:
             raise pending.error
         return pending.result
+
+    async def call_async(
+        self, call: Call, *, timeout: float, touch_key: str | None = None, touch_ttl_ms: int = 0
+    ) -> Any:
+        """`call` for a coroutine on the running loop: waits without holding a thread."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.put(_Pending(call, touch_key, touch_ttl_ms, future=future))
+        timer = loop.call_later(timeout, _time_out, future)
+        try:
+            return await future
+        finally:
+            timer.cancel()
 
     def _run(self) -> None:
         while True:
@@ -86,24 +107,47 @@ class BeatBatcher:
             self._flush(batch)
 
     def _flush(self, batch: Sequence[_Pending]) -> None:
+        touches = [p for p in batch if p.touch_key is not None]
+
+        def touch(pipe: redis.client.Pipeline) -> None:
+            for p in touches:
+                pipe.pexpire(p.touch_key, p.touch_ttl_ms)  # type: ignore[arg-type]
+
         try:
-            results = self._scripts.call_many([p.call for p in batch])
-            touches = [p for p in batch if p.touch_key is not None]
-            if touches:
-                pipe = self._client.pipeline(transaction=False)
-                for p in touches:
-                    pipe.pexpire(p.touch_key, p.touch_ttl_ms)  # type: ignore[arg-type]
-                pipe.execute(raise_on_error=False)
+            results: Sequence[Any] = self._scripts.call_many(
+                [p.call for p in batch], also=touch if touches else None
+            )
         except Exception as exc:  # the whole pipeline failed (connection lost, timeout)
-            for p in batch:
-                p.error = exc
-                p.done.set()
-            return
-        self.batches += 1
-        self.calls += len(batch)
+            results = [exc] * len(batch)
+        else:
+            self.batches += 1
+            self.calls += len(batch)
+        on_loops: defaultdict[asyncio.AbstractEventLoop, list[_Pending]] = defaultdict(list)
         for p, result in zip(batch, results, strict=True):
             if isinstance(result, Exception):
                 p.error = result
             else:
                 p.result = result
-            p.done.set()
+            if p.done is not None:
+                p.done.set()
+            elif p.future is not None:
+                on_loops[p.future.get_loop()].append(p)
+        for loop, answered in on_loops.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: no one waits any more
+                loop.call_soon_threadsafe(_resolve, answered)
+
+
+def _resolve(answered: Sequence[_Pending]) -> None:
+    for p in answered:
+        future = p.future
+        if future is None or future.done():  # timed out or cancelled meanwhile
+            continue
+        if p.error is not None:
+            future.set_exception(p.error)
+        else:
+            future.set_result(p.result)
+
+
+def _time_out(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(Unavailable("redis did not answer within the call's deadline"))

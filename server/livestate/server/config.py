@@ -43,19 +43,21 @@ class Config:
     # Socket timeout for every Redis call: bounds how long an RPC can wait on a frozen Redis.
     redis_timeout: float = 1.0
     redis_max_connections: int = 64
-    # Threads are budgets: long-lived calls each have their own cap, so they can never take the
-    # threads that unary RPCs (Match, Renew, Release, Beat, ...) need (see budgets.py).
-    # Agent Heartbeat streams per process, and per identity when access control is on.
-    max_streams: int = 2500
+    # Budgets: long-lived calls each have their own cap, so they can never take what unary RPCs
+    # (Match, Renew, Release, Beat, ...) need (see budgets.py).
+    # Agent Heartbeat streams per process (served on the event loop: no thread each), and per
+    # identity when access control is on.
+    max_streams: int = 10_000
     max_streams_per_identity: int = 4
-    # Watch and Assignments streams per process.
+    # Watch and Assignments streams per process (each steps on a worker thread).
     max_watchers: int = 256
     # Threads kept for unary RPCs whatever the streams do.
     unary_workers: int = 64
     # A Heartbeat stream that sends nothing for this long is closed; 0 = offline_after.
     stream_idle_after: float = 0.0
-    # 0 = derived: every budget above plus the unary workers (threads are started as needed);
-    # RPCs in flight: that plus a queue of 3 x unary_workers for bursts.
+    # Worker threads for blocking handlers; 0 = derived: max_watchers + max_waiting_matches +
+    # unary_workers (threads are started as needed). RPCs in flight; 0 = derived: max_streams +
+    # max_workers + a queue of 3 x unary_workers for bursts.
     max_workers: int = 0
     max_concurrent_rpcs: int = 0
     max_message_bytes: int = 256 * 1024
@@ -106,12 +108,13 @@ class Config:
             object.__setattr__(self, "sweep_gap", max(1.0, 4 * self.sweep_interval))
         if self.stream_idle_after == 0:
             object.__setattr__(self, "stream_idle_after", self.offline_after)
-        budgets = self.max_streams + self.max_watchers + self.max_waiting_matches + self.unary_workers
         if self.max_workers == 0:
-            object.__setattr__(self, "max_workers", budgets)
+            object.__setattr__(self, "max_workers", self.thread_budgets)
         if self.max_concurrent_rpcs == 0:
             # Unary bursts past the reserve queue for a free thread rather than being refused.
-            object.__setattr__(self, "max_concurrent_rpcs", self.max_workers + 3 * self.unary_workers)
+            object.__setattr__(
+                self, "max_concurrent_rpcs", self.max_streams + self.max_workers + 3 * self.unary_workers
+            )
         self._check()
 
     def _check(self) -> None:
@@ -165,13 +168,16 @@ class Config:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")
-        budgets = self.max_streams + self.max_watchers + self.max_waiting_matches + self.unary_workers
-        for name in ("max_workers", "max_concurrent_rpcs"):
-            if getattr(self, name) < budgets:
-                raise ConfigError(
-                    f"{name} ({getattr(self, name)}) must cover max_streams + max_watchers + "
-                    f"max_waiting_matches + unary_workers ({budgets}), or be 0 to derive it"
-                )
+        if self.max_workers < self.thread_budgets:
+            raise ConfigError(
+                f"max_workers ({self.max_workers}) must cover max_watchers + max_waiting_matches + "
+                f"unary_workers ({self.thread_budgets}), or be 0 to derive it"
+            )
+        if self.max_concurrent_rpcs < self.max_streams + self.max_workers:
+            raise ConfigError(
+                f"max_concurrent_rpcs ({self.max_concurrent_rpcs}) must cover max_streams + max_workers "
+                f"({self.max_streams + self.max_workers}), or be 0 to derive it"
+            )
         if self.processes != "auto" and not (self.processes.isdigit() and int(self.processes) >= 1):
             raise ConfigError(f"processes must be a number >= 1 or 'auto', got {self.processes!r}")
         if self.stream_idle_after <= 0:
@@ -182,6 +188,11 @@ class Config:
             raise ConfigError("tls_ca (client certificates) needs tls_cert and tls_key")
         if not self.key_prefix or any(c in self.key_prefix for c in "{}: "):
             raise ConfigError("key_prefix must be non-empty without '{', '}', ':' or spaces")
+
+    @property
+    def thread_budgets(self) -> int:
+        """The worker threads the budgets call for (see max_workers)."""
+        return self.max_watchers + self.max_waiting_matches + self.unary_workers
 
     @property
     def process_count(self) -> int:
@@ -217,13 +228,15 @@ _HELP = {
     "sweep_gap": "seconds unswept after which a partition's silence is not held against its nodes",
     "redis_timeout": "seconds a Redis call may take before the RPC fails UNAVAILABLE",
     "redis_max_connections": "Redis connection pool size",
-    "max_streams": "agent Heartbeat streams per process (each holds a thread); past it RESOURCE_EXHAUSTED",
+    "max_streams": "agent Heartbeat streams per process; past it RESOURCE_EXHAUSTED",
     "max_streams_per_identity": "open streams per token identity when access control is on",
     "max_watchers": "Watch and Assignments streams per process",
     "unary_workers": "threads kept for unary RPCs whatever the streams do",
     "stream_idle_after": "seconds a silent Heartbeat stream stays open (0 = offline_after)",
-    "max_workers": "gRPC worker threads (0 = every stream budget plus unary_workers)",
-    "max_concurrent_rpcs": "RPCs in flight before RESOURCE_EXHAUSTED (0 = max_workers + 3 x unary_workers)",
+    "max_workers": "threads for blocking handlers (0 = max_watchers + max_waiting_matches + unary_workers)",
+    "max_concurrent_rpcs": (
+        "RPCs in flight before RESOURCE_EXHAUSTED (0 = max_streams + max_workers + 3 x unary_workers)"
+    ),
     "max_message_bytes": "largest request message accepted",
     "beat_batch_size": "beats coalesced into one Redis pipeline at most",
     "beat_writers": "threads writing beat pipelines to Redis",

@@ -19,7 +19,7 @@ from livestate.server.errors import InvalidArgument, to_status
 Deserializer = Callable[[bytes], Any]
 
 
-def _decode(deserialize: Deserializer, raw: bytes) -> Any:
+def decode(deserialize: Deserializer, raw: bytes) -> Any:
     try:
         return deserialize(raw)
     except (DecodeError, UnicodeDecodeError, ValueError) as exc:
@@ -44,7 +44,7 @@ class DecodeRequests(grpc.ServerInterceptor):  # type: ignore[type-arg]
             # A bad message mid-stream raises InvalidArgument inside the servicer's loop, where
             # the servicer's error mapping (errors.stream) turns it into the status.
             def streaming(raw_iter: Iterator[bytes], context: grpc.ServicerContext) -> Any:
-                return inner((_decode(deserialize, raw) for raw in raw_iter), context)
+                return inner((decode(deserialize, raw) for raw in raw_iter), context)
 
             return handler._replace(request_deserializer=None, **{field: streaming})
         inner = handler.unary_unary or handler.unary_stream
@@ -52,7 +52,7 @@ class DecodeRequests(grpc.ServerInterceptor):  # type: ignore[type-arg]
 
         def unary(raw: bytes, context: grpc.ServicerContext) -> Any:
             try:
-                request = _decode(deserialize, raw)
+                request = decode(deserialize, raw)
             except InvalidArgument as err:
                 context.abort_with_status(to_status(err))
             return inner(request, context)

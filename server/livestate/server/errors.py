@@ -182,7 +182,8 @@ def from_redis(exc: redis.exceptions.RedisError) -> LivestateError | None:
     return None
 
 
-def _abort(context: grpc.ServicerContext, exc: BaseException, method: str) -> None:
+def status_of(exc: BaseException, method: str) -> grpc.Status:
+    """The status a call that raised `exc` ends with; a bug is logged and answered INTERNAL."""
     err: LivestateError | None
     if isinstance(exc, LivestateError):
         err = exc
@@ -193,7 +194,11 @@ def _abort(context: grpc.ServicerContext, exc: BaseException, method: str) -> No
     if err is None:
         log.error("unexpected error in %s", method, exc_info=exc)
         err = Internal("internal error")
-    context.abort_with_status(to_status(err))
+    return to_status(err)
+
+
+def _abort(context: grpc.ServicerContext, exc: BaseException, method: str) -> None:
+    context.abort_with_status(status_of(exc, method))
 
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -14,11 +13,13 @@ from google.protobuf import duration_pb2
 
 from livestate.server import auth, errors, validate
 from livestate.server.assignments import parse, settle
+from livestate.server.edge import StreamCall
 from livestate.server.errors import FailedPrecondition, InvalidArgument, NotFound
 from livestate.server.keys import Partition
 from livestate.server.reads import nodes_from_replies, queue_node_reads
 from livestate.server.records import joined, spec_fields
 from livestate.server.runtime import Runtime
+from livestate.server.scripts import Call
 from livestate.v1 import flag_pb2, node_pb2
 from livestate.v1 import heartbeat_service_pb2 as pb
 from livestate.v1 import heartbeat_service_pb2_grpc as pb_grpc
@@ -185,17 +186,16 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
     def Beat(self, request: pb.BeatRequest, context: grpc.ServicerContext) -> pb.BeatResponse:
         return pb.BeatResponse(**self._reply(request, self._beat(request, context.time_remaining())))
 
-    @errors.stream
-    def Heartbeat(
-        self, request_iterator: Iterator[pb.HeartbeatRequest], context: grpc.ServicerContext
-    ) -> Iterator[pb.HeartbeatResponse]:
+    async def Heartbeat(self, call: StreamCall) -> None:  # type: ignore[override]
+        """The agent's stream, served on the event loop (edge.py): one answer per beat, in order."""
         first: pb.HeartbeatRequest | None = None
-        for request in request_iterator:
+        while (request := await call.read()) is not None:
             if first is None:
                 first = request
             elif (request.node_id, request.boot_id) != (first.node_id, first.boot_id):
                 raise InvalidArgument("node_id", "node_id and boot_id must not change within a stream")
-            yield pb.HeartbeatResponse(**self._reply(request, self._beat(request, context.time_remaining())))
+            answer = await self._beat_on_loop(request, call)
+            await call.write(pb.HeartbeatResponse(**self._reply(request, answer)))
 
     @errors.unary
     def Deregister(
@@ -228,22 +228,60 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
             )
         return pb.DeregisterResponse()
 
+    async def _beat_on_loop(self, request: pb.HeartbeatRequest, call: StreamCall) -> Answer:
+        """`_beat` for a stream: the common beat (its node's partition cached, nothing handed to
+        it, nothing to resync) only waits for its batch; the rest goes to the worker pool."""
+        _validate_beat(request)
+        auth.require_node(request.node_id)
+
+        rt = self.rt
+        partition = rt.locator.cached(request.node_id)
+        if partition is None:
+            return await call.offload(self._beat, request, call.time_remaining())
+        beat, touch = self._beat_call(request, partition)
+        reply = await rt.batcher.call_async(
+            beat,
+            timeout=rt.redis_wait(call.time_remaining()),
+            touch_key=touch,
+            touch_ttl_ms=rt.locator.ttl_ms,
+        )
+        answer, handed = _answer(reply)
+        if handed or answer.code != BEAT_APPLIED:
+            return await call.offload(self._after, request, partition, answer, handed, call.time_remaining())
+        return answer
+
     def _beat(self, request: BeatLike, time_remaining: float | None) -> Answer:
         """Applies one beat and says what to answer."""
         _validate_beat(request)
         auth.require_node(request.node_id)
 
-        rt = self.rt
-        partition = rt.locator.lookup(request.node_id)
+        partition = self.rt.locator.lookup(request.node_id)
         if partition is None:
             return RESYNC
-        answer = self._run_beat(request, partition, time_remaining)
+        answer, handed = self._run_beat(request, partition, time_remaining)
+        return self._after(request, partition, answer, handed, time_remaining)
+
+    def _after(
+        self,
+        request: BeatLike,
+        partition: Partition,
+        answer: Answer,
+        handed: list[Any],
+        time_remaining: float | None,
+    ) -> Answer:
+        """What follows beat.lua's answer: settling the jobs it handed the node, and a second
+        look at the locator before telling the agent to resync."""
+        rt = self.rt
+        if handed:  # the node turned IDLE and took waiting jobs
+            settle(rt, parse(handed))
         if answer.code == BEAT_RESYNC:
             # The cached partition may be stale (the node re-registered in another region through
             # another server process): look once more before telling the agent to resync.
             fresh = rt.locator.lookup(request.node_id, use_cache=False)
             if fresh is not None and fresh != partition:
-                answer = self._run_beat(request, fresh, time_remaining)
+                answer, handed = self._run_beat(request, fresh, time_remaining)
+                if handed:
+                    settle(rt, parse(handed))
         if answer.code == BEAT_VRAM_ABOVE_TOTAL:
             raise InvalidArgument("vram_free_mb", "above the node's registered vram_total_mb")
         if answer.code == BEAT_RESYNC:
@@ -251,33 +289,44 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
             return RESYNC
         return answer
 
-    def _run_beat(self, request: BeatLike, partition: Partition, time_remaining: float | None) -> Answer:
+    def _beat_call(self, request: BeatLike, partition: Partition) -> tuple[Call, str | None]:
+        """beat.lua's call for `request` in `partition`, and the locator key to refresh with it
+        (None when not due)."""
         rt = self.rt
         pk = rt.keys.partition(partition)
         touch = rt.keys.locator(request.node_id) if rt.locator.touch_due(request.node_id) else None
-        code, _, *rest = rt.batcher.call(
-            (
-                "beat",
-                pk.beat_keys(request.node_id),
-                [
-                    *rt.context(pk),
-                    request.node_id,
-                    request.boot_id,
-                    request.seq,
-                    request.state,
-                    request.vram_free_mb,
-                    request.running_jobs,
-                    int(request.operator_paused),
-                ],
-            ),
-            timeout=rt.redis_wait(time_remaining),
-            touch_key=touch,
-            touch_ttl_ms=rt.locator.ttl_ms,
+        call: Call = (
+            "beat",
+            pk.beat_keys(request.node_id),
+            [
+                *rt.context(pk),
+                request.node_id,
+                request.boot_id,
+                request.seq,
+                request.state,
+                request.vram_free_mb,
+                request.running_jobs,
+                int(request.operator_paused),
+            ],
         )
-        if not rest:  # refused before it was applied
-            return Answer(int(code))
-        paused, count, *rest = rest
-        notices, handed = [str(n) for n in rest[: int(count)]], rest[int(count) :]
-        if handed:  # the node turned IDLE and took waiting jobs
-            settle(rt, parse(handed))
-        return Answer(int(code), bool(paused), tuple(notices))
+        return call, touch
+
+    def _run_beat(
+        self, request: BeatLike, partition: Partition, time_remaining: float | None
+    ) -> tuple[Answer, list[Any]]:
+        rt = self.rt
+        beat, touch = self._beat_call(request, partition)
+        reply = rt.batcher.call(
+            beat, timeout=rt.redis_wait(time_remaining), touch_key=touch, touch_ttl_ms=rt.locator.ttl_ms
+        )
+        return _answer(reply)
+
+
+def _answer(reply: list[Any]) -> tuple[Answer, list[Any]]:
+    """beat.lua's reply: what to answer, and the jobs it handed the node."""
+    code, _, *rest = reply
+    if not rest:  # refused before it was applied
+        return Answer(int(code)), []
+    paused, count, *rest = rest
+    notices, handed = [str(n) for n in rest[: int(count)]], rest[int(count) :]
+    return Answer(int(code), bool(paused), tuple(notices)), handed

@@ -27,13 +27,20 @@ class Locator:
         self._lock = threading.Lock()
         self._cache: collections.OrderedDict[str, tuple[Partition, float]] = collections.OrderedDict()
 
+    def cached(self, node_id: str) -> Partition | None:
+        """The cached partition, without a round trip (None: not cached)."""
+        with self._lock:
+            hit = self._cache.get(node_id)
+            if hit is None:
+                return None
+            self._cache.move_to_end(node_id)
+            return hit[0]
+
     def lookup(self, node_id: str, *, use_cache: bool = True) -> Partition | None:
         if use_cache:
-            with self._lock:
-                hit = self._cache.get(node_id)
-                if hit is not None:
-                    self._cache.move_to_end(node_id)
-                    return hit[0]
+            hit = self.cached(node_id)
+            if hit is not None:
+                return hit
         label = self._client.get(self._keys.locator(node_id))
         if label is None:
             self.forget(node_id)

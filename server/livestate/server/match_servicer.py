@@ -172,7 +172,8 @@ class MatchServicer(pb_grpc.MatchServiceServicer):
                     return self._place(job, context, wait_ms=int(wait * 1000))
                 except _Waiting:
                     pass
-                while time.monotonic() < until:
+                # Not past the caller's leaving (nor the server's stopping): is_active says.
+                while time.monotonic() < until and context.is_active():
                     assigned.wait(min(POLL, max(0.0, until - time.monotonic())))
                     assigned.clear()
                     live = self._lease_of(job.job_id)

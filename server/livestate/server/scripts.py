@@ -63,9 +63,13 @@ class Scripts:
             self.load()
             return self._client.evalsha(self._sha[name], len(keys), *keys, *args)
 
-    def call_many(self, calls: Sequence[Call]) -> list[Any]:
-        """Runs the calls in one pipeline; each result is a value or the exception it raised."""
-        results = self._run(calls)
+    def call_many(
+        self, calls: Sequence[Call], *, also: Callable[[redis.client.Pipeline], None] | None = None
+    ) -> list[Any]:
+        """Runs the calls in one pipeline; each result is a value or the exception it raised.
+        `also` queues plain commands after them in the same round trip (their replies are not
+        kept; they run once, whatever the scripts did)."""
+        results = self._run(calls, also)
         missing = [i for i, r in enumerate(results) if isinstance(r, redis.exceptions.NoScriptError)]
         if missing:
             self.load()
@@ -101,8 +105,12 @@ class Scripts:
             return replies
         raise AssertionError("unreachable")
 
-    def _run(self, calls: Sequence[Call]) -> list[Any]:
+    def _run(
+        self, calls: Sequence[Call], also: Callable[[redis.client.Pipeline], None] | None = None
+    ) -> list[Any]:
         pipe = self._client.pipeline(transaction=False)
         for name, keys, args in calls:
             pipe.evalsha(self._sha[name], len(keys), *keys, *args)
-        return list(pipe.execute(raise_on_error=False))
+        if also is not None:
+            also(pipe)
+        return list(pipe.execute(raise_on_error=False))[: len(calls)]

@@ -1,0 +1,361 @@
+"""The API edge: every call is served from one asyncio event loop (grpc.aio) per process.
+
+A threaded gRPC server holds a thread per open call: thousands of agent Heartbeat streams meant
+thousands of threads sharing one GIL, and beat acks that queued behind each other's wake-ups.
+Here an open call costs a coroutine, not a thread. Heartbeat streams run on the loop itself
+(heartbeat_servicer.HeartbeatStreams: a beat hands its script to the batcher, whose answers wake
+the loop once per batch). Every other method is the servicers' plain blocking code, run on a
+bounded pool of `max_workers` threads so that a Redis round trip never stalls the loop; Watch
+and Assignments step their generators on the same pool, one step at a time.
+
+Each call passes the same admission as before it reaches the servicer: the interceptors of
+auth.py, budgets.py and decoding.py, applied by `Edge.service` in the order given. Their
+blocking code sees a `CallContext`, whose `abort_with_status` ends the call with that status.
+
+The loop is one per process, shared by every server in it (tests start several): grpc.aio binds
+its completion queue to the loops that use it, and more than one loop per process is not a
+configuration it supports well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import contextvars
+import functools
+import logging
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+
+import grpc
+
+from livestate.server import auth
+from livestate.server.auth import AuthInterceptor, Identity
+from livestate.server.budgets import Budget
+from livestate.server.decoding import decode
+from livestate.server.errors import status_of
+
+log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    Handler: TypeAlias = grpc.RpcMethodHandler[Any, Any]
+else:
+    Handler = grpc.RpcMethodHandler
+
+T = TypeVar("T")
+_END = object()
+
+
+class EventLoop:
+    """The process's gRPC event loop, on a daemon thread of its own, for callers that stay
+    synchronous (the CLI, the tests, the maintenance threads)."""
+
+    _shared: EventLoop | None = None
+    _lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="grpc-loop", daemon=True)
+        self._thread.start()
+        ready.wait()
+
+    @classmethod
+    def shared(cls) -> EventLoop:
+        with cls._lock:
+            if cls._shared is None:
+                cls._shared = EventLoop()
+            return cls._shared
+
+    def _run(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(ready.set)
+        self.loop.run_forever()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Runs `coro` on the loop and waits for its result (from any thread but the loop's)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def submit(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Runs `coro` on the loop without waiting for it."""
+        asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+
+class Aborted(BaseException):
+    """Raised by `CallContext.abort_with_status`. A BaseException, so that no servicer's
+    `except Exception` mistakes the end of a call for an error of its own."""
+
+    def __init__(self, status: grpc.Status) -> None:
+        super().__init__(status.details)
+        self.status = status
+
+
+class _Status(grpc.Status):
+    def __init__(self, code: grpc.StatusCode, details: str, trailing_metadata: Sequence[Any] = ()) -> None:
+        self.code = code
+        self.details = details
+        self.trailing_metadata = tuple(trailing_metadata)
+
+
+class CallContext:
+    """What blocking servicer code may ask of its call, from a pool thread: the subset of
+    grpc.ServicerContext livestate uses. `is_active` turns False as soon as the call ends
+    (answered, cancelled, or past its deadline), so a waiting loop ends with it."""
+
+    def __init__(self, call: grpc.aio.ServicerContext) -> None:  # type: ignore[type-arg]
+        self._call = call
+        self.active = True
+
+    def is_active(self) -> bool:
+        return self.active and not self._call.done()
+
+    def time_remaining(self) -> float | None:
+        remaining: float | None = self._call.time_remaining()
+        return remaining
+
+    def invocation_metadata(self) -> Sequence[tuple[str, str | bytes]]:
+        return tuple(self._call.invocation_metadata() or ())
+
+    def abort_with_status(self, status: grpc.Status) -> None:
+        raise Aborted(status)
+
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise Aborted(_Status(code, details))
+
+
+async def abort(call: grpc.aio.ServicerContext, status: grpc.Status) -> None:  # type: ignore[type-arg]
+    """Ends `call` with `status` (its rich details ride in the trailing metadata)."""
+    await call.abort(status.code, status.details, tuple(status.trailing_metadata or ()))
+
+
+class Collector:
+    """Stands in for a server to the generated `add_*Servicer_to_server` functions, keeping the
+    method handlers they register."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, Handler] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[Any]) -> None:
+        pass  # the same handlers come again by name below
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Handler]) -> None:
+        for name, handler in handlers.items():
+            self.handlers[f"/{service}/{name}"] = handler
+
+
+class Edge(grpc.GenericRpcHandler):  # type: ignore[type-arg]
+    """Serves the collected blocking handlers on the loop, each call admitted by `interceptors`
+    first; `native` handlers (already coroutines) are served as they are."""
+
+    def __init__(
+        self,
+        handlers: dict[str, Handler],
+        interceptors: Sequence[grpc.ServerInterceptor],  # type: ignore[type-arg]
+        pool: concurrent.futures.ThreadPoolExecutor,
+        access: AuthInterceptor | None,
+    ) -> None:
+        self._handlers = handlers
+        self._interceptors = tuple(interceptors)
+        self._pool = pool
+        self._access = access
+        self._native: dict[str, Handler] = {}
+
+    def serve_on_loop(
+        self,
+        method: str,
+        serve: Callable[[StreamCall], Awaitable[None]],
+        *,
+        budget: Budget,
+        idle_after: float,
+    ) -> None:
+        """Serves the bidirectional `method` with the coroutine `serve` instead of its blocking
+        handler: admitted by access control and `budget`, its requests decoded (a bad one is
+        INVALID_ARGUMENT), closed CANCELLED after `idle_after` seconds of silence, and whatever
+        it raises answered as errors.py maps it."""
+        decoder = self._handlers[method].request_deserializer
+        access, pool = self._access, self._pool
+
+        async def bidi(_requests: object, call: grpc.aio.ServicerContext) -> None:  # type: ignore[type-arg]
+            identity: Identity | None = None
+            taken = False
+            try:
+                if access is not None:
+                    identity = access.admit(method, call.invocation_metadata())
+                budget.take(identity.name if identity else None)
+                taken = True
+                # This call's task has a context of its own: the identity stays with the call.
+                auth.current.set(identity)
+                await serve(StreamCall(call, functools.partial(decode, decoder or _raw), idle_after, pool))
+            except StreamIdle as idle:
+                await abort(call, _Status(grpc.StatusCode.CANCELLED, f"closed: {idle}"))
+            except Exception as exc:
+                await abort(call, status_of(exc, method))
+            finally:
+                if taken:
+                    budget.give(identity.name if identity else None)
+
+        self._native[method] = grpc.stream_stream_rpc_method_handler(
+            bidi, response_serializer=self._handlers[method].response_serializer
+        )
+
+    def service(self, details: grpc.HandlerCallDetails) -> Handler | None:
+        native = self._native.get(details.method)
+        if native is not None:
+            return native
+        if details.method not in self._handlers:
+            return None
+        handler = self._admitted(details)
+        if handler is None:
+            return None
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._streamed(handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        raise TypeError(f"{details.method}: client-streaming methods must be served natively")
+
+    def _admitted(self, details: grpc.HandlerCallDetails) -> Handler | None:
+        """The handler as the interceptors leave it, the first of them outermost."""
+
+        def innermost(d: grpc.HandlerCallDetails) -> Handler | None:
+            return self._handlers.get(d.method)
+
+        continuation: Callable[[grpc.HandlerCallDetails], Handler | None] = innermost
+        for interceptor in reversed(self._interceptors):
+            continuation = _chained(interceptor, continuation)
+        return continuation(details)
+
+    def _unary(self, behavior: Callable[[Any, Any], Any]) -> Callable[..., Awaitable[Any]]:
+        pool = self._pool
+
+        async def unary(request: Any, call: grpc.aio.ServicerContext) -> Any:  # type: ignore[type-arg]
+            context = CallContext(call)
+            loop = asyncio.get_running_loop()
+            # A context of its own per call: what auth sets for the call stays with it.
+            run = contextvars.copy_context().run
+            try:
+                return await loop.run_in_executor(pool, run, behavior, request, context)
+            except Aborted as aborted:
+                await abort(call, aborted.status)
+            finally:
+                context.active = False
+
+        return unary
+
+    def _streamed(self, behavior: Callable[[Any, Any], Iterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+        pool = self._pool
+
+        async def streamed(request: Any, call: grpc.aio.ServicerContext) -> AsyncIterator[Any]:  # type: ignore[type-arg]
+            context = CallContext(call)
+            # One context for every step: a generator sets and resets it across steps, and the
+            # steps run on whichever pool thread is free (never two at once).
+            run = contextvars.copy_context().run
+            generator: Iterator[Any] | None = None
+            step: concurrent.futures.Future[Any] | None = None
+            try:
+                generator = behavior(request, context)
+                while True:
+                    step = pool.submit(run, _step, generator)
+                    item = await asyncio.wrap_future(step)
+                    if item is _END:
+                        return
+                    yield item
+            except Aborted as aborted:
+                await abort(call, aborted.status)
+            finally:
+                context.active = False
+                if generator is not None:
+                    _close_later(pool, run, generator, step)
+
+        return streamed
+
+
+def _raw(data: bytes) -> bytes:
+    return data
+
+
+def _step(generator: Iterator[Any]) -> Any:
+    return next(generator, _END)
+
+
+def _chained(
+    interceptor: grpc.ServerInterceptor,  # type: ignore[type-arg]
+    continuation: Callable[[grpc.HandlerCallDetails], Handler | None],
+) -> Callable[[grpc.HandlerCallDetails], Handler | None]:
+    def next_in_chain(details: grpc.HandlerCallDetails) -> Handler | None:
+        handler: Handler | None = interceptor.intercept_service(continuation, details)
+        return handler
+
+    return next_in_chain
+
+
+def _close_later(
+    pool: concurrent.futures.ThreadPoolExecutor,
+    run: Callable[..., Any],
+    generator: Iterator[Any],
+    step: concurrent.futures.Future[Any] | None,
+) -> None:
+    """Closes a generator (its `finally` blocks give back budgets and watches) once the step in
+    flight, if any, is over: a generator cannot be closed while another thread runs it."""
+
+    def close(_: object = None) -> None:
+        with contextlib.suppress(RuntimeError):  # the pool is shut down: the process is stopping
+            pool.submit(run, getattr(generator, "close", lambda: None))
+
+    if step is None or step.done():
+        close()
+    else:
+        step.add_done_callback(close)
+
+
+class StreamIdle(Exception):
+    """The peer sent nothing for the stream's idle limit."""
+
+
+class StreamCall:
+    """A bidirectional call served on the loop, as its servicer sees it: decoded requests (None
+    once the peer is done), a close after `idle_after` seconds of silence, and `offload` for
+    blocking code."""
+
+    def __init__(
+        self,
+        call: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        decode: Callable[[bytes], Any],
+        idle_after: float,
+        pool: concurrent.futures.ThreadPoolExecutor,
+    ) -> None:
+        self._call = call
+        self._decode = decode
+        self._idle_after = idle_after
+        self._pool = pool
+
+    async def read(self) -> Any | None:
+        try:
+            async with asyncio.timeout(self._idle_after):
+                raw = await self._call.read()
+        except TimeoutError:
+            raise StreamIdle(f"nothing heard for {self._idle_after:g}s") from None
+        if raw is grpc.aio.EOF:  # type: ignore[attr-defined]
+            return None
+        return self._decode(raw)
+
+    async def write(self, message: Any) -> None:
+        await self._call.write(message)
+
+    def time_remaining(self) -> float | None:
+        remaining: float | None = self._call.time_remaining()
+        return remaining
+
+    async def offload(self, fn: Callable[..., T], *args: Any) -> T:
+        """Runs blocking `fn(*args)` on the pool, with this call's context (its identity)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, contextvars.copy_context().run, fn, *args)
