@@ -241,6 +241,9 @@ def main() -> None:
     parser.add_argument(
         "--match-rate", type=float, default=20.0, help="Match/s a scheduler sends during a fleet"
     )
+    parser.add_argument(
+        "--fleet-processes", default="1,2", help="server processes (--processes) to run each fleet on"
+    )
     parser.add_argument("--fleet-agents", help=argparse.SUPPRESS)
     parser.add_argument("--fleet-scheduler", help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=float, help=argparse.SUPPRESS)
@@ -266,9 +269,13 @@ def main() -> None:
 
     node_ids = [f"bench-{i:06d}" for i in range(min(args.streams, args.nodes))]
     fleets = [int(n) for n in args.fleet.split(",") if n]
-    fleet_results: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    process_counts = [int(n) for n in args.fleet_processes.split(",") if n]
+    # Per fleet size: the bare run, then per process count a run of beats alone (CPU per beat)
+    # and one with a scheduler matching meanwhile (Match latency while streaming).
+    fleet_results: list[tuple[dict[str, Any], list[tuple[int, dict[str, Any], dict[str, Any]]]]] = []
     with EmbeddedRedis() as embedded:
         bare_port, ls_port = free_port(), free_port()
+        multi_ports = {n: free_port() for n in process_counts if n > 1}
         bare = subprocess.Popen(
             [
                 sys.executable,
@@ -290,13 +297,18 @@ def main() -> None:
             "LIVESTATE_SUSPECT_AFTER": "1800",
             "LIVESTATE_OFFLINE_AFTER": "3600",
         }
-        server = subprocess.Popen(
-            [str(Path(sys.executable).parent / "livestate"), "serve", "--listen", f"127.0.0.1:{ls_port}"],
-            env=env,
-        )
+        command = [str(Path(sys.executable).parent / "livestate"), "serve", "--listen"]
+        server = subprocess.Popen([*command, f"127.0.0.1:{ls_port}"], env=env)
+        # Idle until its fleets: the same Redis, so the same registered nodes.
+        multi = {
+            n: subprocess.Popen([*command, f"127.0.0.1:{port}", "--processes", str(n)], env=env)
+            for n, port in multi_ports.items()
+        }
         try:
             _wait_ready(bare_port)
             _wait_ready(ls_port)
+            for port in multi_ports.values():
+                _wait_ready(port)
             started = time.monotonic()
             _populate(embedded.url, ls_port, args.nodes, args.boot)
             populate_s = time.monotonic() - started
@@ -308,20 +320,23 @@ def main() -> None:
             livestate = _measure(ls_port, node_ids, args.boot, args.seconds)
             match_baseline = _measure_match(bare_port, args.workers, args.seconds)
             match_livestate = _measure_match(ls_port, args.workers, args.seconds)
+            targets = {1: (ls_port, server)} | {n: (multi_ports[n], multi[n]) for n in multi}
             for streams in fleets:
                 if streams > args.nodes:
                     continue
                 paced = {"interval": args.interval, "seconds": max(args.seconds, 3 * args.interval)}
-                fleet_results.append(
-                    (
-                        fleet.run(bare_port, bare.pid, streams, args.boot, match_rate=0, **paced),
-                        fleet.run(
-                            ls_port, server.pid, streams, args.boot, match_rate=args.match_rate, **paced
-                        ),
+                bare_run = fleet.run(bare_port, bare.pid, streams, args.boot, match_rate=0, **paced)
+                runs = []
+                for n in process_counts:
+                    port, proc = targets[n]
+                    beats = fleet.run(port, proc.pid, streams, args.boot, match_rate=0, **paced)
+                    matched = fleet.run(
+                        port, proc.pid, streams, args.boot, match_rate=args.match_rate, **paced
                     )
-                )
+                    runs.append((n, beats, matched))
+                fleet_results.append((bare_run, runs))
         finally:
-            for proc in (bare, server):
+            for proc in (bare, server, *multi.values()):
                 proc.terminate()
                 proc.wait(timeout=15)
 
@@ -353,27 +368,36 @@ def main() -> None:
         f"  ratio                {match_ratio:8.2f}   (Match alone vs a bare call; each livestate match also"
         " pays a Release)"
     )
-    for bare_run, ls_run in fleet_results:
+    for bare_run, runs in fleet_results:
         print(
-            f"Paced fleet: {ls_run['streams']} agent streams beating every {args.interval:g}s "
-            f"(arrivals spread), one server process, default settings; a scheduler at "
-            f"{args.match_rate:g} Match/s:"
+            f"Paced fleet: {bare_run['streams']} agent streams beating every {args.interval:g}s "
+            "(arrivals spread), default settings; load generators share the machine's cores:"
         )
-        for name, r in (("bare threaded stream", bare_run), ("livestate Heartbeat", ls_run)):
+        _fleet_line("bare threaded stream", bare_run)
+        for n, beats, matched in runs:
+            name = f"livestate, {n} process{'es' if n > 1 else ''}"
+            _fleet_line(name, beats)
             print(
-                f"  {name:21s} {r['beats_per_s']:7.0f} beats/s  ack p50 {r['ack_p50_ms']:.1f} ms  "
-                f"p99 {r['ack_p99_ms']:.1f} ms  server CPU {r['cpu_us_per_beat']:.0f} us/beat "
-                f"({r['cpu_cores']:.2f} cores)  streams ended by {r['errors'] or 'nothing'}"
+                f"    CPU per beat ratio {beats['cpu_us_per_beat'] / bare_run['cpu_us_per_beat']:5.2f} "
+                f"(target <= 1.5)  memory per stream {beats['rss_kb_per_stream']:.1f} KB"
             )
-        print(
-            f"  CPU per beat ratio    {ls_run['cpu_us_per_beat'] / bare_run['cpu_us_per_beat']:7.2f}   "
-            "(target <= 1.5; ack p99 target <= 50 ms)"
-        )
-        print(
-            f"  Match while streaming p50 {ls_run['match_p50_ms']:.1f} ms  "
-            f"p99 {ls_run['match_p99_ms']:.1f} ms  errors {ls_run['match_errors'] or 'none'}  "
-            "(target p99 <= 20 ms)"
-        )
+            print(
+                f"    with a scheduler at {args.match_rate:g} Match/s: "
+                f"ack p99 {matched['ack_p99_ms']:.1f} ms "
+                f"(target <= 50)  Match p50 {matched['match_p50_ms']:.1f} ms  "
+                f"p99 {matched['match_p99_ms']:.1f} ms (target <= 20)  "
+                f"errors {matched['match_errors'] or 'none'}, "
+                f"streams ended by {matched['errors'] or 'nothing'}"
+            )
+        print()
+
+
+def _fleet_line(name: str, r: dict[str, Any]) -> None:
+    print(
+        f"  {name:22s} {r['beats_per_s']:6.0f} beats/s  ack p50 {r['ack_p50_ms']:.1f} ms  "
+        f"p99 {r['ack_p99_ms']:.1f} ms  server CPU {r['cpu_us_per_beat']:.0f} us/beat "
+        f"({r['cpu_cores']:.2f} cores)  streams ended by {r['errors'] or 'nothing'}"
+    )
 
 
 if __name__ == "__main__":

@@ -113,9 +113,34 @@ def scheduler_main(target: str, rate: float, start: float, stop: float) -> None:
     print(json.dumps(asyncio.run(_scheduler(target, rate, start, stop))))
 
 
+def _tree(pid: int) -> list[int]:
+    """`pid` and its descendants (a --processes supervisor and its servers)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            todo += [int(child) for child in task.read_text().split()]
+    return found
+
+
 def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+    """CPU time of `pid` and its descendants (utime + stime)."""
+    total = 0
+    for member in _tree(pid):
+        fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS
+
+
+def _rss_bytes(pid: int) -> int:
+    """Resident memory of `pid` and its descendants."""
+    total = 0
+    for member in _tree(pid):
+        for line in Path(f"/proc/{member}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024
+    return total
 
 
 def _spawn(args: list[str]) -> subprocess.Popen[str]:
@@ -158,8 +183,10 @@ def run(
         if match_rate
         else None
     )
+    rss_before = _rss_bytes(server_pid)
     time.sleep(max(0.0, start - time.monotonic()))
     cpu_before = _cpu_seconds(server_pid)
+    rss_during = _rss_bytes(server_pid)
     time.sleep(max(0.0, stop - time.monotonic()))
     cpu, elapsed = _cpu_seconds(server_pid) - cpu_before, seconds
     latencies: list[float] = []
@@ -180,6 +207,8 @@ def run(
         "ack_p99_ms": _pct(latencies, 0.99),
         "cpu_us_per_beat": cpu / max(1, beats) * 1e6,
         "cpu_cores": cpu / elapsed,
+        # What the open streams hold: the server's growth from before the fleet connected.
+        "rss_kb_per_stream": (rss_during - rss_before) / 1024 / streams,
         "errors": {code: f"{n} ({details.get(code, '')})" for code, n in errors.items()},
     }
     if scheduler is not None:

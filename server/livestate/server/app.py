@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import ipaddress
 import logging
+import sys
 import threading
 from pathlib import Path
 
@@ -229,7 +230,14 @@ def create_server(config: Config) -> LivestateServer:
     return LivestateServer(config)
 
 
+# How long a thread may hold the GIL while another waits for it (Python's default: 5 ms). The
+# event loop is busy with thousands of streams; a Match thread coming back from each of its Redis
+# round trips would wait up to this long every time.
+SWITCH_INTERVAL = 0.001
+
+
 def serve(config: Config) -> None:
+    sys.setswitchinterval(SWITCH_INTERVAL)
     server = create_server(config)
     server.start()
     stop_requested(f"draining (grace {config.shutdown_grace:.1f}s)").wait()

@@ -23,10 +23,10 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
-import functools
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import grpc
@@ -179,6 +179,7 @@ class Edge(grpc.GenericRpcHandler):  # type: ignore[type-arg]
 
         async def bidi(_requests: object, call: grpc.aio.ServicerContext) -> None:  # type: ignore[type-arg]
             identity: Identity | None = None
+            idle: asyncio.Timeout | None = None
             taken = False
             try:
                 if access is not None:
@@ -187,10 +188,12 @@ class Edge(grpc.GenericRpcHandler):  # type: ignore[type-arg]
                 taken = True
                 # This call's task has a context of its own: the identity stays with the call.
                 auth.current.set(identity)
-                await serve(StreamCall(call, functools.partial(decode, decoder or _raw), idle_after, pool))
-            except StreamIdle as idle:
-                await abort(call, _Status(grpc.StatusCode.CANCELLED, f"closed: {idle}"))
+                async with asyncio.timeout(idle_after) as idle:
+                    await serve(StreamCall(call, partial(decode, decoder or _raw), idle, idle_after, pool))
             except Exception as exc:
+                if isinstance(exc, TimeoutError) and idle is not None and idle.expired():
+                    closed = f"closed: nothing heard for {idle_after:g}s"
+                    await abort(call, _Status(grpc.StatusCode.CANCELLED, closed))
                 await abort(call, status_of(exc, method))
             finally:
                 if taken:
@@ -317,10 +320,6 @@ def _close_later(
         step.add_done_callback(close)
 
 
-class StreamIdle(Exception):
-    """The peer sent nothing for the stream's idle limit."""
-
-
 class StreamCall:
     """A bidirectional call served on the loop, as its servicer sees it: decoded requests (None
     once the peer is done), a close after `idle_after` seconds of silence, and `offload` for
@@ -330,20 +329,20 @@ class StreamCall:
         self,
         call: grpc.aio.ServicerContext,  # type: ignore[type-arg]
         decode: Callable[[bytes], Any],
+        idle: asyncio.Timeout,
         idle_after: float,
         pool: concurrent.futures.ThreadPoolExecutor,
     ) -> None:
         self._call = call
         self._decode = decode
+        self._idle = idle
         self._idle_after = idle_after
         self._pool = pool
 
     async def read(self) -> Any | None:
-        try:
-            async with asyncio.timeout(self._idle_after):
-                raw = await self._call.read()
-        except TimeoutError:
-            raise StreamIdle(f"nothing heard for {self._idle_after:g}s") from None
+        raw = await self._call.read()
+        # One timer per stream, pushed back by each message (cheaper than a timeout per read).
+        self._idle.reschedule(asyncio.get_running_loop().time() + self._idle_after)
         if raw is grpc.aio.EOF:  # type: ignore[attr-defined]
             return None
         return self._decode(raw)
