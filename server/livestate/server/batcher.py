@@ -24,9 +24,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
+import redis.connection
+import redis.exceptions
 
 from livestate.server.errors import Unavailable
-from livestate.server.scripts import Call, Scripts
+from livestate.server.scripts import Call, Command, Scripts
 
 log = logging.getLogger(__name__)
 
@@ -90,34 +92,35 @@ class BeatBatcher:
             timer.cancel()
 
     def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < self._batch_size:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._queue.put(None)  # leave the stop signal for this thread's next turn
-                    break
-                batch.append(item)
-            self._flush(batch)
-
-    def _flush(self, batch: Sequence[_Pending]) -> None:
-        touches = [p for p in batch if p.touch_key is not None]
-
-        def touch(pipe: redis.client.Pipeline) -> None:
-            for p in touches:
-                pipe.pexpire(p.touch_key, p.touch_ttl_ms)  # type: ignore[arg-type]
-
+        # A connection of this writer's own: no pool checkout (and its poll) per batch.
+        pool = self._client.connection_pool
+        conn = pool.connection_class(**pool.connection_kwargs)
         try:
-            results: Sequence[Any] = self._scripts.call_many(
-                [p.call for p in batch], also=touch if touches else None
-            )
-        except Exception as exc:  # the whole pipeline failed (connection lost, timeout)
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                batch = [first]
+                while len(batch) < self._batch_size:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        self._queue.put(None)  # leave the stop signal for this thread's next turn
+                        break
+                    batch.append(item)
+                self._flush(conn, batch)
+        finally:
+            conn.disconnect()
+
+    def _flush(self, conn: redis.connection.AbstractConnection, batch: Sequence[_Pending]) -> None:
+        touches: list[Command] = [("PEXPIRE", p.touch_key, p.touch_ttl_ms) for p in batch if p.touch_key]
+        try:
+            _drop_if_stale(conn)
+            results: Sequence[Any] = self._scripts.call_many_on(conn, [p.call for p in batch], also=touches)
+        except Exception as exc:  # the connection failed (lost, timed out): the whole batch did
+            conn.disconnect()
             results = [exc] * len(batch)
         else:
             self.batches += 1
@@ -135,6 +138,16 @@ class BeatBatcher:
         for loop, answered in on_loops.items():
             with contextlib.suppress(RuntimeError):  # a closed loop: no one waits any more
                 loop.call_soon_threadsafe(_resolve, answered)
+
+
+def _drop_if_stale(conn: redis.connection.AbstractConnection) -> None:
+    """A connection Redis closed (a restart) or left with unread bytes is never written to:
+    reconnecting is safe, resending is not."""
+    try:
+        if conn.can_read(0):
+            conn.disconnect()
+    except redis.exceptions.ConnectionError:
+        conn.disconnect()
 
 
 def _resolve(answered: Sequence[_Pending]) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal, get_args
 
 import redis
+import redis.connection
 import redis.exceptions
 
 ScriptName = Literal[
@@ -35,6 +36,7 @@ ScriptName = Literal[
 SCRIPT_NAMES: tuple[ScriptName, ...] = get_args(ScriptName)
 
 Call = tuple[ScriptName, Sequence[str], Sequence[str | int | float]]
+Command = tuple[str | int | float, ...]
 
 
 def _read(name: str) -> str:
@@ -76,6 +78,41 @@ class Scripts:
             for i, result in zip(missing, self._run([calls[i] for i in missing]), strict=True):
                 results[i] = result
         return results
+
+    def call_many_on(
+        self,
+        conn: redis.connection.AbstractConnection,
+        calls: Sequence[Call],
+        *,
+        also: Sequence[Command] = (),
+    ) -> list[Any]:
+        """`call_many` over a connection the caller owns (a beat writer's), with no pipeline object
+        in between: the hot path. `also` are plain commands sent after the calls (replies not
+        kept). Raises when the connection fails; the caller drops the connection, and what was
+        sent is never sent again."""
+        results = self._send(conn, calls, also)
+        missing = [i for i, r in enumerate(results) if isinstance(r, redis.exceptions.NoScriptError)]
+        if missing:
+            self.load()
+            for i, result in zip(missing, self._send(conn, [calls[i] for i in missing], ()), strict=True):
+                results[i] = result
+        return results
+
+    def _send(
+        self, conn: redis.connection.AbstractConnection, calls: Sequence[Call], also: Sequence[Command]
+    ) -> list[Any]:
+        commands: list[Command] = [
+            ("EVALSHA", self._sha[name], len(keys), *keys, *args) for name, keys, args in calls
+        ]
+        commands += also
+        conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(conn.read_response())
+            except redis.exceptions.ResponseError as err:  # this command's answer; the rest follow
+                replies.append(err)
+        return replies[: len(calls)]
 
     def add(
         self,

@@ -32,7 +32,9 @@ def connect(url: str, config: Config) -> redis.Redis:
         retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
         client_name="livestate",
     )
-    return redis.Redis(connection_pool=pool)
+    # The client owns its pool: closing it closes every connection (a pool merely passed in is
+    # left open, and its sockets linger until garbage-collected).
+    return redis.Redis.from_pool(pool)
 
 
 def text(value: object) -> str | None:
