@@ -177,18 +177,23 @@ def _record(rt: Runtime, assignments: Sequence[Assignment], *, wake: bool) -> li
 
     def build(pipe: redis.client.Pipeline) -> None:
         for a in assignments:
-            rt.scripts.add(
-                pipe,
-                "settle",
-                [rt.keys.job(a.job_id)],
-                [a.lease_id, a.node_id, int(rt.config.job_ttl * 1000)],
-            )
-            if wake and not a.scheduler_id:
-                pipe.publish(rt.keys.assigned_channel, message(a.job_id, ""))
+            record(rt, pipe, a, wake=wake)
 
     replies = rt.scripts.pipeline(build)
     records = [r for r in replies if isinstance(r, list)]
     return [(int(status), str(text(detail) or "")) for status, detail in records]
+
+
+def record(rt: Runtime, pipe: redis.client.Pipeline, a: Assignment, *, wake: bool) -> int:
+    """Queues settle.lua for one assignment (and, with `wake`, the wake-up of a waiting Match);
+    returns how many replies it queued."""
+    rt.scripts.add(
+        pipe, "settle", [rt.keys.job(a.job_id)], [a.lease_id, a.node_id, int(rt.config.job_ttl * 1000)]
+    )
+    if wake and not a.scheduler_id:
+        pipe.publish(rt.keys.assigned_channel, message(a.job_id, ""))
+        return 2
+    return 1
 
 
 def _announce(rt: Runtime, assignments: Sequence[Assignment], *, wake: bool) -> None:

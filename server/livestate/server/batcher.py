@@ -35,9 +35,10 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(slots=True)
 class _Pending:
-    call: Call
-    touch_key: str | None
-    touch_ttl_ms: int
+    call: Call | None
+    touch_key: str | None = None
+    touch_ttl_ms: int = 0
+    command: Command | None = None
     done: threading.Event | None = None
     future: asyncio.Future[Any] | None = None
     result: Any = None
@@ -91,6 +92,12 @@ class BeatBatcher:
         finally:
             timer.cancel()
 
+    def defer(self, *, call: Call | None = None, command: Command | None = None) -> None:
+        """Sends a tidy-up no caller waits for with the next batch (a script call or a plain
+        command). Only for what a sweep or the next reader would redo if it were lost: a failed
+        batch drops it."""
+        self._queue.put(_Pending(call, command=command))
+
     def _run(self) -> None:
         # A connection of this writer's own: no pool checkout (and its poll) per batch.
         pool = self._client.connection_pool
@@ -115,18 +122,22 @@ class BeatBatcher:
             conn.disconnect()
 
     def _flush(self, conn: redis.connection.AbstractConnection, batch: Sequence[_Pending]) -> None:
-        touches: list[Command] = [("PEXPIRE", p.touch_key, p.touch_ttl_ms) for p in batch if p.touch_key]
+        calls = [p for p in batch if p.call is not None]
+        plain: list[Command] = [("PEXPIRE", p.touch_key, p.touch_ttl_ms) for p in batch if p.touch_key]
+        plain += [p.command for p in batch if p.command is not None]
         try:
             _drop_if_stale(conn)
-            results: Sequence[Any] = self._scripts.call_many_on(conn, [p.call for p in batch], also=touches)
+            results: Sequence[Any] = self._scripts.call_many_on(
+                conn, [p.call for p in calls if p.call is not None], also=plain
+            )
         except Exception as exc:  # the connection failed (lost, timed out): the whole batch did
             conn.disconnect()
-            results = [exc] * len(batch)
+            results = [exc] * len(calls)
         else:
             self.batches += 1
-            self.calls += len(batch)
+            self.calls += len(calls)
         on_loops: defaultdict[asyncio.AbstractEventLoop, list[_Pending]] = defaultdict(list)
-        for p, result in zip(batch, results, strict=True):
+        for p, result in zip(calls, results, strict=True):
             if isinstance(result, Exception):
                 p.error = result
             else:

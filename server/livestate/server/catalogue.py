@@ -1,7 +1,9 @@
 """The partition catalogue (a global set of partition labels), cached for a moment per process.
 
 Match reads it on every call, so it comes from memory; a partition new to this process appears
-at once when this process registered it, and within `ttl` when another process did.
+at once when this process registered it, and within `ttl` when another process did. So do the
+idle-queue depths per model that order a Match's partitions (most idle capacity first): an
+ordering only, never a decision, since the claim script looks at the queue itself.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import redis
 
 from livestate.server.keys import Keys, Partition
 
+# Models whose depths are cached at once; past it the cache starts over (names come from callers).
+MAX_MODELS_CACHED = 1024
+
 
 class Catalogue:
     def __init__(self, client: redis.Redis, keys: Keys, ttl: float = 1.0) -> None:
@@ -22,6 +27,7 @@ class Catalogue:
         self._lock = threading.Lock()
         self._cached: list[Partition] = []
         self._read_at = -1.0
+        self._depths: dict[str, tuple[float, dict[Partition, int]]] = {}
 
     def partitions(self, env: str = "", region: str | None = None, *, fresh: bool = False) -> list[Partition]:
         """Known partitions, filtered, ordered by label."""
@@ -32,6 +38,24 @@ class Catalogue:
         with self._lock:
             found = self._cached
         return [p for p in found if (not env or p.env == env) and (region is None or p.region == region)]
+
+    def idle_depths(
+        self, model: str, partitions: list[Partition], *, fresh: bool = False
+    ) -> dict[Partition, int]:
+        """How many idle slots each partition's queue for `model` held a moment ago."""
+        now = time.monotonic()
+        with self._lock:
+            read_at, depths = self._depths.get(model, (-1.0, {}))
+        if fresh or now - read_at > self._ttl or any(p not in depths for p in partitions):
+            pipe = self._client.pipeline(transaction=False)
+            for p in partitions:
+                pipe.zcard(self._keys.partition(p).idle_queue(model))
+            depths = dict(zip(partitions, pipe.execute(), strict=True))
+            with self._lock:
+                if len(self._depths) > MAX_MODELS_CACHED:
+                    self._depths.clear()
+                self._depths[model] = (now, depths)
+        return {p: depths[p] for p in partitions}
 
     def invalidate(self) -> None:
         with self._lock:

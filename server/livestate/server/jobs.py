@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import redis
 from google.protobuf import timestamp_pb2
 
-from livestate.server.assignments import Assignment, settle
+from livestate.server.assignments import HOLDS_OTHER, SETTLED, Assignment, record, settle, unwait
 from livestate.server.errors import FailedPrecondition
 from livestate.server.keys import Partition, lease_partition
 from livestate.server.reads import nodes_from_replies, queue_node_reads
@@ -122,9 +122,30 @@ def check_same_job(job: JobSpec, record: dict[str, str]) -> None:
         )
 
 
-def read_node(rt: Runtime, a: Assignment) -> node_pb2.Node:
-    """The node as a Match answer shows it. The same round trip clears the assignment's outbox
-    entry: the caller has settled it and is about to answer."""
+def settle_own(rt: Runtime, a: Assignment) -> tuple[lease_pb2.Lease, node_pb2.Node] | None:
+    """Settles the assignment a plain Match just claimed and reads its node in the same round
+    trip; the lease and node to answer, or None when the job holds another lease (settle()
+    then gives this one back). The outbox entry is cleared with the next batch: were that lost,
+    a sweep would find it settled already."""
+    pk = rt.keys.partition(a.partition)
+
+    def build(pipe: redis.client.Pipeline) -> None:
+        queued = record(rt, pipe, a, wake=True)
+        assert queued == 2  # settle.lua, and the wake-up of a waiting copy of the job
+        queue_node_reads(pipe, pk, [a.node_id])
+
+    (status, detail), _, *reads = rt.scripts.pipeline(build)
+    status, detail = int(status), str(text(detail) or "")
+    if status == HOLDS_OTHER:
+        return None if not settle(rt, [a]) else (a.lease(), _node(rt, a))
+    if status == SETTLED and detail:
+        unwait(rt, a.job_id, detail, skip=a.partition)
+    rt.batcher.defer(command=("ZREM", pk.outbox, a.lease_id))
+    (node,) = nodes_from_replies(rt, [a.node_id], reads)
+    return a.lease(), node or node_pb2.Node()
+
+
+def _node(rt: Runtime, a: Assignment) -> node_pb2.Node:
     pk = rt.keys.partition(a.partition)
 
     def build(pipe: redis.client.Pipeline) -> None:
@@ -153,12 +174,12 @@ def partitions(rt: Runtime, job: JobSpec, *, fresh: bool, with_idle_only: bool) 
             candidates = sorted([*candidates, *missing], key=lambda p: (order[p.region], p.shard))
     else:
         candidates = list(known)
-    if not candidates:
-        return []
-    pipe = rt.client.pipeline(transaction=False)
-    for p in candidates:
-        pipe.zcard(rt.keys.partition(p).idle_queue(job.model))
-    depth = dict(zip(candidates, pipe.execute(), strict=True))
+    if len(candidates) <= 1:
+        # Nothing to order, and an empty idle queue costs the claim script no more than ZCARD.
+        return candidates
+    # Depths of a moment ago on the first pass (no round trip per Match); the second pass,
+    # before giving up, reads them afresh.
+    depth = rt.catalogue.idle_depths(job.model, candidates, fresh=fresh)
     if not job.regions:
         candidates.sort(key=lambda p: -depth[p])
     return [p for p in candidates if depth[p] or not with_idle_only]
@@ -245,8 +266,12 @@ def place(
             tried.add(partition)
             outcome = try_partition(rt, partition, job, excluded, scheduler=scheduler, wait_ms=wait_ms)
             if isinstance(outcome, Assignment):
-                if settle(rt, [outcome]):
-                    return outcome.lease(), read_node(rt, outcome)
+                if not outcome.scheduler_id:
+                    answer = settle_own(rt, outcome)
+                    if answer is not None:
+                        return answer
+                elif settle(rt, [outcome]):
+                    return outcome.lease(), _node(rt, outcome)
                 # A waiting copy of the job was assigned elsewhere first: that lease is the answer.
                 won = live_lease(rt, job.job_id, text(rt.client.hget(rt.keys.job(job.job_id), "lease")))
                 if won is not None:
