@@ -30,6 +30,7 @@ from livestate.v1 import node_pb2
 
 HERE = Path(__file__).resolve().parent
 PER_GENERATOR = 500
+RAMP_PER_S = 500  # streams opened per second before measuring
 CLOCK_TICKS = 100  # os.sysconf("SC_CLK_TCK") on Linux
 
 
@@ -46,12 +47,16 @@ async def _agents(
     detail: dict[str, str] = {}
     measure_from, stop_at = start, stop
 
+    # Streams open spread over the time left before measuring (at least an interval), as a
+    # fleet's agents come up over time; their beats are then spread over the interval too.
+    ramp = max(interval, start - time.monotonic() - interval)
+
     async with grpc.aio.insecure_channel(target) as channel:
         stub = hb_grpc.HeartbeatServiceStub(channel)
 
         async def one(node_id: str) -> None:
             nonlocal beats
-            await asyncio.sleep(random.uniform(0, interval))  # spread arrivals over the interval
+            await asyncio.sleep(random.uniform(0, ramp))
             call = stub.Heartbeat()
             seq = 0
             try:
@@ -158,7 +163,8 @@ def run(
 ) -> dict[str, Any]:
     """One paced fleet of `streams` agents against the server on `port` (pid `server_pid`)."""
     # Every stream connected and beating (and the generators started) before measuring.
-    start = time.monotonic() + 2 + interval + streams / 1000
+    # Generators start (about 2 s), streams open (RAMP_PER_S a second), one more interval.
+    start = time.monotonic() + 2 + 2 * interval + streams / RAMP_PER_S
     stop = start + seconds
     window = ["--start", repr(start), "--stop", repr(stop)]
     ids = [f"bench-{i:06d}" for i in range(streams)]

@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterator
 import grpc
 import pytest
 
-from harness import OFFLINE, ONLINE, Harness, wait_for
+from harness import OFFLINE, ONLINE, Harness, spec, wait_for
+from livestate.client.agent import NodeAgent, Reading
 from livestate.v1 import flag_pb2, flag_service_pb2, node_pb2, node_service_pb2, queue_service_pb2
 
 from .conftest import FaultServerFactory
@@ -506,3 +507,55 @@ def _stream_endings(schedulers: dict[str, QueueScheduler]) -> dict[str, dict[str
 def _epoch(ls: Harness) -> int:
     request = queue_service_pb2.GetQueueRequest(env=ENV, model=WAIT_MODEL)
     return int(ls.queue.GetQueue(request, timeout=5).epoch)
+
+
+# -- 5. Heartbeat streams through a freeze and an empty restart ----------------------------------
+
+
+@pytest.mark.timeout(180)
+def test_streaming_agents_ride_out_a_freeze_and_an_empty_restart(
+    redisproc: RedisProc, make_fault_server: FaultServerFactory
+) -> None:
+    """Streams are served on the event loop and their beats wait on the batcher: a frozen Redis
+    must end them UNAVAILABLE (or answer late), never INTERNAL, never hang them; after a kill -9
+    and an empty restart every agent is told to resync and registers again."""
+    ls = make_fault_server(heartbeat_interval=0.5, suspect_after=1.5, offline_after=2.5, sweep_interval=0.1)
+    stop = threading.Event()
+    agents = [NodeAgent(target(ls), spec(f"streamer-{i}"), call_timeout=2.0) for i in range(40)]
+    failures: list[BaseException] = []
+
+    def run(agent: NodeAgent) -> None:
+        try:
+            agent.run(stop, Reading, max_backoff=0.5)
+        except BaseException as exc:  # an answer the agent does not retry: INTERNAL, UNKNOWN, ...
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(agent,), daemon=True) for agent in agents]
+    for thread in threads:
+        thread.start()
+
+    def all_online() -> bool:
+        return all(ls.liveness(agent.spec.node_id) == ONLINE for agent in agents)
+
+    try:
+        wait_for(all_online, timeout=15)
+        with redisproc.frozen(2.0):
+            pass
+        eventually(all_online, 15, lambda: f"not back ONLINE after the freeze; failures {failures[:3]}")
+        registered = [agent.registrations for agent in agents]
+        redisproc.restart(keep_data=False, crash=True)
+        eventually(
+            lambda: (
+                all(a.registrations > r for a, r in zip(agents, registered, strict=True)) and all_online()
+            ),
+            20,
+            lambda: f"agents not registered again after the restart; failures {failures[:3]}",
+        )
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=15)
+        for agent in agents:
+            agent.close()
+    assert not failures, failures[:3]
+    assert not any(thread.is_alive() for thread in threads), "an agent hung on its stream"

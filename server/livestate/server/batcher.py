@@ -79,18 +79,13 @@ class BeatBatcher:
             raise pending.error
         return pending.result
 
-    async def call_async(
-        self, call: Call, *, timeout: float, touch_key: str | None = None, touch_ttl_ms: int = 0
-    ) -> Any:
-        """`call` for a coroutine on the running loop: waits without holding a thread."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
+    async def call_async(self, call: Call, *, touch_key: str | None = None, touch_ttl_ms: int = 0) -> Any:
+        """`call` for a coroutine on the running loop: waits without holding a thread. No timer
+        of its own (one per beat costs more than the beat's script): every batch ends within
+        the Redis timeout, and a batch that fails takes what queued behind it along."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.put(_Pending(call, touch_key, touch_ttl_ms, future=future))
-        timer = loop.call_later(timeout, _time_out, future)
-        try:
-            return await future
-        finally:
-            timer.cancel()
+        return await future
 
     def defer(self, *, call: Call | None = None, command: Command | None = None) -> None:
         """Sends a tidy-up no caller waits for with the next batch (a script call or a plain
@@ -117,14 +112,36 @@ class BeatBatcher:
                         self._queue.put(None)  # leave the stop signal for this thread's next turn
                         break
                     batch.append(item)
-                self._flush(conn, batch)
+                failed = self._flush(conn, batch)
+                if failed is not None:
+                    self._fail_queued(failed)
         finally:
             conn.disconnect()
 
-    def _flush(self, conn: redis.connection.AbstractConnection, batch: Sequence[_Pending]) -> None:
+    def _fail_queued(self, error: Exception) -> None:
+        """Redis just failed a batch (lost or frozen): what waits behind it fails now, rather than
+        a Redis timeout later per batch."""
+        queued: list[_Pending] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._queue.put(None)
+                break
+            queued.append(item)
+        waiting = [p for p in queued if p.call is not None]
+        self._answer(waiting, [error] * len(waiting))
+
+    def _flush(
+        self, conn: redis.connection.AbstractConnection, batch: Sequence[_Pending]
+    ) -> Exception | None:
+        """Sends the batch; the error that failed all of it, if one did."""
         calls = [p for p in batch if p.call is not None]
         plain: list[Command] = [("PEXPIRE", p.touch_key, p.touch_ttl_ms) for p in batch if p.touch_key]
         plain += [p.command for p in batch if p.command is not None]
+        failed: Exception | None = None
         try:
             _drop_if_stale(conn)
             results: Sequence[Any] = self._scripts.call_many_on(
@@ -132,10 +149,15 @@ class BeatBatcher:
             )
         except Exception as exc:  # the connection failed (lost, timed out): the whole batch did
             conn.disconnect()
-            results = [exc] * len(calls)
+            failed, results = exc, [exc] * len(calls)
         else:
             self.batches += 1
             self.calls += len(calls)
+        self._answer(calls, results)
+        return failed
+
+    @staticmethod
+    def _answer(calls: Sequence[_Pending], results: Sequence[Any]) -> None:
         on_loops: defaultdict[asyncio.AbstractEventLoop, list[_Pending]] = defaultdict(list)
         for p, result in zip(calls, results, strict=True):
             if isinstance(result, Exception):
@@ -164,14 +186,9 @@ def _drop_if_stale(conn: redis.connection.AbstractConnection) -> None:
 def _resolve(answered: Sequence[_Pending]) -> None:
     for p in answered:
         future = p.future
-        if future is None or future.done():  # timed out or cancelled meanwhile
+        if future is None or future.done():  # its caller was cancelled meanwhile
             continue
         if p.error is not None:
             future.set_exception(p.error)
         else:
             future.set_result(p.result)
-
-
-def _time_out(future: asyncio.Future[Any]) -> None:
-    if not future.done():
-        future.set_exception(Unavailable("redis did not answer within the call's deadline"))

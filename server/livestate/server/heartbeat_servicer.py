@@ -239,12 +239,7 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
         if partition is None:
             return await call.offload(self._beat, request, call.time_remaining())
         beat, touch = self._beat_call(request, partition)
-        reply = await rt.batcher.call_async(
-            beat,
-            timeout=rt.redis_wait(call.time_remaining()),
-            touch_key=touch,
-            touch_ttl_ms=rt.locator.ttl_ms,
-        )
+        reply = await rt.batcher.call_async(beat, touch_key=touch, touch_ttl_ms=rt.locator.ttl_ms)
         answer, handed = _answer(reply)
         if handed or answer.code != BEAT_APPLIED:
             return await call.offload(self._after, request, partition, answer, handed, call.time_remaining())
