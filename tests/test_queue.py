@@ -15,6 +15,7 @@ import pytest
 from conftest import ServerFactory
 from harness import BUSY, Harness, Stream, error_field, wait_for
 from harness import enqueue as _enqueue
+from livestate.server import match_servicer
 from livestate.v1 import match_service_pb2 as mpb
 from livestate.v1 import queue_service_pb2 as qpb
 
@@ -65,38 +66,38 @@ def test_higher_priority_is_served_first_then_fifo(ls: Harness, stream: Stream) 
     assert order == ["high", "low-1", "low-2"]
 
 
-def test_match_with_wait_returns_within_100ms_of_a_slot_freeing(ls: Harness) -> None:
+def test_match_with_wait_is_woken_when_a_slot_frees(ls: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The waiter's fallback re-read comes only after a minute, and its own deadline (10 s) after
+    # the join below gives up: only the wake-up of the release can answer it in time.
+    monkeypatch.setattr(match_servicer, "POLL", 60.0)
     ls.register("gpu-1")
     busy = ls.match("occupier").lease
     result: dict[str, Any] = {}
 
     def waiter() -> None:
-        result["lease"] = ls.match("waiting-job", wait={"seconds": 5}).lease
-        result["at"] = time.monotonic()
+        result["lease"] = ls.match("waiting-job", wait={"seconds": 60}).lease
 
     thread = threading.Thread(target=waiter)
     thread.start()
     wait_for(
         lambda: ls.queue.GetQueue(qpb.GetQueueRequest(env="test", model="llama-3-8b"), timeout=5).waiting_jobs
     )
-    freed = time.monotonic()
     ls.release(busy)
     thread.join(timeout=5)
 
     assert result["lease"].node_id == "gpu-1"
-    assert result["at"] - freed < 0.1
 
 
 def test_match_wait_expires_and_the_job_leaves_the_channel(ls: Harness) -> None:
     ls.register("gpu-1")
     ls.match("occupier")
-    started = time.monotonic()
 
     with pytest.raises(grpc.RpcError) as err:
         ls.match("impatient", wait={"nanos": 300_000_000})
 
+    # The server's answer (its wait ran out), not the client's deadline.
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert 0.25 < time.monotonic() - started < 2
+    assert "within wait" in str(err.value.details())
     assert ls.queue.GetQueue(qpb.GetQueueRequest(env="test", model="llama-3-8b"), timeout=5).waiting_jobs == 0
 
 

@@ -78,12 +78,11 @@ def _resume_token(positions: dict[str, str]) -> str:
 
 
 def _assert_unavailable(name: str, call: Call, reason: str) -> None:
-    started = time.monotonic()
     with pytest.raises(grpc.RpcError) as err:
         call()
+    # UNAVAILABLE from the server, before the client's own deadline (DEADLINE_EXCEEDED) ran out.
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE, (name, err.value.code(), err.value.details())
     assert error_reason(err.value) == reason, (name, err.value.details())
-    assert time.monotonic() - started < 3.0, name
 
 
 def _assert_serves(ls: Harness, boot: str) -> None:
