@@ -1,5 +1,6 @@
-"""Threads are budgets: streams past their cap are refused at once, unary RPCs always find a
-thread, silent streams are closed, and an agent with no stream to spare keeps beating."""
+"""Budgets: streams hold no worker thread, streams and watchers past their caps are refused at
+once, unary RPCs always find a thread, silent streams are closed, and an agent with no stream to
+spare keeps beating."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ class OpenStream:
     def __init__(
         self, ls: Harness, node_id: str, boot: str, metadata: tuple[tuple[str, str], ...] = ()
     ) -> None:
+        self.boot = boot
         self.outbox: queue.SimpleQueue[hb.HeartbeatRequest | None] = queue.SimpleQueue()
         self.outbox.put(hb.HeartbeatRequest(node_id=node_id, boot_id=boot, seq=1, state=IDLE))
         self.call = hb_grpc.HeartbeatServiceStub(ls.channel).Heartbeat(self._requests(), metadata=metadata)
@@ -60,6 +62,28 @@ def _open(ls: Harness, count: int, prefix: str = "held") -> list[OpenStream]:
         assert stream.first() == grpc.StatusCode.OK
         streams.append(stream)
     return streams
+
+
+def test_open_streams_hold_no_worker_thread(make_server: ServerFactory) -> None:
+    """Ten times more streams than worker threads, every one beating: unary calls are served
+    all the while, and every stream keeps being answered."""
+    ls = make_server(max_watchers=1, max_waiting_matches=1, unary_workers=2)
+    assert ls.config.max_workers == 4
+    held = _open(ls, 40)
+    try:
+        boot, _ = ls.register("worker")
+        for seq in range(1, 6):
+            assert not ls.beat("worker", boot, seq=seq).resync_required
+            assert ls.get("worker").spec.node_id == "worker"
+        ls.release(ls.match("job-1", exclude_node_ids=[f"held-{i}" for i in range(40)]).lease)
+        for i, stream in enumerate(held):
+            stream.outbox.put(
+                hb.HeartbeatRequest(node_id=f"held-{i}", boot_id=stream.boot, seq=2, state=IDLE)
+            )
+        assert all(not next(stream.call).resync_required for stream in held)
+    finally:
+        for stream in held:
+            stream.close()
 
 
 def test_a_stream_past_the_budget_is_refused_with_a_retry_hint(make_server: ServerFactory) -> None:
