@@ -55,6 +55,10 @@ HEARTBEAT = "/{}/Heartbeat".format(
     heartbeat_service_pb2.DESCRIPTOR.services_by_name["HeartbeatService"].full_name
 )
 
+# Threads for the Heartbeat streams' blocking work: a handful of Redis round trips each, rare
+# beside the beats themselves (which wait on the batcher, on no thread).
+STREAM_WORKERS = 8
+
 # Every livestate service needs Redis, so each one's health status is Redis readiness.
 SERVICE_NAMES = tuple(
     module.DESCRIPTOR.services_by_name[name].full_name
@@ -135,8 +139,16 @@ class LivestateServer:
             self.pool,
             access,
         )
+        # The streams' own blocking work (lookups after a resync, settling jobs handed to a node).
+        self.stream_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=STREAM_WORKERS, thread_name_prefix="stream"
+        )
         self.edge.serve_on_loop(
-            HEARTBEAT, heartbeat.Heartbeat, budget=self.budgets.streams, idle_after=config.stream_idle_after
+            HEARTBEAT,
+            heartbeat.Heartbeat,
+            budget=self.budgets.streams,
+            idle_after=config.stream_idle_after,
+            pool=self.stream_pool,
         )
         self.loop = EventLoop.shared()
         self.health = health_aio.HealthServicer()
@@ -214,6 +226,7 @@ class LivestateServer:
         # none may touch Redis after its client is closed below.
         self.loop.run(self.grpc.stop(self.config.shutdown_grace if grace is None else grace))
         self.pool.shutdown(wait=True, cancel_futures=True)
+        self.stream_pool.shutdown(wait=True, cancel_futures=True)
         if self._started:
             self.maintenance.stop()
             self.rt.notifier.stop()

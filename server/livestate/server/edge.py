@@ -169,13 +169,16 @@ class Edge(grpc.GenericRpcHandler):  # type: ignore[type-arg]
         *,
         budget: Budget,
         idle_after: float,
+        pool: concurrent.futures.ThreadPoolExecutor,
     ) -> None:
         """Serves the bidirectional `method` with the coroutine `serve` instead of its blocking
         handler: admitted by access control and `budget`, its requests decoded (a bad one is
         INVALID_ARGUMENT), closed CANCELLED after `idle_after` seconds of silence, and whatever
-        it raises answered as errors.py maps it."""
+        it raises answered as errors.py maps it. Its blocking work (StreamCall.offload) runs on
+        `pool`, not the unary one: a burst of it (thousands of agents told to resync at once)
+        must not queue ahead of a scheduler's Match."""
         decoder = self._handlers[method].request_deserializer
-        access, pool = self._access, self._pool
+        access = self._access
 
         async def bidi(_requests: object, call: grpc.aio.ServicerContext) -> None:  # type: ignore[type-arg]
             identity: Identity | None = None

@@ -231,6 +231,7 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
     async def _beat_on_loop(self, request: pb.HeartbeatRequest, call: StreamCall) -> Answer:
         """`_beat` for a stream: the common beat (its node's partition cached, nothing handed to
         it, nothing to resync) only waits for its batch; the rest goes to the worker pool."""
+        # BEAT_APPLIED and BEAT_STALE_SEQ end here; see _after for the others.
         _validate_beat(request)
         auth.require_node(request.node_id)
 
@@ -241,9 +242,9 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
         beat, touch = self._beat_call(request, partition)
         reply = await rt.batcher.call_async(beat, touch_key=touch, touch_ttl_ms=rt.locator.ttl_ms)
         answer, handed = _answer(reply)
-        if handed or answer.code != BEAT_APPLIED:
+        if handed or answer.code in (BEAT_RESYNC, BEAT_VRAM_ABOVE_TOTAL):
             return await call.offload(self._after, request, partition, answer, handed, call.time_remaining())
-        return answer
+        return answer  # applied, or acknowledged as stale: nothing more to do
 
     def _beat(self, request: BeatLike, time_remaining: float | None) -> Answer:
         """Applies one beat and says what to answer."""
