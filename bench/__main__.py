@@ -6,8 +6,9 @@ The baseline server answers the same messages on the same RPC path without touch
 the ratio isolates what livestate adds (validation, batching, the beat script, Redis).
 
 Then paced agent fleets (bench/fleet.py): 500 and 2,000 streams beating every 2 s with spread
-arrivals (5,000 too with FULL=1), against the bare server and livestate, with server CPU per beat,
-ack latency, refusals and a scheduler's Match latency meanwhile.
+arrivals (5,000 too with FULL=1), against the bare server and livestate on 1 and 2 processes
+(--fleet-processes), with server CPU per beat, memory per stream, ack latency, refusals and a
+scheduler's Match latency meanwhile.
 
     python -m bench [--nodes 10000] [--streams 64] [--seconds 8] [--fleet 500,2000]
 """

@@ -3,9 +3,9 @@ the interval, as a real fleet does (the ping-pong bench measures a ceiling inste
 
 Load generators are separate processes of about 500 streams each (grpc.aio), so the server
 under test gets the cores it can. The same fleet is run against a bare threaded gRPC stream
-server (no Redis, fixed answers, a thread per stream as livestate has) as the same-run
-reference: server CPU per beat is reported for both and as a ratio. A scheduler matches at a
-paced rate meanwhile, and its Match p99 is reported too.
+server (no Redis, fixed answers, a thread per stream) as the same-run reference: server CPU per
+beat is reported for both and as a ratio, from a run of beats alone. A second run adds a
+scheduler matching at a paced rate, and reports its Match latency.
 """
 
 from __future__ import annotations
