@@ -86,6 +86,24 @@ def test_open_streams_hold_no_worker_thread(make_server: ServerFactory) -> None:
             stream.close()
 
 
+def test_a_watcher_that_leaves_gives_its_slot_back(make_server: ServerFactory) -> None:
+    """Watchers step on worker threads; one whose client cancels is closed there and its slot is
+    free again for the next."""
+    ls = make_server(max_watchers=2)
+    first = ls.queue.Assignments(qpb.AssignmentsRequest(scheduler_id="s1"), timeout=30)
+    second = ls.queue.Assignments(qpb.AssignmentsRequest(scheduler_id="s2"), timeout=30)
+    wait_for(lambda: ls.server.budgets.watchers.open == 2)
+    try:
+        first.cancel()
+        wait_for(lambda: ls.server.budgets.watchers.open == 1)
+        third = ls.queue.Assignments(qpb.AssignmentsRequest(scheduler_id="s3"), timeout=30)
+        wait_for(lambda: ls.server.budgets.watchers.open == 2)
+        third.cancel()
+    finally:
+        second.cancel()
+    wait_for(lambda: ls.server.budgets.watchers.open == 0)
+
+
 def test_a_stream_past_the_budget_is_refused_with_a_retry_hint(make_server: ServerFactory) -> None:
     ls = make_server(max_streams=3)
     held = _open(ls, 3)
