@@ -135,6 +135,20 @@ def test_match_is_idempotent_by_job_id_while_the_lease_lives(ls: Harness) -> Non
     assert ls.match("job-1").lease.lease_id != first.lease_id
 
 
+def test_a_job_asked_for_again_in_another_region_keeps_its_lease(ls: Harness) -> None:
+    """The second Match claims in its preferred region before it learns the job holds a lease
+    elsewhere: it answers that lease, and the slot it claimed in passing goes back."""
+    ls.register("eu-1", region="eu")
+    ls.register("us-1", region="us")
+    first = ls.match("job-1", regions=["eu"]).lease
+
+    again = ls.match("job-1", regions=["us", "eu"]).lease
+
+    assert again == first
+    assert ls.get("us-1").leased_slots == 0
+    assert ls.match("job-2", regions=["us"]).lease.node_id == "us-1"
+
+
 def test_concurrent_retries_of_one_job_share_one_lease(ls: Harness) -> None:
     for i in range(10):
         ls.register(f"n{i}")

@@ -16,13 +16,14 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections.abc import Sequence
+from typing import Any
 
 import redis
 from google.protobuf import timestamp_pb2
 
-from livestate.server.assignments import HOLDS_OTHER, SETTLED, Assignment, record, settle, unwait
+from livestate.server.assignments import HOLDS_OTHER, SETTLED, Assignment, end_lease, record, settle, unwait
 from livestate.server.errors import FailedPrecondition
-from livestate.server.keys import Partition, lease_partition
+from livestate.server.keys import Partition, PartitionKeys, lease_partition
 from livestate.server.reads import nodes_from_replies, queue_node_reads
 from livestate.server.runtime import Runtime
 from livestate.server.store import text
@@ -190,50 +191,97 @@ def try_partition(
 ) -> Assignment | int | None:
     """Runs match.lua in one partition until it decides: the Assignment when it claimed a slot,
     the job's position when it left the job waiting there (wait_ms > 0), None when nothing fits."""
-    cfg = rt.config
     pk = rt.keys.partition(partition)
-    labels = "\n".join(f"{k}={v}" for k, v in sorted(job.labels.items()))
     cursor = ""
     while True:
         result = rt.scripts.call(
-            "match",
-            pk.match_keys(),
-            [
-                *rt.context(pk),
-                job.job_id,
-                job.model,
-                job.min_vram_mb,
-                ",".join(job.gpu_models),
-                job.subcloud,
-                labels,
-                ",".join(sorted(excluded)),
-                job.lease_ttl_ms,
-                POLICY_NUMBERS[job.policy],
-                cfg.match_walk,
-                cursor,
-                random.getrandbits(31),
-                scheduler,
-                1 if wait_ms > 0 else 0,
-                job.priority,
-                wait_ms,
-                ",".join(sorted(job.isolated)),
-            ],
+            "match", pk.match_keys(), _match_args(rt, pk, job, excluded, scheduler, wait_ms, cursor)
         )
-        code = int(result[0])
-        if code == NONE:
-            return None
-        if code == MORE:
-            cursor = str(result[1])
-            continue
-        if code == WAITING:
-            return int(result[1])
-        if code == OTHER_MODEL:
-            raise FailedPrecondition(
-                f"job {job.job_id!r} is waiting for model {result[1]!s}: cancel it or use a new job_id",
-                reason="JOB_ID_CONFLICT",
-            )
-        _, lease_id, token, expire_ms, node_id = result
-        return Assignment(job.job_id, str(lease_id), int(token), int(expire_ms), str(node_id), scheduler)
+        outcome = _decided(job, result, scheduler)
+        if not isinstance(outcome, str):
+            return outcome
+        cursor = outcome
+
+
+def _match_args(
+    rt: Runtime,
+    pk: PartitionKeys,
+    job: JobSpec,
+    excluded: set[str],
+    scheduler: str,
+    wait_ms: int,
+    cursor: str,
+) -> list[str | int]:
+    """match.lua's ARGV (see its header)."""
+    return [
+        *rt.context(pk),
+        job.job_id,
+        job.model,
+        job.min_vram_mb,
+        ",".join(job.gpu_models),
+        job.subcloud,
+        "\n".join(f"{k}={v}" for k, v in sorted(job.labels.items())),
+        ",".join(sorted(excluded)),
+        job.lease_ttl_ms,
+        POLICY_NUMBERS[job.policy],
+        rt.config.match_walk,
+        cursor,
+        random.getrandbits(31),
+        scheduler,
+        1 if wait_ms > 0 else 0,
+        job.priority,
+        wait_ms,
+        ",".join(sorted(job.isolated)),
+    ]
+
+
+def _decided(job: JobSpec, result: list[Any], scheduler: str) -> Assignment | int | str | None:
+    """match.lua's answer: an Assignment, a waiting position, None (nothing fits), or the
+    cursor to go on from (a str: the walk was cut short)."""
+    code = int(result[0])
+    if code == NONE:
+        return None
+    if code == MORE:
+        return str(result[1])
+    if code == WAITING:
+        return int(result[1])
+    if code == OTHER_MODEL:
+        raise FailedPrecondition(
+            f"job {job.job_id!r} is waiting for model {result[1]!s}: cancel it or use a new job_id",
+            reason="JOB_ID_CONFLICT",
+        )
+    _, lease_id, token, expire_ms, node_id = result
+    return Assignment(job.job_id, str(lease_id), int(token), int(expire_ms), str(node_id), scheduler)
+
+
+def match_at_once(rt: Runtime, job: JobSpec) -> tuple[lease_pb2.Lease, node_pb2.Node] | None:
+    """A plain Match in two round trips when it can be: the claim in the best partition goes
+    out together with the read of the nodes the job already failed on, and settling reads the
+    node. The job's record is not read first: settle.lua decides against it (a live lease
+    elsewhere wins and this claim is given back, see settle), so skipping prior() costs only a
+    claim given back when a job is asked for again. None: decide the slow way (prior, place)."""
+    candidates = partitions(rt, job, fresh=False, with_idle_only=True)
+    if not candidates:
+        return None
+    pk = rt.keys.partition(candidates[0])
+
+    def build(pipe: redis.client.Pipeline) -> None:
+        pipe.smembers(rt.keys.job_tried(job.job_id))
+        args = _match_args(rt, pk, job, set(job.excluded), "", 0, "")
+        rt.scripts.add(pipe, "match", pk.match_keys(), args)
+
+    tried, result = rt.scripts.pipeline(build)
+    outcome = _decided(job, result, "")
+    if not isinstance(outcome, Assignment):
+        return None
+    if outcome.node_id in {str(n) for n in tried}:
+        # The job failed on this node before: give the slot back and choose without it.
+        end_lease(rt, outcome.lease_id, outcome.token, failed=False)
+        return None
+    answer = settle_own(rt, outcome)
+    if answer is None:  # the job holds a live lease elsewhere: that is the answer
+        return live_lease(rt, job.job_id, text(rt.client.hget(rt.keys.job(job.job_id), "lease")))
+    return answer
 
 
 def place(

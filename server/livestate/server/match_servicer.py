@@ -190,6 +190,10 @@ class MatchServicer(pb_grpc.MatchServiceServicer):
 
     def _place(self, job: jobs.JobSpec, context: grpc.ServicerContext, *, wait_ms: int) -> pb.MatchResponse:
         rt = self.rt
+        if not wait_ms:
+            answer = jobs.match_at_once(rt, job)
+            if answer is not None:
+                return pb.MatchResponse(lease=answer[0], node=answer[1])
         before = jobs.prior(rt, job.job_id)
         if isinstance(before, tuple):
             return pb.MatchResponse(lease=before[0], node=before[1])
