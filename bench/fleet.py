@@ -222,6 +222,7 @@ def run(
     if scheduler is not None:
         out, _ = scheduler.communicate(timeout=60 + seconds)
         got = json.loads(out)
+        result["matches"] = len(got["latencies"])
         result["match_p50_ms"] = _pct(got["latencies"], 0.5)
         result["match_p99_ms"] = _pct(got["latencies"], 0.99)
         result["match_errors"] = got["errors"]
