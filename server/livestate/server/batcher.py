@@ -102,17 +102,7 @@ class BeatBatcher:
                 first = self._queue.get()
                 if first is None:
                     return
-                batch = [first]
-                while len(batch) < self._batch_size:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        self._queue.put(None)  # leave the stop signal for this thread's next turn
-                        break
-                    batch.append(item)
-                failed = self._flush(conn, batch)
+                failed = self._flush(conn, [first, *self._queued(self._batch_size - 1)])
                 if failed is not None:
                     self._fail_queued(failed)
         finally:
@@ -121,18 +111,22 @@ class BeatBatcher:
     def _fail_queued(self, error: Exception) -> None:
         """Redis just failed a batch (lost or frozen): what waits behind it fails now, rather than
         a Redis timeout later per batch."""
-        queued: list[_Pending] = []
-        while True:
+        waiting = [p for p in self._queued() if p.call is not None]
+        self._answer(waiting, [error] * len(waiting))
+
+    def _queued(self, limit: int | None = None) -> list[_Pending]:
+        """What is queued now (at most `limit`), without waiting."""
+        taken: list[_Pending] = []
+        while limit is None or len(taken) < limit:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
             if item is None:
-                self._queue.put(None)
+                self._queue.put(None)  # leave the stop signal for this thread's next turn
                 break
-            queued.append(item)
-        waiting = [p for p in queued if p.call is not None]
-        self._answer(waiting, [error] * len(waiting))
+            taken.append(item)
+        return taken
 
     def _flush(
         self, conn: redis.connection.AbstractConnection, batch: Sequence[_Pending]

@@ -23,7 +23,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
-import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from functools import partial
@@ -36,8 +35,6 @@ from livestate.server.auth import AuthInterceptor, Identity
 from livestate.server.budgets import Budget
 from livestate.server.decoding import decode
 from livestate.server.errors import status_of
-
-log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     Handler: TypeAlias = grpc.RpcMethodHandler[Any, Any]
@@ -78,10 +75,6 @@ class EventLoop:
         """Runs `coro` on the loop and waits for its result (from any thread but the loop's)."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def submit(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Runs `coro` on the loop without waiting for it."""
-        asyncio.run_coroutine_threadsafe(coro, self.loop)
-
 
 class Aborted(BaseException):
     """Raised by `CallContext.abort_with_status`. A BaseException, so that no servicer's
@@ -121,9 +114,6 @@ class CallContext:
     def abort_with_status(self, status: grpc.Status) -> None:
         raise Aborted(status)
 
-    def abort(self, code: grpc.StatusCode, details: str) -> None:
-        raise Aborted(_Status(code, details))
-
 
 async def abort(call: grpc.aio.ServicerContext, status: grpc.Status) -> None:  # type: ignore[type-arg]
     """Ends `call` with `status` (its rich details ride in the trailing metadata)."""
@@ -147,7 +137,7 @@ class Collector:
 
 class Edge(grpc.GenericRpcHandler):  # type: ignore[type-arg]
     """Serves the collected blocking handlers on the loop, each call admitted by `interceptors`
-    first; `native` handlers (already coroutines) are served as they are."""
+    first; a method given to `serve_on_loop` is served by its coroutine instead."""
 
     def __init__(
         self,
@@ -194,10 +184,13 @@ class Edge(grpc.GenericRpcHandler):  # type: ignore[type-arg]
                 async with asyncio.timeout(idle_after) as idle:
                     await serve(StreamCall(call, partial(decode, decoder or _raw), idle, idle_after, pool))
             except Exception as exc:
-                if isinstance(exc, TimeoutError) and idle is not None and idle.expired():
-                    closed = f"closed: nothing heard for {idle_after:g}s"
-                    await abort(call, _Status(grpc.StatusCode.CANCELLED, closed))
-                await abort(call, status_of(exc, method))
+                silent = isinstance(exc, TimeoutError) and idle is not None and idle.expired()
+                await abort(
+                    call,
+                    _Status(grpc.StatusCode.CANCELLED, f"closed: nothing heard for {idle_after:g}s")
+                    if silent
+                    else status_of(exc, method),
+                )
             finally:
                 if taken:
                     budget.give(identity.name if identity else None)

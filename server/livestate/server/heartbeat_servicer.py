@@ -231,7 +231,6 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
     async def _beat_on_loop(self, request: pb.HeartbeatRequest, call: StreamCall) -> Answer:
         """`_beat` for a stream: the common beat (its node's partition cached, nothing handed to
         it, nothing to resync) only waits for its batch; the rest goes to the worker pool."""
-        # BEAT_APPLIED and BEAT_STALE_SEQ end here; see _after for the others.
         _validate_beat(request)
         auth.require_node(request.node_id)
 

@@ -275,13 +275,16 @@ def match_at_once(rt: Runtime, job: JobSpec) -> tuple[lease_pb2.Lease, node_pb2.
     if not isinstance(outcome, Assignment):
         return None
     if outcome.node_id in {str(n) for n in tried}:
-        # The job failed on this node before: give the slot back and choose without it.
+        # match.lua skips the nodes the job failed on in this partition; this one failed it in
+        # another and moved here since. Give the slot back and choose without it.
         end_lease(rt, outcome.lease_id, outcome.token, failed=False)
         return None
-    answer = settle_own(rt, outcome)
-    if answer is None:  # the job holds a live lease elsewhere: that is the answer
-        return live_lease(rt, job.job_id, text(rt.client.hget(rt.keys.job(job.job_id), "lease")))
-    return answer
+    return settle_own(rt, outcome) or _winner(rt, job.job_id)
+
+
+def _winner(rt: Runtime, job_id: str) -> tuple[lease_pb2.Lease, node_pb2.Node] | None:
+    """The live lease the job's record names (the claim that settled first), if any."""
+    return live_lease(rt, job_id, text(rt.client.hget(rt.keys.job(job_id), "lease")))
 
 
 def place(
@@ -321,7 +324,7 @@ def place(
                 elif settle(rt, [outcome]):
                     return outcome.lease(), _node(rt, outcome)
                 # A waiting copy of the job was assigned elsewhere first: that lease is the answer.
-                won = live_lease(rt, job.job_id, text(rt.client.hget(rt.keys.job(job.job_id), "lease")))
+                won = _winner(rt, job.job_id)
                 if won is not None:
                     return won
             elif outcome is not None:

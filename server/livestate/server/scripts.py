@@ -65,19 +65,9 @@ class Scripts:
             self.load()
             return self._client.evalsha(self._sha[name], len(keys), *keys, *args)
 
-    def call_many(
-        self, calls: Sequence[Call], *, also: Callable[[redis.client.Pipeline], None] | None = None
-    ) -> list[Any]:
-        """Runs the calls in one pipeline; each result is a value or the exception it raised.
-        `also` queues plain commands after them in the same round trip (their replies are not
-        kept; they run once, whatever the scripts did)."""
-        results = self._run(calls, also)
-        missing = [i for i, r in enumerate(results) if isinstance(r, redis.exceptions.NoScriptError)]
-        if missing:
-            self.load()
-            for i, result in zip(missing, self._run([calls[i] for i in missing]), strict=True):
-                results[i] = result
-        return results
+    def call_many(self, calls: Sequence[Call]) -> list[Any]:
+        """Runs the calls in one pipeline; each result is a value or the exception it raised."""
+        return self._rerun_missing(calls, self._run(calls), self._run)
 
     def call_many_on(
         self,
@@ -90,11 +80,18 @@ class Scripts:
         in between: the hot path. `also` are plain commands sent after the calls (replies not
         kept). Raises when the connection fails; the caller drops the connection, and what was
         sent is never sent again."""
-        results = self._send(conn, calls, also)
+        return self._rerun_missing(
+            calls, self._send(conn, calls, also), lambda again: self._send(conn, again, ())
+        )
+
+    def _rerun_missing(
+        self, calls: Sequence[Call], results: list[Any], send: Callable[[Sequence[Call]], list[Any]]
+    ) -> list[Any]:
+        """After NOSCRIPT (those calls did not run), loads the sources and sends those again."""
         missing = [i for i, r in enumerate(results) if isinstance(r, redis.exceptions.NoScriptError)]
         if missing:
             self.load()
-            for i, result in zip(missing, self._send(conn, [calls[i] for i in missing], ()), strict=True):
+            for i, result in zip(missing, send([calls[i] for i in missing]), strict=True):
                 results[i] = result
         return results
 
@@ -142,12 +139,8 @@ class Scripts:
             return replies
         raise AssertionError("unreachable")
 
-    def _run(
-        self, calls: Sequence[Call], also: Callable[[redis.client.Pipeline], None] | None = None
-    ) -> list[Any]:
+    def _run(self, calls: Sequence[Call]) -> list[Any]:
         pipe = self._client.pipeline(transaction=False)
         for name, keys, args in calls:
             pipe.evalsha(self._sha[name], len(keys), *keys, *args)
-        if also is not None:
-            also(pipe)
-        return list(pipe.execute(raise_on_error=False))[: len(calls)]
+        return list(pipe.execute(raise_on_error=False))
