@@ -29,44 +29,17 @@ from typing import Any
 import grpc
 import redis
 
-from bench import fleet
+from bench import bare, fleet
 from livestate.server.embedded import EmbeddedRedis, free_port
 from livestate.v1 import heartbeat_service_pb2 as hb
 from livestate.v1 import heartbeat_service_pb2_grpc as hb_grpc
-from livestate.v1 import lease_pb2, node_pb2
 from livestate.v1 import match_service_pb2 as mpb
 from livestate.v1 import match_service_pb2_grpc as mpb_grpc
+from livestate.v1 import node_pb2
 
 HERE = Path(__file__).resolve().parent
 # Matches a fleet run with a scheduler collects at least (its p99 is then the 4th worst).
 MATCH_SAMPLES = 400
-
-
-def bare_server(port: int, workers: int = 512) -> None:
-    """The baseline: a threaded gRPC server answering beats and Matches with fixed responses."""
-
-    class Bare(hb_grpc.HeartbeatServiceServicer):
-        def Heartbeat(self, request_iterator, context):  # type: ignore[no-untyped-def]
-            for request in request_iterator:
-                yield hb.HeartbeatResponse(seq=request.seq)
-
-    canned = mpb.MatchResponse(
-        lease=lease_pb2.Lease(lease_id="bench/r0/0/abcdef0123", node_id="bench-000000")
-    )
-
-    class BareMatch(mpb_grpc.MatchServiceServicer):
-        def Match(self, request, context):  # type: ignore[no-untyped-def]
-            return canned
-
-        def Release(self, request, context):  # type: ignore[no-untyped-def]
-            return mpb.ReleaseResponse()
-
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), maximum_concurrent_rpcs=workers)
-    hb_grpc.add_HeartbeatServiceServicer_to_server(Bare(), server)
-    mpb_grpc.add_MatchServiceServicer_to_server(BareMatch(), server)
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    server.start()
-    server.wait_for_termination()
 
 
 async def _load(target: str, node_ids: list[str], boot: str, seconds: float) -> dict[str, float]:
@@ -233,6 +206,7 @@ def main() -> None:
     parser.add_argument("--boot", default="bench-boot", help=argparse.SUPPRESS)
     parser.add_argument("--ids", help=argparse.SUPPRESS)
     parser.add_argument("--bare", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--bare-aio", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--match-load", help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, default=8, help="concurrent Match callers")
     parser.add_argument(
@@ -255,7 +229,10 @@ def main() -> None:
     parser.add_argument("--bare-workers", type=int, default=512, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare:
-        bare_server(args.bare, args.bare_workers)
+        bare.threaded(args.bare, args.bare_workers)
+        return
+    if args.bare_aio:
+        bare.on_loop(args.bare_aio)
         return
     if args.fleet_agents:
         fleet.agents_main(args.fleet_agents, args.ids, args.boot, args.interval, args.start, args.stop)
@@ -275,11 +252,13 @@ def main() -> None:
     process_counts = [int(n) for n in args.fleet_processes.split(",") if n]
     # Per fleet size: the bare run, then per process count a run of beats alone (CPU per beat)
     # and one with a scheduler matching meanwhile (Match latency while streaming).
-    fleet_results: list[tuple[dict[str, Any], list[tuple[int, dict[str, Any], dict[str, Any]]]]] = []
+    fleet_results: list[
+        tuple[dict[str, Any], dict[str, Any], list[tuple[int, dict[str, Any], dict[str, Any]]]]
+    ] = []
     with EmbeddedRedis() as embedded:
-        bare_port, ls_port = free_port(), free_port()
+        bare_port, floor_port, ls_port = free_port(), free_port(), free_port()
         multi_ports = {n: free_port() for n in process_counts if n > 1}
-        bare = subprocess.Popen(
+        bare_proc = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
@@ -289,6 +268,11 @@ def main() -> None:
                 "--bare-workers",
                 str(max([512, *fleets]) + 64),
             ],
+            cwd=HERE.parent,
+            stderr=subprocess.DEVNULL,
+        )
+        floor = subprocess.Popen(
+            [sys.executable, "-m", "bench", "--bare-aio", str(floor_port)],
             cwd=HERE.parent,
             stderr=subprocess.DEVNULL,
         )
@@ -309,6 +293,7 @@ def main() -> None:
         }
         try:
             _wait_ready(bare_port)
+            _wait_ready(floor_port)
             _wait_ready(ls_port)
             for port in multi_ports.values():
                 _wait_ready(port)
@@ -328,25 +313,26 @@ def main() -> None:
                 if streams > args.nodes:
                     continue
                 paced = {"interval": args.interval, "seconds": max(args.seconds, 3 * args.interval)}
-                bare_run = fleet.run(bare_port, bare.pid, streams, args.boot, match_rate=0, **paced)
+                bare_run = fleet.run(bare_port, bare_proc.pid, streams, args.boot, match_rate=0, **paced)
+                # Long enough for a p99 of a few hundred Matches, not the worst of a handful.
+                matching = {
+                    "interval": args.interval,
+                    "seconds": max(paced["seconds"], MATCH_SAMPLES / args.match_rate),
+                }
+                floor_run = fleet.run(
+                    floor_port, floor.pid, streams, args.boot, match_rate=args.match_rate, **matching
+                )
                 runs = []
                 for n in process_counts:
                     port, proc = targets[n]
                     beats = fleet.run(port, proc.pid, streams, args.boot, match_rate=0, **paced)
-                    # Long enough for a p99 of a few hundred Matches, not the worst of a handful.
                     matched = fleet.run(
-                        port,
-                        proc.pid,
-                        streams,
-                        args.boot,
-                        match_rate=args.match_rate,
-                        interval=args.interval,
-                        seconds=max(paced["seconds"], MATCH_SAMPLES / args.match_rate),
+                        port, proc.pid, streams, args.boot, match_rate=args.match_rate, **matching
                     )
                     runs.append((n, beats, matched))
-                fleet_results.append((bare_run, runs))
+                fleet_results.append((bare_run, floor_run, runs))
         finally:
-            for proc in (bare, server, *multi.values()):
+            for proc in (bare_proc, floor, server, *multi.values()):
                 proc.terminate()
                 proc.wait(timeout=15)
 
@@ -378,12 +364,14 @@ def main() -> None:
         f"  ratio                {match_ratio:8.2f}   (Match alone vs a bare call; each livestate match also"
         " pays a Release)"
     )
-    for bare_run, runs in fleet_results:
+    for bare_run, floor_run, runs in fleet_results:
         print(
             f"Paced fleet: {bare_run['streams']} agent streams beating every {args.interval:g}s "
             "(arrivals spread), default settings; load generators share the machine's cores:"
         )
         _fleet_line("bare threaded stream", bare_run)
+        _fleet_line("bare grpc.aio stream", floor_run)
+        print(f"    with a scheduler at {args.match_rate:g} Match/s: {_matching(floor_run)}")
         for n, beats, matched in runs:
             name = f"livestate, {n} process{'es' if n > 1 else ''}"
             _fleet_line(name, beats)
@@ -391,15 +379,23 @@ def main() -> None:
                 f"    CPU per beat ratio {beats['cpu_us_per_beat'] / bare_run['cpu_us_per_beat']:5.2f} "
                 f"(target <= 1.5)  memory per stream {beats['rss_kb_per_stream']:.1f} KB"
             )
+            print(f"    with a scheduler at {args.match_rate:g} Match/s: {_matching(matched)}")
             print(
-                f"    with a scheduler at {args.match_rate:g} Match/s ({matched['matches']} Matches): "
-                f"ack p99 {matched['ack_p99_ms']:.1f} ms "
-                f"(target <= 50)  Match p50 {matched['match_p50_ms']:.1f} ms  "
-                f"p99 {matched['match_p99_ms']:.1f} ms (target <= 20)  "
-                f"errors {matched['match_errors'] or 'none'}, "
-                f"streams ended by {matched['errors'] or 'nothing'}"
+                f"    latency over the bare grpc.aio floor: ack p99 "
+                f"{matched['ack_p99_ms'] / floor_run['ack_p99_ms']:.2f}x  Match p50 "
+                f"{matched['match_p50_ms'] / floor_run['match_p50_ms']:.2f}x  p99 "
+                f"{matched['match_p99_ms'] / floor_run['match_p99_ms']:.2f}x"
             )
         print()
+
+
+def _matching(r: dict[str, Any]) -> str:
+    return (
+        f"{r['matches']} Matches, ack p99 {r['ack_p99_ms']:.1f} ms (target <= 50)  Match p50 "
+        f"{r['match_p50_ms']:.1f} ms  p99 {r['match_p99_ms']:.1f} ms (target <= 20)  "
+        f"errors {r['match_errors'] or 'none'}, streams ended by {r['errors'] or 'nothing'}, "
+        f"host steal {r['steal']:.0%}"
+    )
 
 
 def _fleet_line(name: str, r: dict[str, Any]) -> None:

@@ -156,6 +156,17 @@ def _spawn(args: list[str]) -> subprocess.Popen[str]:
     )
 
 
+def _cpu_counters() -> list[int]:
+    """The machine's CPU time counters (/proc/stat): user nice system idle iowait irq softirq steal."""
+    return [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+
+
+def _steal_share(before: list[int], after: list[int]) -> float:
+    """The share of the machine's CPU time a VM host took for others (steal) between two reads."""
+    spent = [b - a for a, b in zip(before, after, strict=True)]
+    return spent[7] / max(1, sum(spent))
+
+
 def _pct(values: list[float], q: float) -> float:
     return sorted(values)[min(len(values) - 1, int(len(values) * q))] * 1000 if values else float("nan")
 
@@ -193,10 +204,11 @@ def run(
     )
     rss_before = _rss_bytes(server_pid)
     time.sleep(max(0.0, start - time.monotonic()))
-    cpu_before = _cpu_seconds(server_pid)
+    cpu_before, machine_before = _cpu_seconds(server_pid), _cpu_counters()
     rss_during = _rss_bytes(server_pid)
     time.sleep(max(0.0, stop - time.monotonic()))
     cpu, elapsed = _cpu_seconds(server_pid) - cpu_before, seconds
+    steal = _steal_share(machine_before, _cpu_counters())
     latencies: list[float] = []
     errors: Counter[str] = Counter()
     details: dict[str, str] = {}
@@ -217,6 +229,7 @@ def run(
         "cpu_cores": cpu / elapsed,
         # What the open streams hold: the server's growth from before the fleet connected.
         "rss_kb_per_stream": (rss_during - rss_before) / 1024 / streams,
+        "steal": steal,
         "errors": {code: f"{n} ({details.get(code, '')})" for code, n in errors.items()},
     }
     if scheduler is not None:
