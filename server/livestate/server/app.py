@@ -209,7 +209,7 @@ class LivestateServer:
         except Exception as exc:  # start anyway; RPCs answer UNAVAILABLE until Redis answers
             log.warning("redis not answering at start-up: %s", exc)
         self._started = True
-        self.rt.batcher.start()
+        self.rt.batcher.start(self.loop.loop)
         self.rt.notifier.start()
         self.maintenance.start()
         self.loop.run(self.grpc.start())

@@ -1,188 +1,280 @@
-"""Coalesces beats from many streams into Redis pipelines.
+"""Coalesces beats from many streams into Redis pipelines, on the event loop.
 
 A round trip per beat caps a process at a few thousand beats/s; a pipeline of ~100 beat scripts
-costs about the same as one. Callers (stream and Beat handlers, one thread each) submit a call
-and wait for its result; a few writer threads each take whatever is queued (up to the batch size),
-send it as one pipeline and hand back the per-call results. No batch waits for company: under
-light load a beat goes out alone at once, under heavy load beats pile up while the previous
-pipeline is in flight and leave together. Locator TTL refreshes ride in the same pipeline.
+costs about the same as one. The batcher owns one Redis connection on the event loop (an asyncio
+transport with a hiredis parser): the calls made during one turn of the loop leave in one write
+at its end, and replies are matched to calls in order as they arrive. No batch waits for company
+and no thread is woken for a beat: under light load a beat goes out alone at once, under heavy
+load beats pile up during a turn and leave together. Locator TTL refreshes ride in the same write.
 
-Beats from the event loop (Heartbeat streams, see edge.py) wait on an asyncio future instead of
-a thread; a batch wakes the loop once for all of its calls, not once per call.
+Never a resend after a failure: when a reply does not come (the connection broke, or Redis did
+not answer within `redis_timeout`), every call sent or queued behind it fails at once, and the
+connection is dropped (a late reply must never answer a later call) and made again for the next
+call. The one exception is NOSCRIPT, which says the script did not run: that call goes again as
+EVAL (which also caches the script).
+
+Callers on other threads (unary Beat, tidy-ups deferred by the worker pool) hand their calls to
+the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import concurrent.futures
 import contextlib
 import dataclasses
-import logging
-import queue
-import threading
-from collections import defaultdict
+import ssl
 from collections.abc import Sequence
 from typing import Any
 
+import hiredis
 import redis
-import redis.connection
 import redis.exceptions
+from redis._parsers.base import BaseParser
 
 from livestate.server.errors import Unavailable
 from livestate.server.scripts import Call, Command, Scripts
 
-log = logging.getLogger(__name__)
+_NOT_YET = object()  # hiredis: no whole reply buffered yet
 
 
 @dataclasses.dataclass(slots=True)
-class _Pending:
-    call: Call | None
-    touch_key: str | None = None
-    touch_ttl_ms: int = 0
+class _Item:
+    """One command on the wire: a script call or a plain command, and who waits for its reply."""
+
+    call: Call | None = None
     command: Command | None = None
-    done: threading.Event | None = None
-    future: asyncio.Future[Any] | None = None
-    result: Any = None
-    error: BaseException | None = None
+    future: asyncio.Future[Any] | None = None  # None: nobody waits (a touch, a deferred tidy-up)
+    as_eval: bool = False  # sent again after NOSCRIPT: with its source
+
+    def packed(self, scripts: Scripts) -> bytes:
+        if self.call is None:
+            assert self.command is not None
+            return _pack(self.command)
+        name, keys, args = self.call
+        head = ("EVAL", scripts.sources[name]) if self.as_eval else ("EVALSHA", scripts.sha(name))
+        return _pack((*head, len(keys), *keys, *args))
 
 
 class BeatBatcher:
-    def __init__(self, client: redis.Redis, scripts: Scripts, *, batch_size: int, writers: int) -> None:
-        self._client = client
+    def __init__(self, client: redis.Redis, scripts: Scripts, *, timeout: float) -> None:
+        self._connection_kwargs = dict(client.connection_pool.connection_kwargs)
+        self._unix = client.connection_pool.connection_class is redis.UnixDomainSocketConnection
+        self._tls = issubclass(client.connection_pool.connection_class, redis.SSLConnection)
         self._scripts = scripts
-        self._batch_size = batch_size
-        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=self._run, name=f"beat-writer-{i}", daemon=True) for i in range(writers)
-        ]
+        self._timeout = timeout
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queued: list[_Item] = []
+        self._flush_due = False
+        self._wire: _Wire | None = None
+        self._connecting: asyncio.Task[None] | None = None
         self.batches = 0
         self.calls = 0
 
-    def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
 
     def stop(self) -> None:
-        for _ in self._threads:
-            self._queue.put(None)
-        for thread in self._threads:
-            thread.join(timeout=5)
+        if self._loop is None or self._loop.is_closed():
+            return
+        with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
+            asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(5)
+
+    async def _close(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
+        self._fail_queued(redis.exceptions.ConnectionError("livestate is stopping"))
+        if self._wire is not None:
+            self._wire.drop(redis.exceptions.ConnectionError("livestate is stopping"))
 
     def call(self, call: Call, *, timeout: float, touch_key: str | None = None, touch_ttl_ms: int = 0) -> Any:
-        """Runs one script call in the next batch; raises what the call raised, or Unavailable
-        when no answer came within `timeout` seconds."""
-        pending = _Pending(call, touch_key, touch_ttl_ms, done=threading.Event())
-        self._queue.put(pending)
-        assert pending.done is not None
-        if not pending.done.wait(timeout):
-            raise Unavailable("redis did not answer within the call's deadline")
-        if pending.error is not None:
-            raise pending.error
-        return pending.result
+        """`call_async` for a blocking caller on another thread: raises what the call raised, or
+        Unavailable when no answer came within `timeout` seconds."""
+        assert self._loop is not None, "the batcher has not started"
+        waiting = asyncio.run_coroutine_threadsafe(
+            self.call_async(call, touch_key=touch_key, touch_ttl_ms=touch_ttl_ms), self._loop
+        )
+        try:
+            return waiting.result(timeout)
+        except concurrent.futures.TimeoutError:
+            waiting.cancel()
+            raise Unavailable("redis did not answer within the call's deadline") from None
 
     async def call_async(self, call: Call, *, touch_key: str | None = None, touch_ttl_ms: int = 0) -> Any:
-        """`call` for a coroutine on the running loop: waits without holding a thread. No timer
-        of its own (one per beat costs more than the beat's script): every batch ends within
-        the Redis timeout, and a batch that fails takes what queued behind it along."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put(_Pending(call, touch_key, touch_ttl_ms, future=future))
+        """Runs one script call in this turn's batch (with a PEXPIRE of `touch_key`, if given).
+        No timer of its own: every batch has one, and a batch that fails takes what is behind it
+        along."""
+        assert self._loop is not None, "the batcher has not started"
+        future = self._loop.create_future()
+        self._queue(_Item(call, future=future))
+        if touch_key is not None:
+            self._queue(_Item(command=("PEXPIRE", touch_key, touch_ttl_ms)))
         return await future
 
     def defer(self, *, call: Call | None = None, command: Command | None = None) -> None:
-        """Sends a tidy-up no caller waits for with the next batch (a script call or a plain
-        command). Only for what a sweep or the next reader would redo if it were lost: a failed
-        batch drops it."""
-        self._queue.put(_Pending(call, command=command))
+        """Sends a tidy-up nobody waits for with the next batch (from any thread). Only for what a
+        sweep or the next reader would redo if it were lost: a failed batch drops it."""
+        if self._loop is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                self._loop.call_soon_threadsafe(self._queue, _Item(call, command))
 
-    def _run(self) -> None:
-        # A connection of this writer's own: no pool checkout (and its poll) per batch.
-        pool = self._client.connection_pool
-        conn = pool.connection_class(**pool.connection_kwargs)
-        try:
-            while True:
-                first = self._queue.get()
-                if first is None:
-                    return
-                failed = self._flush(conn, [first, *self._queued(self._batch_size - 1)])
-                if failed is not None:
-                    self._fail_queued(failed)
-        finally:
-            conn.disconnect()
+    def _queue(self, item: _Item) -> None:
+        self._queued.append(item)
+        if not self._flush_due:
+            self._flush_due = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_due = False
+        if not self._queued:
+            return
+        if self._wire is None or self._wire.closed:
+            if self._connecting is None:
+                assert self._loop is not None
+                self._connecting = self._loop.create_task(self._connect())
+            return
+        items, self._queued = self._queued, []
+        self._wire.send(items)
+        self.batches += 1
+        self.calls += len(items)
 
     def _fail_queued(self, error: Exception) -> None:
-        """Redis just failed a batch (lost or frozen): what waits behind it fails now, rather than
-        a Redis timeout later per batch."""
-        waiting = [p for p in self._queued() if p.call is not None]
-        self._answer(waiting, [error] * len(waiting))
+        items, self._queued = self._queued, []
+        _fail(items, error)
 
-    def _queued(self, limit: int | None = None) -> list[_Pending]:
-        """What is queued now (at most `limit`), without waiting."""
-        taken: list[_Pending] = []
-        while limit is None or len(taken) < limit:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is None:
-                self._queue.put(None)  # leave the stop signal for this thread's next turn
-                break
-            taken.append(item)
-        return taken
-
-    def _flush(
-        self, conn: redis.connection.AbstractConnection, batch: Sequence[_Pending]
-    ) -> Exception | None:
-        """Sends the batch; the error that failed all of it, if one did."""
-        calls = [p for p in batch if p.call is not None]
-        plain: list[Command] = [("PEXPIRE", p.touch_key, p.touch_ttl_ms) for p in batch if p.touch_key]
-        plain += [p.command for p in batch if p.command is not None]
-        failed: Exception | None = None
+    async def _connect(self) -> None:
+        assert self._loop is not None
+        kw = self._connection_kwargs
+        wire = _Wire(self, self._scripts, self._timeout)
         try:
-            _drop_if_stale(conn)
-            results: Sequence[Any] = self._scripts.call_many_on(
-                conn, [p.call for p in calls if p.call is not None], also=plain
-            )
-        except Exception as exc:  # the connection failed (lost, timed out): the whole batch did
-            conn.disconnect()
-            failed, results = exc, [exc] * len(calls)
+            async with asyncio.timeout(self._timeout):
+                if self._unix:
+                    await self._loop.create_unix_connection(lambda: wire, kw["path"])
+                else:
+                    await self._loop.create_connection(
+                        lambda: wire, kw["host"], kw["port"], ssl=self._ssl_context()
+                    )
+                await wire.handshake(kw)
+        except Exception as exc:  # Redis is down, frozen or refuses us: what waits fails now
+            wire.drop(redis.exceptions.ConnectionError(f"cannot connect to redis: {exc!r}"))
+            self._fail_queued(redis.exceptions.ConnectionError(f"cannot connect to redis: {exc!r}"))
         else:
-            self.batches += 1
-            self.calls += len(calls)
-        self._answer(calls, results)
-        return failed
+            self._wire = wire
+            self._flush()
+        finally:
+            self._connecting = None
 
-    @staticmethod
-    def _answer(calls: Sequence[_Pending], results: Sequence[Any]) -> None:
-        on_loops: defaultdict[asyncio.AbstractEventLoop, list[_Pending]] = defaultdict(list)
-        for p, result in zip(calls, results, strict=True):
-            if isinstance(result, Exception):
-                p.error = result
-            else:
-                p.result = result
-            if p.done is not None:
-                p.done.set()
-            elif p.future is not None:
-                on_loops[p.future.get_loop()].append(p)
-        for loop, answered in on_loops.items():
-            with contextlib.suppress(RuntimeError):  # a closed loop: no one waits any more
-                loop.call_soon_threadsafe(_resolve, answered)
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if not self._tls:
+            return None
+        kw = self._connection_kwargs
+        context = ssl.create_default_context(cafile=kw.get("ssl_ca_certs"))
+        if kw.get("ssl_certfile"):
+            context.load_cert_chain(kw["ssl_certfile"], kw.get("ssl_keyfile"))
+        context.check_hostname = bool(kw.get("ssl_check_hostname"))
+        if kw.get("ssl_cert_reqs") in ("none", ssl.CERT_NONE):
+            context.verify_mode = ssl.CERT_NONE
+        return context
 
-
-def _drop_if_stale(conn: redis.connection.AbstractConnection) -> None:
-    """A connection Redis closed (a restart) or left with unread bytes is never written to:
-    reconnecting is safe, resending is not."""
-    try:
-        if conn.can_read(0):
-            conn.disconnect()
-    except redis.exceptions.ConnectionError:
-        conn.disconnect()
+    def _resend(self, item: _Item) -> None:
+        """NOSCRIPT: the script did not run. Once more, with its source."""
+        item.as_eval = True
+        self._queue(item)
 
 
-def _resolve(answered: Sequence[_Pending]) -> None:
-    for p in answered:
-        future = p.future
-        if future is None or future.done():  # its caller was cancelled meanwhile
-            continue
-        if p.error is not None:
-            future.set_exception(p.error)
-        else:
-            future.set_result(p.result)
+class _Wire(asyncio.Protocol):
+    """One connection: replies come back in the order commands went out."""
+
+    def __init__(self, batcher: BeatBatcher, scripts: Scripts, timeout: float) -> None:
+        self._batcher = batcher
+        self._scripts = scripts
+        self._timeout = timeout
+        self._reader = hiredis.Reader(
+            replyError=BaseParser.parse_error, encoding="utf-8", notEnoughData=_NOT_YET
+        )
+        self._transport: asyncio.Transport | None = None
+        self._waiting: collections.deque[_Item] = collections.deque()
+        # Per write: how many replies must have come when it is answered, and its deadline.
+        self._deadlines: collections.deque[tuple[int, asyncio.TimerHandle]] = collections.deque()
+        self._sent = 0
+        self._answered = 0
+        self.closed = False
+
+    async def handshake(self, kw: dict[str, Any]) -> None:
+        """AUTH, SELECT and a client name, as redis-py's connections do, answered before use."""
+        commands: list[Command] = []
+        if kw.get("password"):
+            user = kw.get("username")
+            commands.append(("AUTH", user, kw["password"]) if user else ("AUTH", kw["password"]))
+        if kw.get("db"):
+            commands.append(("SELECT", kw["db"]))
+        if kw.get("client_name"):
+            commands.append(("CLIENT", "SETNAME", kw["client_name"]))
+        if not commands:
+            return
+        loop = asyncio.get_running_loop()
+        items = [_Item(command=c, future=loop.create_future()) for c in commands]
+        self.send(items)
+        for reply in await asyncio.gather(*(i.future for i in items if i.future is not None)):
+            if isinstance(reply, Exception):
+                raise reply
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def send(self, items: Sequence[_Item]) -> None:
+        assert self._transport is not None
+        self._transport.write(b"".join(item.packed(self._scripts) for item in items))
+        self._waiting.extend(items)
+        self._sent += len(items)
+        loop = asyncio.get_running_loop()
+        deadline = loop.call_later(self._timeout, self._expired)
+        self._deadlines.append((self._sent, deadline))
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        while (reply := self._reader.gets()) is not _NOT_YET:
+            item = self._waiting.popleft()
+            self._answered += 1
+            while self._deadlines and self._deadlines[0][0] <= self._answered:
+                self._deadlines.popleft()[1].cancel()
+            if isinstance(reply, redis.exceptions.NoScriptError) and item.call is not None:
+                self._batcher._resend(item)
+            elif item.future is not None and not item.future.done():
+                if isinstance(reply, Exception):
+                    item.future.set_exception(reply)
+                else:
+                    item.future.set_result(reply)
+
+    def _expired(self) -> None:
+        self.drop(redis.exceptions.TimeoutError("redis did not answer a batch within redis_timeout"))
+        self._batcher._fail_queued(redis.exceptions.TimeoutError("redis did not answer the batch ahead"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.drop(redis.exceptions.ConnectionError(f"connection to redis lost: {exc or 'closed by redis'}"))
+
+    def drop(self, error: Exception) -> None:
+        """Fails every call still waiting for a reply and closes the connection for good."""
+        self.closed = True
+        for _, deadline in self._deadlines:
+            deadline.cancel()
+        self._deadlines.clear()
+        waiting, self._waiting = list(self._waiting), collections.deque()
+        _fail(waiting, error)
+        if self._transport is not None:
+            self._transport.abort()
+
+
+def _pack(command: Command) -> bytes:
+    # hiredis's stubs type the argument as a one-element tuple; any length is packed.
+    packed: bytes = hiredis.pack_command(command)  # type: ignore[arg-type]
+    return packed
+
+
+def _fail(items: Sequence[_Item], error: Exception) -> None:
+    for item in items:
+        if item.future is not None and not item.future.done():
+            item.future.set_exception(error)

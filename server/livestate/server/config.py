@@ -61,8 +61,6 @@ class Config:
     max_workers: int = 0
     max_concurrent_rpcs: int = 0
     max_message_bytes: int = 256 * 1024
-    beat_batch_size: int = 256
-    beat_writers: int = 2
     events_maxlen: int = 10_000
     shutdown_grace: float = 5.0
     # Leases and matching.
@@ -162,8 +160,6 @@ class Config:
             "max_watchers",
             "unary_workers",
             "max_message_bytes",
-            "beat_batch_size",
-            "beat_writers",
             "events_maxlen",
         ):
             if getattr(self, name) < 1:
@@ -238,8 +234,6 @@ _HELP = {
         "RPCs in flight before RESOURCE_EXHAUSTED (0 = max_streams + max_workers + 3 x unary_workers)"
     ),
     "max_message_bytes": "largest request message accepted",
-    "beat_batch_size": "beats coalesced into one Redis pipeline at most",
-    "beat_writers": "threads writing beat pipelines to Redis",
     "events_maxlen": "approximate length cap of each partition's event stream",
     "shutdown_grace": "seconds in-flight RPCs get to finish on SIGTERM",
     "lease_ttl": "seconds a lease lasts when Match/Renew give no lease_ttl",

@@ -3,8 +3,8 @@
 A threaded gRPC server holds a thread per open call: thousands of agent Heartbeat streams meant
 thousands of threads sharing one GIL, and beat acks that queued behind each other's wake-ups.
 Here an open call costs a coroutine, not a thread. Heartbeat streams run on the loop itself
-(heartbeat_servicer.HeartbeatStreams: a beat hands its script to the batcher, whose answers wake
-the loop once per batch). Every other method is the servicers' plain blocking code, run on a
+(HeartbeatServicer.Heartbeat: a beat hands its script to the batcher, which talks to Redis on the
+same loop). Every other method is the servicers' plain blocking code, run on a
 bounded pool of `max_workers` threads so that a Redis round trip never stalls the loop; Watch
 and Assignments step their generators on the same pool, one step at a time.
 

@@ -44,9 +44,7 @@ class Runtime:
             catalogue=Catalogue(client, keys),
             notifier=Notifier(client, keys.assigned_channel),
             subclouds=SubcloudCache(client, keys, config.subcloud_cache_ttl),
-            batcher=BeatBatcher(
-                client, scripts, batch_size=config.beat_batch_size, writers=config.beat_writers
-            ),
+            batcher=BeatBatcher(client, scripts, timeout=config.redis_timeout),
         )
 
     def context(self, pk: PartitionKeys) -> list[str | int]:

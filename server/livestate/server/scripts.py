@@ -58,6 +58,9 @@ class Scripts:
                 pipe.script_load(src)
             pipe.execute()
 
+    def sha(self, name: ScriptName) -> str:
+        return self._sha[name]
+
     def call(self, name: ScriptName, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
         try:
             return self._client.evalsha(self._sha[name], len(keys), *keys, *args)
@@ -69,21 +72,6 @@ class Scripts:
         """Runs the calls in one pipeline; each result is a value or the exception it raised."""
         return self._rerun_missing(calls, self._run(calls), self._run)
 
-    def call_many_on(
-        self,
-        conn: redis.connection.AbstractConnection,
-        calls: Sequence[Call],
-        *,
-        also: Sequence[Command] = (),
-    ) -> list[Any]:
-        """`call_many` over a connection the caller owns (a beat writer's), with no pipeline object
-        in between: the hot path. `also` are plain commands sent after the calls (replies not
-        kept). Raises when the connection fails; the caller drops the connection, and what was
-        sent is never sent again."""
-        return self._rerun_missing(
-            calls, self._send(conn, calls, also), lambda again: self._send(conn, again, ())
-        )
-
     def _rerun_missing(
         self, calls: Sequence[Call], results: list[Any], send: Callable[[Sequence[Call]], list[Any]]
     ) -> list[Any]:
@@ -94,22 +82,6 @@ class Scripts:
             for i, result in zip(missing, send([calls[i] for i in missing]), strict=True):
                 results[i] = result
         return results
-
-    def _send(
-        self, conn: redis.connection.AbstractConnection, calls: Sequence[Call], also: Sequence[Command]
-    ) -> list[Any]:
-        commands: list[Command] = [
-            ("EVALSHA", self._sha[name], len(keys), *keys, *args) for name, keys, args in calls
-        ]
-        commands += also
-        conn.send_packed_command(conn.pack_commands(commands), check_health=False)
-        replies: list[Any] = []
-        for _ in commands:
-            try:
-                replies.append(conn.read_response())
-            except redis.exceptions.ResponseError as err:  # this command's answer; the rest follow
-                replies.append(err)
-        return replies[: len(calls)]
 
     def add(
         self,
