@@ -406,3 +406,27 @@ def test_match_rejects_bad_input_and_claims_nothing(
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_field(err.value) == field
     assert ls.get("gpu-1").leased_slots == 0
+
+
+def test_a_plain_match_needs_no_worker_thread(make_server: ServerFactory) -> None:
+    """Every worker thread busy: a plain Match is still answered (both its round trips go through
+    the batcher, on the event loop), and so is one that must take the slow way afterwards."""
+    ls = make_server(max_watchers=1, max_waiting_matches=1, unary_workers=2)
+    boot, _ = ls.register("n1")
+    ls.beat("n1", boot, seq=1)
+    release = threading.Event()
+    busy = [ls.server.pool.submit(release.wait, 30) for _ in range(ls.config.max_workers)]
+    try:
+        lease = ls.match("job-1").lease
+        assert lease.node_id == "n1"
+        again = ls.match_stub.Match.future(mpb.MatchRequest(job_id="job-2", env="test", model="llama-3-8b"))
+        with pytest.raises(grpc.FutureTimeoutError):  # NOT_FOUND needs the slow way: a thread
+            again.result(timeout=0.5)
+    finally:
+        release.set()
+        for done in busy:
+            done.result(timeout=5)
+    with pytest.raises(grpc.RpcError) as raised:
+        again.result(timeout=10)
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    assert lease.fencing_token > 0

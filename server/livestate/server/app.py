@@ -51,6 +51,7 @@ from livestate.v1 import (
 
 log = logging.getLogger(__name__)
 
+MATCH = "/{}/Match".format(match_service_pb2.DESCRIPTOR.services_by_name["MatchService"].full_name)
 HEARTBEAT = "/{}/Heartbeat".format(
     heartbeat_service_pb2.DESCRIPTOR.services_by_name["HeartbeatService"].full_name
 )
@@ -127,7 +128,8 @@ class LivestateServer:
         heartbeat = HeartbeatServicer(self.rt)
         heartbeat_service_pb2_grpc.add_HeartbeatServiceServicer_to_server(heartbeat, collected)
         node_service_pb2_grpc.add_NodeServiceServicer_to_server(NodeServicer(self.rt), collected)
-        match_service_pb2_grpc.add_MatchServiceServicer_to_server(MatchServicer(self.rt), collected)
+        match = MatchServicer(self.rt)
+        match_service_pb2_grpc.add_MatchServiceServicer_to_server(match, collected)
         flag_service_pb2_grpc.add_FlagServiceServicer_to_server(FlagServicer(self.rt), collected)
         queue_service_pb2_grpc.add_QueueServiceServicer_to_server(QueueServicer(self.rt), collected)
         subcloud_service_pb2_grpc.add_SubcloudServiceServicer_to_server(SubcloudServicer(self.rt), collected)
@@ -150,6 +152,8 @@ class LivestateServer:
             idle_after=config.stream_idle_after,
             pool=self.stream_pool,
         )
+        # A plain Match needs no thread: both its round trips go through the batcher.
+        self.edge.try_on_loop(MATCH, match.match_on_loop, match.match_after_loop)
         self.loop = EventLoop.shared()
         self.health = health_aio.HealthServicer()
         self.grpc, self.port = self.loop.run(self._build(config))

@@ -25,7 +25,7 @@ import redis
 from livestate.server.keys import Partition, lease_partition
 from livestate.server.notify import message
 from livestate.server.runtime import Runtime
-from livestate.server.scripts import Call
+from livestate.server.scripts import Call, Command
 from livestate.server.store import text
 from livestate.v1 import lease_pb2
 
@@ -184,14 +184,22 @@ def _record(rt: Runtime, assignments: Sequence[Assignment], *, wake: bool) -> li
     return [(int(status), str(text(detail) or "")) for status, detail in records]
 
 
+def settle_call(rt: Runtime, a: Assignment) -> Call:
+    """settle.lua for one assignment."""
+    return ("settle", [rt.keys.job(a.job_id)], [a.lease_id, a.node_id, int(rt.config.job_ttl * 1000)])
+
+
+def wake_command(rt: Runtime, a: Assignment) -> Command:
+    """The wake-up of a Match waiting for the job (one of its own, not a scheduler's)."""
+    return ("PUBLISH", rt.keys.assigned_channel, message(a.job_id, ""))
+
+
 def record(rt: Runtime, pipe: redis.client.Pipeline, a: Assignment, *, wake: bool) -> int:
     """Queues settle.lua for one assignment (and, with `wake`, the wake-up of a waiting Match);
     returns how many replies it queued."""
-    rt.scripts.add(
-        pipe, "settle", [rt.keys.job(a.job_id)], [a.lease_id, a.node_id, int(rt.config.job_ttl * 1000)]
-    )
+    rt.scripts.add(pipe, *settle_call(rt, a))
     if wake and not a.scheduler_id:
-        pipe.publish(rt.keys.assigned_channel, message(a.job_id, ""))
+        pipe.execute_command(*wake_command(rt, a))
         return 2
     return 1
 

@@ -112,6 +112,21 @@ class BeatBatcher:
             self._queue(_Item(command=("PEXPIRE", touch_key, touch_ttl_ms)))
         return await future
 
+    async def pipeline(
+        self, calls: Sequence[Call], commands: Sequence[Command]
+    ) -> tuple[list[Any], list[Any]]:
+        """Script calls and plain commands in this turn's batch, in that order; their replies
+        (raw: a hash is a flat list), or the first error among them."""
+        assert self._loop is not None, "the batcher has not started"
+        call_replies = [self._loop.create_future() for _ in calls]
+        command_replies = [self._loop.create_future() for _ in commands]
+        for call, future in zip(calls, call_replies, strict=True):
+            self._queue(_Item(call, future=future))
+        for command, future in zip(commands, command_replies, strict=True):
+            self._queue(_Item(command=command, future=future))
+        replies = await asyncio.gather(*call_replies, *command_replies)
+        return replies[: len(calls)], replies[len(calls) :]
+
     def defer(self, *, call: Call | None = None, command: Command | None = None) -> None:
         """Sends a tidy-up nobody waits for with the next batch (from any thread). Only for what a
         sweep or the next reader would redo if it were lost: a failed batch drops it."""

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
 
 import redis
 
 from livestate.server.keys import Keys, Partition
+
+# The batcher's pipeline (script calls, plain commands) -> their replies.
+Pipeline = Callable[[Sequence[Any], Sequence[Any]], Awaitable[tuple[list[Any], list[Any]]]]
 
 # Models whose depths are cached at once; past it the cache starts over (names come from callers).
 MAX_MODELS_CACHED = 1024
@@ -35,6 +40,19 @@ class Catalogue:
             stale = fresh or time.monotonic() - self._read_at > self._ttl
         if stale:
             self._load()
+        return self._filtered(env, region)
+
+    async def partitions_on_loop(self, pipeline: Pipeline, env: str = "") -> list[Partition]:
+        """`partitions` from the event loop: a read that is due goes through `pipeline` (the
+        batcher's), never a blocking client."""
+        with self._lock:
+            stale = time.monotonic() - self._read_at > self._ttl
+        if stale:
+            _, (labels,) = await pipeline([], [("SMEMBERS", self._keys.partitions)])
+            self._store(labels)
+        return self._filtered(env, None)
+
+    def _filtered(self, env: str, region: str | None) -> list[Partition]:
         with self._lock:
             found = self._cached
         return [p for p in found if (not env or p.env == env) and (region is None or p.region == region)]
@@ -50,11 +68,27 @@ class Catalogue:
             pipe = self._client.pipeline(transaction=False)
             for p in partitions:
                 pipe.zcard(self._keys.partition(p).idle_queue(model))
-            depths = dict(zip(partitions, pipe.execute(), strict=True))
-            with self._lock:
-                if len(self._depths) > MAX_MODELS_CACHED:
-                    self._depths.clear()
-                self._depths[model] = (now, depths)
+            depths = self._keep_depths(model, now, dict(zip(partitions, pipe.execute(), strict=True)))
+        return {p: depths[p] for p in partitions}
+
+    def _keep_depths(self, model: str, now: float, depths: dict[Partition, int]) -> dict[Partition, int]:
+        with self._lock:
+            if len(self._depths) > MAX_MODELS_CACHED:
+                self._depths.clear()
+            self._depths[model] = (now, depths)
+        return depths
+
+    async def idle_depths_on_loop(
+        self, pipeline: Pipeline, model: str, partitions: list[Partition]
+    ) -> dict[Partition, int]:
+        """`idle_depths` from the event loop, a due read going through `pipeline`."""
+        now = time.monotonic()
+        with self._lock:
+            read_at, depths = self._depths.get(model, (-1.0, {}))
+        if now - read_at > self._ttl or any(p not in depths for p in partitions):
+            keys = [self._keys.partition(p).idle_queue(model) for p in partitions]
+            _, counts = await pipeline([], [("ZCARD", key) for key in keys])
+            depths = self._keep_depths(model, now, dict(zip(partitions, counts, strict=True)))
         return {p: depths[p] for p in partitions}
 
     def invalidate(self) -> None:
@@ -62,8 +96,11 @@ class Catalogue:
             self._read_at = -1.0
 
     def _load(self) -> None:
+        self._store(self._client.smembers(self._keys.partitions))
+
+    def _store(self, labels: Iterable[Any]) -> None:
         found = []
-        for label in self._client.smembers(self._keys.partitions):
+        for label in labels:
             try:
                 found.append(Partition.from_label(str(label)))
             except ValueError:

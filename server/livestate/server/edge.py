@@ -199,6 +199,45 @@ class Edge(grpc.GenericRpcHandler):  # type: ignore[type-arg]
             bidi, response_serializer=self._handlers[method].response_serializer
         )
 
+    def try_on_loop(
+        self,
+        method: str,
+        fast: Callable[[Any, LoopCall], Awaitable[Any | None]],
+        slow: Callable[[Any, Any], Any],
+    ) -> None:
+        """Serves the unary `method` with the coroutine `fast` first, on the loop, after the same
+        admission as any call (access control, request decoding); when `fast` answers None, the
+        blocking `slow` (a servicer method, errors mapped) decides on the worker pool. For the
+        common case that needs no thread: a plain Match whose round trips go through the batcher."""
+        handler = self._handlers[method]
+        decoder = handler.request_deserializer or _raw
+        blocking = slow
+        access, pool = self._access, self._pool
+
+        async def unary(raw: bytes, call: grpc.aio.ServicerContext) -> Any:  # type: ignore[type-arg]
+            context = CallContext(call)
+            try:
+                identity = access.admit(method, call.invocation_metadata()) if access is not None else None
+                # This call's task has a context of its own: the identity stays with the call.
+                auth.current.set(identity)
+                request = decode(decoder, raw)
+                answer = await fast(request, LoopCall(call, pool))
+                if answer is None:
+                    loop = asyncio.get_running_loop()
+                    run = contextvars.copy_context().run
+                    answer = await loop.run_in_executor(pool, run, blocking, request, context)
+                return answer
+            except Aborted as aborted:
+                await abort(call, aborted.status)
+            except Exception as exc:
+                await abort(call, status_of(exc, method))
+            finally:
+                context.active = False
+
+        self._native[method] = grpc.unary_unary_rpc_method_handler(
+            unary, response_serializer=handler.response_serializer
+        )
+
     def service(self, details: grpc.HandlerCallDetails) -> Handler | None:
         native = self._native.get(details.method)
         if native is not None:
@@ -316,10 +355,31 @@ def _close_later(
         step.add_done_callback(close)
 
 
-class StreamCall:
-    """A bidirectional call served on the loop, as its servicer sees it: decoded requests (None
-    once the peer is done), a close after `idle_after` seconds of silence, and `offload` for
+class LoopCall:
+    """A call served on the loop, as its servicer sees it: its deadline, and `offload` for
     blocking code."""
+
+    def __init__(
+        self,
+        call: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        pool: concurrent.futures.ThreadPoolExecutor,
+    ) -> None:
+        self._call = call
+        self._pool = pool
+
+    def time_remaining(self) -> float | None:
+        remaining: float | None = self._call.time_remaining()
+        return remaining
+
+    async def offload(self, fn: Callable[..., T], *args: Any) -> T:
+        """Runs blocking `fn(*args)` on the pool, with this call's context (its identity)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, contextvars.copy_context().run, fn, *args)
+
+
+class StreamCall(LoopCall):
+    """A bidirectional call served on the loop: decoded requests (None once the peer is done),
+    and a close after `idle_after` seconds of silence."""
 
     def __init__(
         self,
@@ -329,11 +389,10 @@ class StreamCall:
         idle_after: float,
         pool: concurrent.futures.ThreadPoolExecutor,
     ) -> None:
-        self._call = call
+        super().__init__(call, pool)
         self._decode = decode
         self._idle = idle
         self._idle_after = idle_after
-        self._pool = pool
 
     async def read(self) -> Any | None:
         raw = await self._call.read()
@@ -345,12 +404,3 @@ class StreamCall:
 
     async def write(self, message: Any) -> None:
         await self._call.write(message)
-
-    def time_remaining(self) -> float | None:
-        remaining: float | None = self._call.time_remaining()
-        return remaining
-
-    async def offload(self, fn: Callable[..., T], *args: Any) -> T:
-        """Runs blocking `fn(*args)` on the pool, with this call's context (its identity)."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, contextvars.copy_context().run, fn, *args)

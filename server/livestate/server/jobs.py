@@ -15,23 +15,42 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Protocol, TypeVar
 
 import redis
 from google.protobuf import timestamp_pb2
 
-from livestate.server.assignments import HOLDS_OTHER, SETTLED, Assignment, end_lease, record, settle, unwait
+from livestate.server.assignments import (
+    HOLDS_OTHER,
+    SETTLED,
+    Assignment,
+    end_lease,
+    record,
+    settle,
+    settle_call,
+    unwait,
+    wake_command,
+)
 from livestate.server.errors import FailedPrecondition
 from livestate.server.keys import Partition, PartitionKeys, lease_partition
-from livestate.server.reads import nodes_from_replies, queue_node_reads
+from livestate.server.reads import node_reads, nodes_from_replies, queue_node_reads, shaped
 from livestate.server.runtime import Runtime
+from livestate.server.scripts import Call
 from livestate.server.store import text
 from livestate.v1 import lease_pb2, node_pb2
 
 # match.lua return codes
 CLAIMED, NONE, MORE, WAITING, OTHER_MODEL = 0, 1, 2, 3, 4
 POLICY_NUMBERS = {0: 1, 1: 1, 2: 2, 3: 3}  # SelectionPolicy -> match.lua policy
+
+T = TypeVar("T")
+
+
+class Offload(Protocol):
+    """Runs blocking fn(*args) on a worker thread, from the event loop (edge.LoopCall.offload)."""
+
+    def __call__(self, fn: Callable[..., T], /, *args: Any) -> Awaitable[T]: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,13 +154,33 @@ def settle_own(rt: Runtime, a: Assignment) -> tuple[lease_pb2.Lease, node_pb2.No
         assert queued == 2  # settle.lua, and the wake-up of a waiting copy of the job
         queue_node_reads(pipe, pk, [a.node_id])
 
-    (status, detail), _, *reads = rt.scripts.pipeline(build)
-    status, detail = int(status), str(text(detail) or "")
+    settled, _, *reads = rt.scripts.pipeline(build)
+    return _settled(rt, a, settled, reads)
+
+
+async def settle_own_on_loop(
+    rt: Runtime, a: Assignment, offload: Offload
+) -> tuple[lease_pb2.Lease, node_pb2.Node] | None:
+    """`settle_own` from the event loop, through the batcher; what needs more round trips (the
+    job holds another lease, or waited elsewhere too) goes on a worker thread."""
+    reads = node_reads(rt.keys.partition(a.partition), [a.node_id])
+    (settled,), (_, *replies) = await rt.batcher.pipeline([settle_call(rt, a)], [wake_command(rt, a), *reads])
+    status, detail = int(settled[0]), str(text(settled[1]) or "")
+    if status == HOLDS_OTHER or (status == SETTLED and detail):
+        return await offload(_settled, rt, a, settled, shaped(reads, replies))
+    return _settled(rt, a, settled, shaped(reads, replies))
+
+
+def _settled(
+    rt: Runtime, a: Assignment, settled: list[Any], reads: list[Any]
+) -> tuple[lease_pb2.Lease, node_pb2.Node] | None:
+    """What settle.lua said of a plain Match's claim, and the node read with it."""
+    status, detail = int(settled[0]), str(text(settled[1]) or "")
     if status == HOLDS_OTHER:
         return None if not settle(rt, [a]) else (a.lease(), _node(rt, a))
     if status == SETTLED and detail:
         unwait(rt, a.job_id, detail, skip=a.partition)
-    rt.batcher.defer(command=("ZREM", pk.outbox, a.lease_id))
+    rt.batcher.defer(command=("ZREM", rt.keys.partition(a.partition).outbox, a.lease_id))
     (node,) = nodes_from_replies(rt, [a.node_id], reads)
     return a.lease(), node or node_pb2.Node()
 
@@ -164,25 +203,48 @@ def partitions(rt: Runtime, job: JobSpec, *, fresh: bool, with_idle_only: bool) 
     idle queue for the model is empty are left out (the script would find nothing there).
     Otherwise (the job may wait) a named region with no partition yet gets one, so the job waits
     for the first node that registers there."""
-    known = rt.catalogue.partitions(job.env, fresh=fresh)
-    if job.regions:
-        order = {region: i for i, region in enumerate(job.regions)}
-        candidates = sorted((p for p in known if p.region in order), key=lambda p: (order[p.region], p.shard))
-        missing = [Partition(job.env, r) for r in job.regions if r not in {p.region for p in candidates}]
-        if missing and not with_idle_only:
+    candidates = _allowed(job, rt.catalogue.partitions(job.env, fresh=fresh))
+    if job.regions and not with_idle_only:
+        known = {p.region for p in candidates}
+        missing = [Partition(job.env, r) for r in job.regions if r not in known]
+        if missing:
             rt.client.sadd(rt.keys.partitions, *(p.label for p in missing))
             rt.catalogue.invalidate()
+            order = {region: i for i, region in enumerate(job.regions)}
             candidates = sorted([*candidates, *missing], key=lambda p: (order[p.region], p.shard))
-    else:
-        candidates = list(known)
     if len(candidates) <= 1:
         # Nothing to order, and an empty idle queue costs the claim script no more than ZCARD.
         return candidates
     # Depths of a moment ago on the first pass (no round trip per Match); the second pass,
     # before giving up, reads them afresh.
-    depth = rt.catalogue.idle_depths(job.model, candidates, fresh=fresh)
+    return _ordered(
+        job, candidates, rt.catalogue.idle_depths(job.model, candidates, fresh=fresh), with_idle_only
+    )
+
+
+async def partitions_on_loop(rt: Runtime, job: JobSpec) -> list[Partition]:
+    """`partitions(fresh=False, with_idle_only=True)` from the event loop: a catalogue or depth
+    read that is due goes through the batcher."""
+    candidates = _allowed(job, await rt.catalogue.partitions_on_loop(rt.batcher.pipeline, job.env))
+    if len(candidates) <= 1:
+        return candidates
+    depth = await rt.catalogue.idle_depths_on_loop(rt.batcher.pipeline, job.model, candidates)
+    return _ordered(job, candidates, depth, True)
+
+
+def _allowed(job: JobSpec, known: list[Partition]) -> list[Partition]:
+    """The known partitions the job may run in, in the caller's order of regions."""
     if not job.regions:
-        candidates.sort(key=lambda p: -depth[p])
+        return list(known)
+    order = {region: i for i, region in enumerate(job.regions)}
+    return sorted((p for p in known if p.region in order), key=lambda p: (order[p.region], p.shard))
+
+
+def _ordered(
+    job: JobSpec, candidates: list[Partition], depth: dict[Partition, int], with_idle_only: bool
+) -> list[Partition]:
+    if not job.regions:
+        candidates = sorted(candidates, key=lambda p: -depth[p])
     return [p for p in candidates if depth[p] or not with_idle_only]
 
 
@@ -263,14 +325,48 @@ def match_at_once(rt: Runtime, job: JobSpec) -> tuple[lease_pb2.Lease, node_pb2.
     candidates = partitions(rt, job, fresh=False, with_idle_only=True)
     if not candidates:
         return None
-    pk = rt.keys.partition(candidates[0])
+    claim, tried_key = _first_claim(rt, job, candidates[0])
 
     def build(pipe: redis.client.Pipeline) -> None:
-        pipe.smembers(rt.keys.job_tried(job.job_id))
-        args = _match_args(rt, pk, job, set(job.excluded), "", 0, "")
-        rt.scripts.add(pipe, "match", pk.match_keys(), args)
+        rt.scripts.add(pipe, *claim)
+        pipe.smembers(tried_key)
 
-    tried, result = rt.scripts.pipeline(build)
+    result, tried = rt.scripts.pipeline(build)
+    outcome = _claimed(rt, job, result, tried)
+    if outcome is None:
+        return None
+    return settle_own(rt, outcome) or _winner(rt, job.job_id)
+
+
+async def match_on_loop(
+    rt: Runtime, job: JobSpec, offload: Offload
+) -> tuple[lease_pb2.Lease, node_pb2.Node] | None:
+    """`match_at_once` from the event loop: both round trips through the batcher, no thread
+    unless the claim needs more than settling."""
+    candidates = await partitions_on_loop(rt, job)
+    if not candidates:
+        return None
+    claim, tried_key = _first_claim(rt, job, candidates[0])
+    (result,), (tried,) = await rt.batcher.pipeline([claim], [("SMEMBERS", tried_key)])
+    outcome = _decided(job, result, "")
+    if not isinstance(outcome, Assignment):
+        return None
+    if outcome.node_id in tried:
+        await offload(_claimed, rt, job, result, tried)  # gives the claim back
+        return None
+    return await settle_own_on_loop(rt, outcome, offload) or await offload(_winner, rt, job.job_id)
+
+
+def _first_claim(rt: Runtime, job: JobSpec, partition: Partition) -> tuple[Call, str]:
+    """match.lua's call for a plain Match in `partition`, and the key of the job's failed nodes."""
+    pk = rt.keys.partition(partition)
+    args = _match_args(rt, pk, job, set(job.excluded), "", 0, "")
+    return ("match", pk.match_keys(), args), rt.keys.job_tried(job.job_id)
+
+
+def _claimed(rt: Runtime, job: JobSpec, result: list[Any], tried: Iterable[Any]) -> Assignment | None:
+    """The first claim's Assignment, or None: nothing claimed (decide the slow way), or a claim
+    on a node the job failed on, given back here."""
     outcome = _decided(job, result, "")
     if not isinstance(outcome, Assignment):
         return None
@@ -279,7 +375,7 @@ def match_at_once(rt: Runtime, job: JobSpec) -> tuple[lease_pb2.Lease, node_pb2.
         # another and moved here since. Give the slot back and choose without it.
         end_lease(rt, outcome.lease_id, outcome.token, failed=False)
         return None
-    return settle_own(rt, outcome) or _winner(rt, job.job_id)
+    return outcome
 
 
 def _winner(rt: Runtime, job_id: str) -> tuple[lease_pb2.Lease, node_pb2.Node] | None:

@@ -18,6 +18,7 @@ import grpc
 
 from livestate.server import errors, jobs, validate
 from livestate.server.assignments import ENDED, ENDED_BEFORE, end_lease, unwait
+from livestate.server.edge import LoopCall
 from livestate.server.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -151,12 +152,33 @@ class MatchServicer(pb_grpc.MatchServiceServicer):
 
     @errors.unary
     def Match(self, request: pb.MatchRequest, context: grpc.ServicerContext) -> pb.MatchResponse:
+        return self._match(request, context, at_once=True)
+
+    async def match_on_loop(self, request: pb.MatchRequest, call: LoopCall) -> pb.MatchResponse | None:
+        """A plain Match (no wait) on the event loop, its round trips through the batcher (see
+        Edge.try_on_loop); None leaves the call to `match_after_loop`."""
+        rt = self.rt
+        job = job_spec(rt, request)
+        if validate.duration(request.wait, "wait", maximum=rt.config.max_wait):
+            return None
+        answer = await jobs.match_on_loop(rt, job, call.offload)
+        return None if answer is None else pb.MatchResponse(lease=answer[0], node=answer[1])
+
+    @errors.unary
+    def match_after_loop(self, request: pb.MatchRequest, context: grpc.ServicerContext) -> pb.MatchResponse:
+        """Match, when `match_on_loop` did not answer: a waiting Match, or the slow way (the
+        first claim was tried already)."""
+        return self._match(request, context, at_once=False)
+
+    def _match(
+        self, request: pb.MatchRequest, context: grpc.ServicerContext, *, at_once: bool
+    ) -> pb.MatchResponse:
         rt = self.rt
         job = job_spec(rt, request)
         wait = validate.duration(request.wait, "wait", maximum=rt.config.max_wait)
 
         if wait == 0:
-            return self._place(job, context, wait_ms=0)
+            return self._place(job, context, wait_ms=0, at_once=at_once)
         if not self._waiting.acquire(blocking=False):
             raise ResourceExhausted(
                 f"{rt.config.max_waiting_matches} Matches are already waiting in this process; "
@@ -188,9 +210,11 @@ class MatchServicer(pb_grpc.MatchServiceServicer):
         finally:
             self._waiting.release()
 
-    def _place(self, job: jobs.JobSpec, context: grpc.ServicerContext, *, wait_ms: int) -> pb.MatchResponse:
+    def _place(
+        self, job: jobs.JobSpec, context: grpc.ServicerContext, *, wait_ms: int, at_once: bool = False
+    ) -> pb.MatchResponse:
         rt = self.rt
-        if not wait_ms:
+        if not wait_ms and at_once:
             answer = jobs.match_at_once(rt, job)
             if answer is not None:
                 return pb.MatchResponse(lease=answer[0], node=answer[1])

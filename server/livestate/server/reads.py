@@ -10,6 +10,7 @@ import redis
 from livestate.server.keys import Partition, PartitionKeys
 from livestate.server.records import Hearing, node_from_record
 from livestate.server.runtime import Runtime
+from livestate.server.scripts import Command
 from livestate.v1 import node_pb2
 
 
@@ -18,14 +19,27 @@ def redis_now_ms(time_reply: Sequence[int | str]) -> int:
     return int(seconds) * 1000 + int(micros) // 1000
 
 
-def queue_node_reads(pipe: redis.client.Pipeline, pk: PartitionKeys, node_ids: Sequence[str]) -> None:
+def node_reads(pk: PartitionKeys, node_ids: Sequence[str]) -> list[Command]:
     """Every record plus the Redis clock and the partition's hearing, so liveness is judged
     exactly as the scripts judge it; pass the replies, in order, to `nodes_from_replies`."""
-    pipe.time()
-    pipe.hmget(pk.meta, ["pulse", "ostart", "oend"])
+    commands: list[Command] = [("TIME",), ("HMGET", pk.meta, "pulse", "ostart", "oend")]
     for node_id in node_ids:
-        pipe.hgetall(pk.node(node_id))
-        pipe.hgetall(pk.control(node_id))
+        commands += [("HGETALL", pk.node(node_id)), ("HGETALL", pk.control(node_id))]
+    return commands
+
+
+def queue_node_reads(pipe: redis.client.Pipeline, pk: PartitionKeys, node_ids: Sequence[str]) -> None:
+    """`node_reads` on a pipeline (whose replies redis-py shapes: a hash is a dict)."""
+    for command in node_reads(pk, node_ids):
+        pipe.execute_command(*command)
+
+
+def shaped(commands: Sequence[Command], replies: Sequence[Any]) -> list[Any]:
+    """Raw replies (the loop's connection) as redis-py shapes them: a hash as a dict."""
+    return [
+        dict(zip(reply[0::2], reply[1::2], strict=True)) if command[0] == "HGETALL" else reply
+        for command, reply in zip(commands, replies, strict=True)
+    ]
 
 
 def nodes_from_replies(
