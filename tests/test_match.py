@@ -430,3 +430,17 @@ def test_a_plain_match_needs_no_worker_thread(make_server: ServerFactory) -> Non
         again.result(timeout=10)
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
     assert lease.fencing_token > 0
+
+
+def test_a_released_job_matched_again_at_once_gets_a_new_lease(ls: Harness) -> None:
+    """Release answers after its one script; the job record's copy of the lease is cleared with
+    the next batch, and a Match that reads the record first sees that lease has ended."""
+    boot, _ = ls.register("n1")
+    ls.beat("n1", boot, seq=1)
+    first = ls.match("job-1").lease
+    ls.release(first)
+    again = ls.match("job-1").lease
+    assert again.lease_id != first.lease_id
+    assert again.fencing_token > first.fencing_token
+    ls.release(again)
+    wait_for(lambda: ls.redis.hget(ls.server.rt.keys.job("job-1"), "lease") is None)

@@ -124,14 +124,21 @@ def end_lease(
     if ended.code in (ENDED, ENDED_BEFORE):
         # Tidy the global copies, only where they still name this lease: a lease given back
         # because its job holds another must not take the winner's entries with it.
-        def tidy(pipe: redis.client.Pipeline) -> None:
-            rt.scripts.add(pipe, "del_if_equal", [rt.keys.job(ended.job_id)], [lease_id, "lease"])
-            if ended.scheduler_id:
-                rt.scripts.add(
-                    pipe, "del_if_equal", [rt.keys.scheduler(ended.scheduler_id)], [lease_id, ended.job_id]
-                )
-
-        rt.scripts.pipeline(tidy)
+        job_copy: Call = ("del_if_equal", [rt.keys.job(ended.job_id)], [lease_id, "lease"])
+        if ended.scheduler_id:
+            # A scheduler's pending list is replayed to it: clear it before answering.
+            scheduler_copy: Call = (
+                "del_if_equal",
+                [rt.keys.scheduler(ended.scheduler_id)],
+                [lease_id, ended.job_id],
+            )
+            for result in rt.scripts.call_many([job_copy, scheduler_copy]):
+                if isinstance(result, Exception):
+                    raise result
+        else:
+            # The next batch will do (Release in one round trip): a record still naming an
+            # ended lease is cleared by whoever reads it (jobs.prior, settle).
+            rt.batcher.defer(call=job_copy)
     if ended.code == ENDED:
         settle(rt, parse(rest), depth=depth + 1)
     return ended
