@@ -88,6 +88,32 @@ def test_match_with_wait_is_woken_when_a_slot_frees(ls: Harness, monkeypatch: py
     assert result["lease"].node_id == "gpu-1"
 
 
+def test_a_waiting_match_is_woken_by_a_plain_match_of_its_job_elsewhere(
+    ls: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain Match publishes nothing unless a copy of its job waits: this one does (in "eu",
+    which has no node), and is woken with the lease the plain Match got in "us"."""
+    monkeypatch.setattr(match_servicer, "POLL", 60.0)  # only the wake-up can answer in time
+    ls.register("eu-busy", region="eu")
+    occupier = ls.match("occupier", regions=["eu"]).lease
+    result: dict[str, Any] = {}
+
+    def waiter() -> None:
+        result["lease"] = ls.match("job-1", regions=["eu"], wait={"seconds": 60}).lease
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    wait_for(
+        lambda: ls.queue.GetQueue(qpb.GetQueueRequest(env="test", model="llama-3-8b"), timeout=5).waiting_jobs
+    )
+    ls.register("us-1", region="us")
+    plain = ls.match("job-1", regions=["us"]).lease
+    thread.join(timeout=5)
+
+    assert result["lease"].lease_id == plain.lease_id
+    ls.release(occupier)
+
+
 def test_match_wait_expires_and_the_job_leaves_the_channel(ls: Harness) -> None:
     ls.register("gpu-1")
     ls.match("occupier")

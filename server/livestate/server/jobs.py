@@ -150,11 +150,10 @@ def settle_own(rt: Runtime, a: Assignment) -> tuple[lease_pb2.Lease, node_pb2.No
     pk = rt.keys.partition(a.partition)
 
     def build(pipe: redis.client.Pipeline) -> None:
-        queued = record(rt, pipe, a, wake=True)
-        assert queued == 2  # settle.lua, and the wake-up of a waiting copy of the job
+        record(rt, pipe, a, wake=False)  # a waiting copy of the job is woken by _settled
         queue_node_reads(pipe, pk, [a.node_id])
 
-    settled, _, *reads = rt.scripts.pipeline(build)
+    settled, *reads = rt.scripts.pipeline(build)
     return _settled(rt, a, settled, reads)
 
 
@@ -164,7 +163,7 @@ async def settle_own_on_loop(
     """`settle_own` from the event loop, through the batcher; what needs more round trips (the
     job holds another lease, or waited elsewhere too) goes on a worker thread."""
     reads = node_reads(rt.keys.partition(a.partition), [a.node_id])
-    (settled,), (_, *replies) = await rt.batcher.pipeline([settle_call(rt, a)], [wake_command(rt, a), *reads])
+    (settled,), replies = await rt.batcher.pipeline([settle_call(rt, a)], reads)
     status, detail = int(settled[0]), str(text(settled[1]) or "")
     if status == HOLDS_OTHER or (status == SETTLED and detail):
         return await offload(_settled, rt, a, settled, shaped(reads, replies))
@@ -179,7 +178,10 @@ def _settled(
     if status == HOLDS_OTHER:
         return None if not settle(rt, [a]) else (a.lease(), _node(rt, a))
     if status == SETTLED and detail:
+        # A copy of the job waits (a Match with wait, elsewhere): take it out of the channels
+        # and wake it. Nobody else needs a wake-up, so a plain Match publishes nothing.
         unwait(rt, a.job_id, detail, skip=a.partition)
+        rt.client.execute_command(*wake_command(rt, a))
     rt.batcher.defer(command=("ZREM", rt.keys.partition(a.partition).outbox, a.lease_id))
     (node,) = nodes_from_replies(rt, [a.node_id], reads)
     return a.lease(), node or node_pb2.Node()
