@@ -4,9 +4,10 @@ A threaded gRPC server holds a thread per open call: thousands of agent Heartbea
 thousands of threads sharing one GIL, and beat acks that queued behind each other's wake-ups.
 Here an open call costs a coroutine, not a thread. Heartbeat streams run on the loop itself
 (HeartbeatServicer.Heartbeat: a beat hands its script to the batcher, which talks to Redis on the
-same loop). Every other method is the servicers' plain blocking code, run on a
-bounded pool of `max_workers` threads so that a Redis round trip never stalls the loop; Watch
-and Assignments step their generators on the same pool, one step at a time.
+same loop), and so does a plain Match (Edge.try_on_loop: its round trips go through the batcher
+too; what needs more continues on the pool). Every other method is the servicers' plain blocking
+code, run on a bounded pool of `max_workers` threads so that a Redis round trip never stalls the
+loop; Watch and Assignments step their generators on the same pool, one step at a time.
 
 Each call passes the same admission as before it reaches the servicer: the interceptors of
 auth.py, budgets.py and decoding.py, applied by `Edge.service` in the order given. Their
