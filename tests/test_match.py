@@ -408,9 +408,10 @@ def test_match_rejects_bad_input_and_claims_nothing(
     assert ls.get("gpu-1").leased_slots == 0
 
 
-def test_a_plain_match_needs_no_worker_thread(make_server: ServerFactory) -> None:
-    """Every worker thread busy: a plain Match is still answered (both its round trips go through
-    the batcher, on the event loop), and so is one that must take the slow way afterwards."""
+def test_a_plain_match_and_its_release_need_no_worker_thread(make_server: ServerFactory) -> None:
+    """Every worker thread busy: a plain Match and a Release are still answered (their round
+    trips go through the batcher, on the event loop), and one that must take the slow way is
+    answered once a thread is free."""
     ls = make_server(max_watchers=1, max_waiting_matches=1, unary_workers=2)
     boot, _ = ls.register("n1")
     ls.beat("n1", boot, seq=1)
@@ -419,6 +420,8 @@ def test_a_plain_match_needs_no_worker_thread(make_server: ServerFactory) -> Non
     try:
         lease = ls.match("job-1").lease
         assert lease.node_id == "n1"
+        ls.release(lease)
+        lease = ls.match("job-1b").lease
         again = ls.match_stub.Match.future(mpb.MatchRequest(job_id="job-2", env="test", model="llama-3-8b"))
         with pytest.raises(grpc.FutureTimeoutError):  # NOT_FOUND needs the slow way: a thread
             again.result(timeout=0.5)

@@ -51,7 +51,8 @@ from livestate.v1 import (
 
 log = logging.getLogger(__name__)
 
-MATCH = "/{}/Match".format(match_service_pb2.DESCRIPTOR.services_by_name["MatchService"].full_name)
+MATCH_SERVICE = match_service_pb2.DESCRIPTOR.services_by_name["MatchService"].full_name
+MATCH, RELEASE = f"/{MATCH_SERVICE}/Match", f"/{MATCH_SERVICE}/Release"
 HEARTBEAT = "/{}/Heartbeat".format(
     heartbeat_service_pb2.DESCRIPTOR.services_by_name["HeartbeatService"].full_name
 )
@@ -152,8 +153,9 @@ class LivestateServer:
             idle_after=config.stream_idle_after,
             pool=self.stream_pool,
         )
-        # A plain Match needs no thread: both its round trips go through the batcher.
+        # A plain Match and a Release need no thread: their round trips go through the batcher.
         self.edge.try_on_loop(MATCH, match.match_on_loop, match.match_after_loop)
+        self.edge.try_on_loop(RELEASE, match.release_on_loop, match.Release)
         self.loop = EventLoop.shared()
         self.health = health_aio.HealthServicer()
         self.grpc, self.port = self.loop.run(self._build(config))

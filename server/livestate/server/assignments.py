@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 import redis
 
@@ -30,6 +31,7 @@ from livestate.server.store import text
 from livestate.v1 import lease_pb2
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Bounds the chain "a losing lease is released, its slot goes to another job that also loses".
 MAX_DEPTH = 4
@@ -83,6 +85,12 @@ def lease_is_live(rt: Runtime, lease_id: str) -> bool:
     return expire is not None and done is None and int(expire) > int(seconds) * 1000 + int(micros) // 1000
 
 
+class Offload(Protocol):
+    """Runs blocking fn(*args) on a worker thread, from the event loop (edge.LoopCall.offload)."""
+
+    def __call__(self, fn: Callable[..., T], /, *args: Any) -> Awaitable[T]: ...
+
+
 @dataclasses.dataclass(frozen=True)
 class Ended:
     code: int
@@ -98,10 +106,42 @@ def end_lease(
 ) -> Ended:
     """Runs release.lua (Release, Fail, or giving back a losing lease) and settles the waiting
     jobs the freed slot went to."""
+    ended, handed = _ended(rt.scripts.call(*_release_call(rt, lease_id, token, failed, reason)))
+    copies = _copies(rt, lease_id, ended)
+    if len(copies) > 1:
+        # A scheduler's pending list is replayed to it: clear it before answering.
+        for result in rt.scripts.call_many(copies):
+            if isinstance(result, Exception):
+                raise result
+    elif copies:
+        rt.batcher.defer(call=copies[0])
+    if handed:
+        settle(rt, handed, depth=depth + 1)
+    return ended
+
+
+async def end_lease_on_loop(
+    rt: Runtime, lease_id: str, token: int, offload: Offload, *, failed: bool, reason: str = ""
+) -> Ended:
+    """`end_lease` from the event loop, through the batcher; settling the jobs the freed slot
+    went to (more round trips) goes on a worker thread."""
+    (reply,), _ = await rt.batcher.pipeline([_release_call(rt, lease_id, token, failed, reason)], [])
+    ended, handed = _ended(reply)
+    copies = _copies(rt, lease_id, ended)
+    if len(copies) > 1:
+        await rt.batcher.pipeline(copies, [])  # raises what either raised
+    elif copies:
+        rt.batcher.defer(call=copies[0])
+    if handed:
+        await offload(functools.partial(settle, rt, handed, depth=1))
+    return ended
+
+
+def _release_call(rt: Runtime, lease_id: str, token: int, failed: bool, reason: str) -> Call:
     cfg = rt.config
     pk = rt.keys.partition(lease_partition(lease_id))
     control_ttl = (max(cfg.quarantine_ttl, cfg.cooldown_ttl) + 10 * cfg.failure_half_life) * 1000
-    reply = rt.scripts.call(
+    return (
         "release",
         pk.release_keys(),
         [
@@ -119,29 +159,27 @@ def end_lease(
             int(cfg.job_ttl * 1000),
         ],
     )
+
+
+def _ended(reply: Sequence[Any]) -> tuple[Ended, list[Assignment]]:
+    """release.lua's answer, and the waiting jobs the freed slot went to (to settle)."""
     code, job_id, node_id, sched, score, flag, *rest = reply
     ended = Ended(int(code), str(job_id), str(node_id), str(sched), float(score), int(flag))
-    if ended.code in (ENDED, ENDED_BEFORE):
-        # Tidy the global copies, only where they still name this lease: a lease given back
-        # because its job holds another must not take the winner's entries with it.
-        job_copy: Call = ("del_if_equal", [rt.keys.job(ended.job_id)], [lease_id, "lease"])
-        if ended.scheduler_id:
-            # A scheduler's pending list is replayed to it: clear it before answering.
-            scheduler_copy: Call = (
-                "del_if_equal",
-                [rt.keys.scheduler(ended.scheduler_id)],
-                [lease_id, ended.job_id],
-            )
-            for result in rt.scripts.call_many([job_copy, scheduler_copy]):
-                if isinstance(result, Exception):
-                    raise result
-        else:
-            # The next batch will do (Release in one round trip): a record still naming an
-            # ended lease is cleared by whoever reads it (jobs.prior, settle).
-            rt.batcher.defer(call=job_copy)
-    if ended.code == ENDED:
-        settle(rt, parse(rest), depth=depth + 1)
-    return ended
+    return ended, parse(rest) if ended.code == ENDED else []
+
+
+def _copies(rt: Runtime, lease_id: str, ended: Ended) -> list[Call]:
+    """The global copies of an ended lease to clear, only where they still name it (a lease
+    given back because its job holds another must not take the winner's entries with it): the
+    job record's, then the scheduler's pending one. The job record's alone may wait for the next
+    batch (Release in one round trip): a record still naming an ended lease is cleared by
+    whoever reads it (jobs.prior, settle)."""
+    if ended.code not in (ENDED, ENDED_BEFORE):
+        return []
+    copies: list[Call] = [("del_if_equal", [rt.keys.job(ended.job_id)], [lease_id, "lease"])]
+    if ended.scheduler_id:
+        copies.append(("del_if_equal", [rt.keys.scheduler(ended.scheduler_id)], [lease_id, ended.job_id]))
+    return copies
 
 
 def settle(

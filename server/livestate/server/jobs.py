@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Protocol, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import redis
 from google.protobuf import timestamp_pb2
@@ -25,6 +25,7 @@ from livestate.server.assignments import (
     HOLDS_OTHER,
     SETTLED,
     Assignment,
+    Offload,
     end_lease,
     record,
     settle,
@@ -43,14 +44,6 @@ from livestate.v1 import lease_pb2, node_pb2
 # match.lua return codes
 CLAIMED, NONE, MORE, WAITING, OTHER_MODEL = 0, 1, 2, 3, 4
 POLICY_NUMBERS = {0: 1, 1: 1, 2: 2, 3: 3}  # SelectionPolicy -> match.lua policy
-
-T = TypeVar("T")
-
-
-class Offload(Protocol):
-    """Runs blocking fn(*args) on a worker thread, from the event loop (edge.LoopCall.offload)."""
-
-    def __call__(self, fn: Callable[..., T], /, *args: Any) -> Awaitable[T]: ...
 
 
 @dataclasses.dataclass(frozen=True)

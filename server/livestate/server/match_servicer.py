@@ -17,7 +17,7 @@ import time
 import grpc
 
 from livestate.server import errors, jobs, validate
-from livestate.server.assignments import ENDED, ENDED_BEFORE, end_lease, unwait
+from livestate.server.assignments import ENDED, ENDED_BEFORE, Ended, end_lease, end_lease_on_loop, unwait
 from livestate.server.edge import LoopCall
 from livestate.server.errors import (
     FailedPrecondition,
@@ -141,6 +141,12 @@ def check_lease_code(code: int, lease_id: str) -> None:
         raise FailedPrecondition(
             "fencing_token is not the lease's current token", reason="STALE_FENCING_TOKEN"
         )
+
+
+def _released(ended: Ended, lease_id: str) -> pb.ReleaseResponse:
+    if ended.code != ENDED_BEFORE:  # ended by this very call's first copy: done all the same
+        check_lease_code(ended.code, lease_id)
+    return pb.ReleaseResponse()
 
 
 class MatchServicer(pb_grpc.MatchServiceServicer):
@@ -268,9 +274,16 @@ class MatchServicer(pb_grpc.MatchServiceServicer):
         lease_ref(request.lease_id, request.fencing_token)
 
         ended = end_lease(self.rt, request.lease_id, request.fencing_token, failed=False)
-        if ended.code != ENDED_BEFORE:  # ended by this very call's first copy: done all the same
-            check_lease_code(ended.code, request.lease_id)
-        return pb.ReleaseResponse()
+        return _released(ended, request.lease_id)
+
+    async def release_on_loop(self, request: pb.ReleaseRequest, call: LoopCall) -> pb.ReleaseResponse:
+        """Release on the event loop (see Edge.try_on_loop): one round trip through the batcher."""
+        lease_ref(request.lease_id, request.fencing_token)
+
+        ended = await end_lease_on_loop(
+            self.rt, request.lease_id, request.fencing_token, call.offload, failed=False
+        )
+        return _released(ended, request.lease_id)
 
     @errors.unary
     def Fail(self, request: pb.FailRequest, context: grpc.ServicerContext) -> pb.FailResponse:
