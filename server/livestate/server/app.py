@@ -154,7 +154,7 @@ class LivestateServer:
             pool=self.stream_pool,
         )
         # A plain Match and a Release need no thread: their round trips go through the batcher.
-        self.edge.try_on_loop(MATCH, match.match_on_loop, match.match_after_loop)
+        self.edge.try_on_loop(MATCH, match.match_on_loop, match.Match)
         self.edge.try_on_loop(RELEASE, match.release_on_loop, match.Release)
         self.loop = EventLoop.shared()
         self.health = health_aio.HealthServicer()

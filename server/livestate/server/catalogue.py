@@ -36,18 +36,14 @@ class Catalogue:
 
     def partitions(self, env: str = "", region: str | None = None, *, fresh: bool = False) -> list[Partition]:
         """Known partitions, filtered, ordered by label."""
-        with self._lock:
-            stale = fresh or time.monotonic() - self._read_at > self._ttl
-        if stale:
+        if fresh or self._stale():
             self._load()
         return self._filtered(env, region)
 
     async def partitions_on_loop(self, pipeline: Pipeline, env: str = "") -> list[Partition]:
         """`partitions` from the event loop: a read that is due goes through `pipeline` (the
         batcher's), never a blocking client."""
-        with self._lock:
-            stale = time.monotonic() - self._read_at > self._ttl
-        if stale:
+        if self._stale():
             _, (labels,) = await pipeline([], [("SMEMBERS", self._keys.partitions)])
             self._store(labels)
         return self._filtered(env, None)
@@ -62,14 +58,27 @@ class Catalogue:
     ) -> dict[Partition, int]:
         """How many idle slots each partition's queue for `model` held a moment ago."""
         now = time.monotonic()
-        with self._lock:
-            read_at, depths = self._depths.get(model, (-1.0, {}))
-        if fresh or now - read_at > self._ttl or any(p not in depths for p in partitions):
+        depths = None if fresh else self._cached_depths(model, partitions, now)
+        if depths is None:
             pipe = self._client.pipeline(transaction=False)
             for p in partitions:
                 pipe.zcard(self._keys.partition(p).idle_queue(model))
             depths = self._keep_depths(model, now, dict(zip(partitions, pipe.execute(), strict=True)))
         return {p: depths[p] for p in partitions}
+
+    def _stale(self) -> bool:
+        with self._lock:
+            return time.monotonic() - self._read_at > self._ttl
+
+    def _cached_depths(
+        self, model: str, partitions: list[Partition], now: float
+    ) -> dict[Partition, int] | None:
+        """The depths read for `model` within the TTL, if they cover `partitions`."""
+        with self._lock:
+            read_at, depths = self._depths.get(model, (-1.0, {}))
+        if now - read_at > self._ttl or any(p not in depths for p in partitions):
+            return None
+        return depths
 
     def _keep_depths(self, model: str, now: float, depths: dict[Partition, int]) -> dict[Partition, int]:
         with self._lock:
@@ -83,9 +92,8 @@ class Catalogue:
     ) -> dict[Partition, int]:
         """`idle_depths` from the event loop, a due read going through `pipeline`."""
         now = time.monotonic()
-        with self._lock:
-            read_at, depths = self._depths.get(model, (-1.0, {}))
-        if now - read_at > self._ttl or any(p not in depths for p in partitions):
+        depths = self._cached_depths(model, partitions, now)
+        if depths is None:
             keys = [self._keys.partition(p).idle_queue(model) for p in partitions]
             _, counts = await pipeline([], [("ZCARD", key) for key in keys])
             depths = self._keep_depths(model, now, dict(zip(partitions, counts, strict=True)))

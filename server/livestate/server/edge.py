@@ -176,12 +176,9 @@ class Edge(grpc.GenericRpcHandler):  # type: ignore[type-arg]
             idle: asyncio.Timeout | None = None
             taken = False
             try:
-                if access is not None:
-                    identity = access.admit(method, call.invocation_metadata())
+                identity = _admit(access, method, call)
                 budget.take(identity.name if identity else None)
                 taken = True
-                # This call's task has a context of its own: the identity stays with the call.
-                auth.current.set(identity)
                 async with asyncio.timeout(idle_after) as idle:
                     await serve(StreamCall(call, partial(decode, decoder or _raw), idle, idle_after, pool))
             except Exception as exc:
@@ -212,22 +209,16 @@ class Edge(grpc.GenericRpcHandler):  # type: ignore[type-arg]
         common case that needs no thread: a plain Match whose round trips go through the batcher."""
         handler = self._handlers[method]
         decoder = handler.request_deserializer or _raw
-        blocking = slow
         access, pool = self._access, self._pool
 
         async def unary(raw: bytes, call: grpc.aio.ServicerContext) -> Any:  # type: ignore[type-arg]
             context = CallContext(call)
             try:
-                identity = access.admit(method, call.invocation_metadata()) if access is not None else None
-                # This call's task has a context of its own: the identity stays with the call.
-                auth.current.set(identity)
+                _admit(access, method, call)
                 request = decode(decoder, raw)
-                answer = await fast(request, LoopCall(call, pool))
-                if answer is None:
-                    loop = asyncio.get_running_loop()
-                    run = contextvars.copy_context().run
-                    answer = await loop.run_in_executor(pool, run, blocking, request, context)
-                return answer
+                on_loop = LoopCall(call, pool)
+                answer = await fast(request, on_loop)
+                return answer if answer is not None else await on_loop.offload(slow, request, context)
             except Aborted as aborted:
                 await abort(call, aborted.status)
             except Exception as exc:
@@ -316,6 +307,18 @@ class Edge(grpc.GenericRpcHandler):  # type: ignore[type-arg]
                     _close_later(pool, run, generator, step)
 
         return streamed
+
+
+def _admit(
+    access: AuthInterceptor | None,
+    method: str,
+    call: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+) -> Identity | None:
+    """Access control for a call served on the loop (raises what refuses it). The identity is
+    set for the call: its task has a context of its own, so it stays with the call."""
+    identity = access.admit(method, call.invocation_metadata()) if access is not None else None
+    auth.current.set(identity)
+    return identity
 
 
 def _raw(data: bytes) -> bytes:

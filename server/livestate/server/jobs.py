@@ -14,8 +14,9 @@ keeps the first lease settled and gives the others back (assignments.settle).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -311,66 +312,30 @@ def _decided(job: JobSpec, result: list[Any], scheduler: str) -> Assignment | in
     return Assignment(job.job_id, str(lease_id), int(token), int(expire_ms), str(node_id), scheduler)
 
 
-def match_at_once(rt: Runtime, job: JobSpec) -> tuple[lease_pb2.Lease, node_pb2.Node] | None:
-    """A plain Match in two round trips when it can be: the claim in the best partition goes
-    out together with the read of the nodes the job already failed on, and settling reads the
-    node. The job's record is not read first: settle.lua decides against it (a live lease
-    elsewhere wins and this claim is given back, see settle), so skipping prior() costs only a
-    claim given back when a job is asked for again. None: decide the slow way (prior, place)."""
-    candidates = partitions(rt, job, fresh=False, with_idle_only=True)
-    if not candidates:
-        return None
-    claim, tried_key = _first_claim(rt, job, candidates[0])
-
-    def build(pipe: redis.client.Pipeline) -> None:
-        rt.scripts.add(pipe, *claim)
-        pipe.smembers(tried_key)
-
-    result, tried = rt.scripts.pipeline(build)
-    outcome = _claimed(rt, job, result, tried)
-    if outcome is None:
-        return None
-    return settle_own(rt, outcome) or _winner(rt, job.job_id)
-
-
 async def match_on_loop(
     rt: Runtime, job: JobSpec, offload: Offload
 ) -> tuple[lease_pb2.Lease, node_pb2.Node] | None:
-    """`match_at_once` from the event loop: both round trips through the batcher, no thread
-    unless the claim needs more than settling."""
+    """A plain Match in two round trips through the batcher, on the event loop: the claim in
+    the best partition goes out together with the read of the nodes the job already failed on,
+    and settling reads the node. The job's record is not read first: settle.lua decides against
+    it (a live lease elsewhere wins and this claim is given back, see settle), so skipping
+    prior() costs only a claim given back when a job is asked for again. None: nothing claimed
+    in that partition, so the blocking Match decides the slow way (prior, place)."""
     candidates = await partitions_on_loop(rt, job)
     if not candidates:
         return None
-    claim, tried_key = _first_claim(rt, job, candidates[0])
-    (result,), (tried,) = await rt.batcher.pipeline([claim], [("SMEMBERS", tried_key)])
+    pk = rt.keys.partition(candidates[0])
+    claim: Call = ("match", pk.match_keys(), _match_args(rt, pk, job, set(job.excluded), "", 0, ""))
+    (result,), (tried,) = await rt.batcher.pipeline([claim], [("SMEMBERS", rt.keys.job_tried(job.job_id))])
     outcome = _decided(job, result, "")
     if not isinstance(outcome, Assignment):
         return None
     if outcome.node_id in tried:
-        await offload(_claimed, rt, job, result, tried)  # gives the claim back
-        return None
-    return await settle_own_on_loop(rt, outcome, offload) or await offload(_winner, rt, job.job_id)
-
-
-def _first_claim(rt: Runtime, job: JobSpec, partition: Partition) -> tuple[Call, str]:
-    """match.lua's call for a plain Match in `partition`, and the key of the job's failed nodes."""
-    pk = rt.keys.partition(partition)
-    args = _match_args(rt, pk, job, set(job.excluded), "", 0, "")
-    return ("match", pk.match_keys(), args), rt.keys.job_tried(job.job_id)
-
-
-def _claimed(rt: Runtime, job: JobSpec, result: list[Any], tried: Iterable[Any]) -> Assignment | None:
-    """The first claim's Assignment, or None: nothing claimed (decide the slow way), or a claim
-    on a node the job failed on, given back here."""
-    outcome = _decided(job, result, "")
-    if not isinstance(outcome, Assignment):
-        return None
-    if outcome.node_id in {str(n) for n in tried}:
         # match.lua skips the nodes the job failed on in this partition; this one failed it in
         # another and moved here since. Give the slot back and choose without it.
-        end_lease(rt, outcome.lease_id, outcome.token, failed=False)
+        await offload(functools.partial(end_lease, rt, outcome.lease_id, outcome.token, failed=False))
         return None
-    return outcome
+    return await settle_own_on_loop(rt, outcome, offload) or await offload(_winner, rt, job.job_id)
 
 
 def _winner(rt: Runtime, job_id: str) -> tuple[lease_pb2.Lease, node_pb2.Node] | None:

@@ -156,13 +156,9 @@ class MatchServicer(pb_grpc.MatchServiceServicer):
         # QueueService.Enqueue + Assignments, which holds one thread per scheduler instead.
         self._waiting = threading.BoundedSemaphore(rt.config.max_waiting_matches)
 
-    @errors.unary
-    def Match(self, request: pb.MatchRequest, context: grpc.ServicerContext) -> pb.MatchResponse:
-        return self._match(request, context, at_once=True)
-
     async def match_on_loop(self, request: pb.MatchRequest, call: LoopCall) -> pb.MatchResponse | None:
         """A plain Match (no wait) on the event loop, its round trips through the batcher (see
-        Edge.try_on_loop); None leaves the call to `match_after_loop`."""
+        Edge.try_on_loop); None leaves the call to `Match`, on a worker thread."""
         rt = self.rt
         job = job_spec(rt, request)
         if validate.duration(request.wait, "wait", maximum=rt.config.max_wait):
@@ -171,20 +167,14 @@ class MatchServicer(pb_grpc.MatchServiceServicer):
         return None if answer is None else pb.MatchResponse(lease=answer[0], node=answer[1])
 
     @errors.unary
-    def match_after_loop(self, request: pb.MatchRequest, context: grpc.ServicerContext) -> pb.MatchResponse:
-        """Match, when `match_on_loop` did not answer: a waiting Match, or the slow way (the
-        first claim was tried already)."""
-        return self._match(request, context, at_once=False)
-
-    def _match(
-        self, request: pb.MatchRequest, context: grpc.ServicerContext, *, at_once: bool
-    ) -> pb.MatchResponse:
+    def Match(self, request: pb.MatchRequest, context: grpc.ServicerContext) -> pb.MatchResponse:
+        """What `match_on_loop` leaves: a waiting Match, or a plain one the slow way."""
         rt = self.rt
         job = job_spec(rt, request)
         wait = validate.duration(request.wait, "wait", maximum=rt.config.max_wait)
 
         if wait == 0:
-            return self._place(job, context, wait_ms=0, at_once=at_once)
+            return self._place(job, context, wait_ms=0)
         if not self._waiting.acquire(blocking=False):
             raise ResourceExhausted(
                 f"{rt.config.max_waiting_matches} Matches are already waiting in this process; "
@@ -216,14 +206,8 @@ class MatchServicer(pb_grpc.MatchServiceServicer):
         finally:
             self._waiting.release()
 
-    def _place(
-        self, job: jobs.JobSpec, context: grpc.ServicerContext, *, wait_ms: int, at_once: bool = False
-    ) -> pb.MatchResponse:
+    def _place(self, job: jobs.JobSpec, context: grpc.ServicerContext, *, wait_ms: int) -> pb.MatchResponse:
         rt = self.rt
-        if not wait_ms and at_once:
-            answer = jobs.match_at_once(rt, job)
-            if answer is not None:
-                return pb.MatchResponse(lease=answer[0], node=answer[1])
         before = jobs.prior(rt, job.job_id)
         if isinstance(before, tuple):
             return pb.MatchResponse(lease=before[0], node=before[1])

@@ -69,17 +69,13 @@ class Scripts:
             return self._client.evalsha(self._sha[name], len(keys), *keys, *args)
 
     def call_many(self, calls: Sequence[Call]) -> list[Any]:
-        """Runs the calls in one pipeline; each result is a value or the exception it raised."""
-        return self._rerun_missing(calls, self._run(calls), self._run)
-
-    def _rerun_missing(
-        self, calls: Sequence[Call], results: list[Any], send: Callable[[Sequence[Call]], list[Any]]
-    ) -> list[Any]:
-        """After NOSCRIPT (those calls did not run), loads the sources and sends those again."""
+        """Runs the calls in one pipeline; each result is a value or the exception it raised.
+        After NOSCRIPT (those calls did not run), loads the sources and sends those again."""
+        results = self._run(calls)
         missing = [i for i, r in enumerate(results) if isinstance(r, redis.exceptions.NoScriptError)]
         if missing:
             self.load()
-            for i, result in zip(missing, send([calls[i] for i in missing]), strict=True):
+            for i, result in zip(missing, self._run([calls[i] for i in missing]), strict=True):
                 results[i] = result
         return results
 
