@@ -164,6 +164,7 @@ class LivestateServer:
         self.maintenance = Maintenance(self.rt, self._set_ready)
         self._stopped = threading.Event()
         self._started = False
+        self._paced = False
 
     async def _build(self, config: Config) -> tuple[grpc.aio.Server, int]:
         """The gRPC server, made on the loop that serves it."""
@@ -215,6 +216,7 @@ class LivestateServer:
         except Exception as exc:  # start anyway; RPCs answer UNAVAILABLE until Redis answers
             log.warning("redis not answering at start-up: %s", exc)
         self._started = True
+        self._paced = self.loop.pacer.acquire(self.config.gc_interval)
         self.rt.batcher.start(self.loop.loop)
         self.rt.notifier.start()
         self.maintenance.start()
@@ -237,6 +239,8 @@ class LivestateServer:
             self.maintenance.stop()
             self.rt.notifier.stop()
             self.rt.batcher.stop()
+            if self._paced:
+                self.loop.pacer.release()
         self.client.close()
         if self.embedded is not None:
             self.embedded.stop()

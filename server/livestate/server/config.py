@@ -94,6 +94,8 @@ class Config:
     tls_ca: str | None = None
     insecure: bool = False
     log_level: str = "INFO"
+    # Garbage collection paced on the event loop (gcpacing.py); 0 = CPython's own collector.
+    gc_interval: float = 0.1
 
     def __post_init__(self) -> None:
         if self.suspect_after == 0:
@@ -178,6 +180,8 @@ class Config:
             raise ConfigError(f"processes must be a number >= 1 or 'auto', got {self.processes!r}")
         if self.stream_idle_after <= 0:
             raise ConfigError("stream_idle_after must be > 0")
+        if self.gc_interval < 0:
+            raise ConfigError("gc_interval must be >= 0")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("tls_cert and tls_key go together")
         if self.tls_ca and not self.tls_cert:
@@ -251,6 +255,7 @@ _HELP = {
     "quarantine_score": "failure score at which a node gets a QUARANTINE flag",
     "quarantine_ttl": "seconds a QUARANTINE lasts",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
+    "gc_interval": ("seconds between young garbage collections, paced on the event loop (0 = CPython's own)"),
     "auth_file": "JSON file of bearer tokens (hashed) and their roles; see README",
     "auth_tokens": "the same JSON inline (takes precedence over auth_file)",
     "tls_cert": "server certificate (PEM) for TLS",

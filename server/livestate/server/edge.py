@@ -36,6 +36,7 @@ from livestate.server.auth import AuthInterceptor, Identity
 from livestate.server.budgets import Budget
 from livestate.server.decoding import decode
 from livestate.server.errors import status_of
+from livestate.server.gcpacing import GcPacer
 
 if TYPE_CHECKING:
     Handler: TypeAlias = grpc.RpcMethodHandler[Any, Any]
@@ -55,6 +56,7 @@ class EventLoop:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
+        self.pacer = GcPacer(self.loop)
         ready = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(ready,), name="grpc-loop", daemon=True)
         self._thread.start()
