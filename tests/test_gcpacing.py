@@ -1,6 +1,7 @@
 """The event loop's paced garbage collector (gcpacing.py): cycles are still reclaimed with
-CPython's automatic collector off, the generations come in their cadence, and the automatic
-collector is back once the last server stops."""
+CPython's automatic collector off (young ones at the next tick, ones that outlived a tick by a
+full collection), full collections come when memory grows or at the latest every
+`full_every` ticks, and the automatic collector is back once the last user releases."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from livestate.server import gcpacing
 from livestate.server.gcpacing import GcPacer
 
 
@@ -31,6 +33,7 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 def restore_gc() -> Iterator[None]:
     enabled = gc.isenabled()
     yield
+    gc.unfreeze()
     if enabled:
         gc.enable()
 
@@ -47,7 +50,7 @@ def until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
         time.sleep(0.005)
 
 
-def test_cyclic_garbage_is_reclaimed_with_the_automatic_collector_off(
+def test_a_cycle_dropped_before_a_tick_is_reclaimed_with_the_automatic_collector_off(
     loop: asyncio.AbstractEventLoop,
 ) -> None:
     pacer = GcPacer(loop)
@@ -62,23 +65,40 @@ def test_cyclic_garbage_is_reclaimed_with_the_automatic_collector_off(
         pacer.release()
 
 
+def test_a_cycle_that_outlived_ticks_is_reclaimed_by_a_full_collection(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    pacer = GcPacer(loop, check_every=2, full_every=4)
+    cycle = Cycle()
+    gone = weakref.ref(cycle)
+    assert pacer.acquire(0.01)
+    try:
+        until(lambda: gc.get_freeze_count() > 0)  # a tick froze it with everything else
+        del cycle
+        until(lambda: gone() is None)
+    finally:
+        pacer.release()
+
+
 def test_interval_zero_leaves_cpythons_collector_in_charge(loop: asyncio.AbstractEventLoop) -> None:
     gc.enable()
     assert not GcPacer(loop).acquire(0)
     assert gc.isenabled()
 
 
-def test_the_automatic_collector_comes_back_when_the_last_user_releases(
+def test_the_collector_is_handed_back_unfrozen_when_the_last_user_releases(
     loop: asyncio.AbstractEventLoop,
 ) -> None:
     gc.enable()
     pacer = GcPacer(loop)
     pacer.acquire(0.01)
     pacer.acquire(0.01)
+    until(lambda: gc.get_freeze_count() > 0)
     pacer.release()
     assert not gc.isenabled()
     pacer.release()
     assert gc.isenabled()
+    assert gc.get_freeze_count() == 0
 
 
 def test_a_collector_that_was_off_stays_off(loop: asyncio.AbstractEventLoop) -> None:
@@ -89,20 +109,47 @@ def test_a_collector_that_was_off_stays_off(loop: asyncio.AbstractEventLoop) -> 
     assert not gc.isenabled()
 
 
-def test_older_generations_are_collected_on_their_own_slower_cadence(
-    loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    seen: list[int] = []
+def recording(monkeypatch: pytest.MonkeyPatch, peak: Callable[[], int]) -> list[str]:
+    """Replaces the gc calls the pacer makes with a log of them."""
+    seen: list[str] = []
 
     def collect(generation: int = 2) -> int:
-        seen.append(generation)
+        seen.append(f"collect{generation}")
         return 0
 
     monkeypatch.setattr(gc, "collect", collect)
-    pacer = GcPacer(loop, middle_every=2, full_every=6)
+    monkeypatch.setattr(gc, "freeze", lambda: None)
+    monkeypatch.setattr(gc, "unfreeze", lambda: seen.append("unfreeze"))
+    monkeypatch.setattr(gcpacing, "peak_memory", peak)
+    return seen
+
+
+def test_with_a_steady_heap_a_full_collection_comes_only_every_full_every_ticks(
+    loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = recording(monkeypatch, lambda: 1000)
+    pacer = GcPacer(loop, check_every=2, full_every=6)
     pacer.acquire(0.001)
     try:
-        until(lambda: len(seen) >= 12)
+        until(lambda: seen.count("collect2") >= 3)
     finally:
         pacer.release()
-    assert seen[:12] == [0, 1, 0, 1, 0, 2] * 2
+    ticks = [event for event in seen if event.startswith("collect")]
+    # The first check finds memory grown from nothing; then only the clock calls one.
+    assert ticks[:14] == ["collect0", "collect2", *(["collect0"] * 5 + ["collect2"]) * 2]
+
+
+def test_grown_memory_gets_a_full_collection_at_the_next_check(
+    loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sizes = iter([1000, 1000, 1100, 1300, *[1300] * 1000])
+    seen = recording(monkeypatch, lambda: next(sizes))
+    pacer = GcPacer(loop, check_every=2, full_every=1000)
+    pacer.acquire(0.001)
+    try:
+        until(lambda: seen.count("collect2") >= 2)
+    finally:
+        pacer.release()
+    ticks = [event for event in seen if event.startswith("collect")]
+    # Checks at ticks 2, 4, 6: grown from 0 (full), 1100 <= 1.25 x 1000, 1300 > 1.25 x 1000 (full).
+    assert ticks[:6] == ["collect0", "collect2", "collect0", "collect0", "collect0", "collect2"]
