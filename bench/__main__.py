@@ -392,7 +392,8 @@ def main() -> None:
 def _matching(r: dict[str, Any]) -> str:
     return (
         f"{r['matches']} Matches, ack p99 {r['ack_p99_ms']:.1f} ms (target <= 50)  Match p50 "
-        f"{r['match_p50_ms']:.1f} ms  p99 {r['match_p99_ms']:.1f} ms (target <= 20)  "
+        f"{r['match_p50_ms']:.1f} ms  p99 {r['match_p99_ms']:.1f} ms (target <= 20)  max "
+        f"{r['match_max_ms']:.0f} ms  "
         f"errors {r['match_errors'] or 'none'}, streams ended by {r['errors'] or 'nothing'}, "
         f"host steal {r['steal']:.0%}"
     )
@@ -401,7 +402,8 @@ def _matching(r: dict[str, Any]) -> str:
 def _fleet_line(name: str, r: dict[str, Any]) -> None:
     print(
         f"  {name:22s} {r['beats_per_s']:6.0f} beats/s  ack p50 {r['ack_p50_ms']:.1f} ms  "
-        f"p99 {r['ack_p99_ms']:.1f} ms  server CPU {r['cpu_us_per_beat']:.0f} us/beat "
+        f"p99 {r['ack_p99_ms']:.1f} ms  max {r['ack_max_ms']:.0f} ms  "
+        f"server CPU {r['cpu_us_per_beat']:.0f} us/beat "
         f"({r['cpu_cores']:.2f} cores)  streams ended by {r['errors'] or 'nothing'}"
     )
 

@@ -225,6 +225,8 @@ def run(
         "beats_per_s": beats / elapsed,
         "ack_p50_ms": _pct(latencies, 0.5),
         "ack_p99_ms": _pct(latencies, 0.99),
+        # The worst ack shows the longest pause of the window (a full garbage collection, say).
+        "ack_max_ms": max(latencies, default=float("nan")) * 1000,
         "cpu_us_per_beat": cpu / max(1, beats) * 1e6,
         "cpu_cores": cpu / elapsed,
         # What the open streams hold: the server's growth from before the fleet connected.
@@ -238,5 +240,6 @@ def run(
         result["matches"] = len(got["latencies"])
         result["match_p50_ms"] = _pct(got["latencies"], 0.5)
         result["match_p99_ms"] = _pct(got["latencies"], 0.99)
+        result["match_max_ms"] = max(got["latencies"], default=float("nan")) * 1000
         result["match_errors"] = got["errors"]
     return result

@@ -68,7 +68,7 @@ def test_a_cycle_dropped_before_a_tick_is_reclaimed_with_the_automatic_collector
 def test_a_cycle_that_outlived_ticks_is_reclaimed_by_a_full_collection(
     loop: asyncio.AbstractEventLoop,
 ) -> None:
-    pacer = GcPacer(loop, check_every=2, full_every=4)
+    pacer = GcPacer(loop, full_every=4)
     cycle = Cycle()
     gone = weakref.ref(cycle)
     assert pacer.acquire(0.01)
@@ -128,28 +128,28 @@ def test_with_a_steady_heap_a_full_collection_comes_only_every_full_every_ticks(
     loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen = recording(monkeypatch, lambda: 1000)
-    pacer = GcPacer(loop, check_every=2, full_every=6)
+    pacer = GcPacer(loop, full_every=6)
     pacer.acquire(0.001)
     try:
         until(lambda: seen.count("collect2") >= 3)
     finally:
         pacer.release()
     ticks = [event for event in seen if event.startswith("collect")]
-    # The first check finds memory grown from nothing; then only the clock calls one.
-    assert ticks[:14] == ["collect0", "collect2", *(["collect0"] * 5 + ["collect2"]) * 2]
+    # The first tick finds memory grown from nothing; then only the clock calls one.
+    assert ticks[:13] == ["collect2", *(["collect0"] * 5 + ["collect2"]) * 2]
 
 
-def test_grown_memory_gets_a_full_collection_at_the_next_check(
+def test_grown_memory_gets_a_full_collection_at_the_next_tick(
     loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sizes = iter([1000, 1000, 1100, 1300, *[1300] * 1000])
+    sizes = iter([1000, 1000, 1100, 1200, 1300, *[1300] * 1000])
     seen = recording(monkeypatch, lambda: next(sizes))
-    pacer = GcPacer(loop, check_every=2, full_every=1000)
+    pacer = GcPacer(loop, full_every=1000)
     pacer.acquire(0.001)
     try:
         until(lambda: seen.count("collect2") >= 2)
     finally:
         pacer.release()
     ticks = [event for event in seen if event.startswith("collect")]
-    # Checks at ticks 2, 4, 6: grown from 0 (full), 1100 <= 1.25 x 1000, 1300 > 1.25 x 1000 (full).
-    assert ticks[:6] == ["collect0", "collect2", "collect0", "collect0", "collect0", "collect2"]
+    # Grown from 0 (full, then 1000 after it), 1100 and 1200 <= 1.25 x 1000, 1300 > 1.25 x 1000.
+    assert ticks[:4] == ["collect2", "collect0", "collect0", "collect2"]
