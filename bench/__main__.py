@@ -221,6 +221,12 @@ def main() -> None:
     parser.add_argument(
         "--fleet-processes", default="1,2", help="server processes (--processes) to run each fleet on"
     )
+    parser.add_argument(
+        "--match-rates",
+        default="250,500,1000" if os.environ.get("FULL") else "500",
+        help="open-loop Match/s offered (spread arrivals) while --match-fleet agents stream",
+    )
+    parser.add_argument("--match-fleet", type=int, default=2000, help="agent streams during --match-rates")
     parser.add_argument("--fleet-agents", help=argparse.SUPPRESS)
     parser.add_argument("--fleet-scheduler", help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=float, help=argparse.SUPPRESS)
@@ -255,6 +261,8 @@ def main() -> None:
     fleet_results: list[
         tuple[dict[str, Any], dict[str, Any], list[tuple[int, dict[str, Any], dict[str, Any]]]]
     ] = []
+    # Per process count and offered rate: Match latency while a fleet streams.
+    open_loop: list[tuple[int, float, dict[str, Any]]] = []
     with EmbeddedRedis() as embedded:
         bare_port, floor_port, ls_port = free_port(), free_port(), free_port()
         multi_ports = {n: free_port() for n in process_counts if n > 1}
@@ -331,6 +339,21 @@ def main() -> None:
                     )
                     runs.append((n, beats, matched))
                 fleet_results.append((bare_run, floor_run, runs))
+            match_rates = [float(r) for r in args.match_rates.split(",") if r]
+            for n in process_counts if args.match_fleet <= args.nodes else []:
+                port, proc = targets[n]
+                for rate in match_rates:
+                    seconds = max(args.seconds, MATCH_SAMPLES / rate)
+                    run = fleet.run(
+                        port,
+                        proc.pid,
+                        args.match_fleet,
+                        args.boot,
+                        interval=args.interval,
+                        seconds=seconds,
+                        match_rate=rate,
+                    )
+                    open_loop.append((n, rate, run))
         finally:
             for proc in (bare_proc, floor, server, *multi.values()):
                 proc.terminate()
@@ -387,6 +410,28 @@ def main() -> None:
                 f"{matched['match_p99_ms'] / floor_run['match_p99_ms']:.2f}x"
             )
         print()
+    if open_loop:
+        _open_loop(args.match_fleet, open_loop)
+
+
+def _open_loop(streams: int, runs: list[tuple[int, float, dict[str, Any]]]) -> None:
+    print(
+        f"Match open loop (spread arrivals, each Match then its Release) while {streams} agents "
+        "stream; the generators share the machine's cores:"
+    )
+    for processes in sorted({n for n, _, _ in runs}):
+        mine = [(rate, r) for n, rate, r in runs if n == processes]
+        for rate, r in mine:
+            errors = r["match_errors"] or "none"
+            print(
+                f"  {processes} process{'es' if processes > 1 else ''}, {rate:5.0f}/s offered: "
+                f"{r['matches'] / max(1, r['offered']):6.1%} answered  p50 {r['match_p50_ms']:.1f} ms  "
+                f"p99 {r['match_p99_ms']:.1f} ms (target <= 10 at 500/s)  p999 "
+                f"{r['match_p999_ms']:.1f} ms  max {r['match_max_ms']:.0f} ms  errors {errors}  "
+                f"ack p99 {r['ack_p99_ms']:.1f} ms  server {r['cpu_cores']:.2f} cores"
+            )
+        under = [rate for rate, r in mine if r["match_p99_ms"] <= 10 and not r["match_errors"]]
+        print(f"    highest offered rate tried with p99 <= 10 ms: {max(under, default=0):.0f}/s")
 
 
 def _matching(r: dict[str, Any]) -> str:
