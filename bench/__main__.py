@@ -29,7 +29,7 @@ from typing import Any
 import grpc
 import redis
 
-from bench import bare, fleet
+from bench import bare, fleet, unary
 from livestate.server.embedded import EmbeddedRedis, free_port
 from livestate.v1 import heartbeat_service_pb2 as hb
 from livestate.v1 import heartbeat_service_pb2_grpc as hb_grpc
@@ -153,6 +153,14 @@ def _measure(port: int, node_ids: list[str], boot: str, seconds: float) -> dict[
     return dict(json.loads(out.stdout))
 
 
+def _client(*args: str) -> dict[str, Any]:
+    """Runs one load generator (`python -m bench ARGS`) to its end and returns what it printed."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench", *args], capture_output=True, text=True, check=True, cwd=HERE.parent
+    )
+    return dict(json.loads(out.stdout))
+
+
 def _measure_match(port: int, workers: int, seconds: float) -> dict[str, float]:
     out = subprocess.run(
         [
@@ -208,6 +216,11 @@ def main() -> None:
     parser.add_argument("--bare", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--bare-aio", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--match-load", help=argparse.SUPPRESS)
+    parser.add_argument("--health-load", help=argparse.SUPPRESS)
+    parser.add_argument("--burst", help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--bursts", default="32,256", help="sizes of simultaneous Match bursts")
+    parser.add_argument("--burst-rounds", type=int, default=20, help="bursts of each size")
     parser.add_argument("--workers", type=int, default=8, help="concurrent Match callers")
     parser.add_argument(
         "--fleet",
@@ -251,6 +264,12 @@ def main() -> None:
         return
     if args.match_load:
         print(json.dumps(asyncio.run(_match_load(args.match_load, args.workers, args.seconds))))
+        return
+    if args.health_load:
+        print(json.dumps(asyncio.run(unary.health_load(args.health_load, args.workers, args.seconds))))
+        return
+    if args.burst:
+        print(json.dumps(asyncio.run(unary.bursts(args.burst, args.size, args.burst_rounds))))
         return
 
     node_ids = [f"bench-{i:06d}" for i in range(min(args.streams, args.nodes))]
@@ -316,6 +335,20 @@ def main() -> None:
             livestate = _measure(ls_port, node_ids, args.boot, args.seconds)
             match_baseline = _measure_match(bare_port, args.workers, args.seconds)
             match_livestate = _measure_match(ls_port, args.workers, args.seconds)
+            common = ["--workers", str(args.workers), "--seconds", str(args.seconds)]
+            health = _client("--health-load", f"127.0.0.1:{ls_port}", *common)
+            burst_runs = [
+                _client(
+                    "--burst",
+                    f"127.0.0.1:{ls_port}",
+                    "--size",
+                    size,
+                    "--burst-rounds",
+                    str(args.burst_rounds),
+                )
+                for size in args.bursts.split(",")
+                if size
+            ]
             targets = {1: (ls_port, server)} | {n: (multi_ports[n], multi[n]) for n in multi}
             for streams in fleets:
                 if streams > args.nodes:
@@ -387,6 +420,19 @@ def main() -> None:
         f"  ratio                {match_ratio:8.2f}   (Match alone vs a bare call; each livestate match also"
         " pays a Release)"
     )
+    pair_ratio = match_livestate["matches_per_s"] / health["calls_per_s"]
+    print(
+        f"  health Check         {health['calls_per_s']:8.0f} calls/s  p50 {health['p50_ms']:.2f} ms  "
+        f"p99 {health['p99_ms']:.2f} ms  (the same livestate server)"
+    )
+    print(f"  Match + Release pairs / health Checks {pair_ratio:5.2f}   (target >= 0.30; 0.5 is parity)")
+    for burst in burst_runs:
+        print(
+            f"Burst of {burst['size']} simultaneous Matches ({burst['rounds']} bursts, no fleet): "
+            f"Match p50 {burst['p50_ms']:.1f} ms  p99 {burst['p99_ms']:.1f} ms  "
+            f"max {burst['max_ms']:.0f} ms  "
+            f"whole burst p50 {burst['burst_p50_ms']:.1f} ms  errors {burst['errors'] or 'none'}"
+        )
     for bare_run, floor_run, runs in fleet_results:
         print(
             f"Paced fleet: {bare_run['streams']} agent streams beating every {args.interval:g}s "
