@@ -58,7 +58,7 @@ async def bursts(target: str, size: int, rounds: int) -> dict[str, Any]:
         async def one(job_id: str) -> mpb.MatchResponse | None:
             sent = time.perf_counter()
             try:
-                reply = await stub.Match(
+                reply: mpb.MatchResponse = await stub.Match(
                     mpb.MatchRequest(job_id=job_id, env="bench", model="llama-3-8b"), timeout=5
                 )
             except grpc.aio.AioRpcError as err:
