@@ -182,8 +182,8 @@ def _measure_match(port: int, workers: int, seconds: float) -> dict[str, float]:
     return dict(json.loads(out.stdout))
 
 
-def _populate(url: str, port: int, count: int, boot: str) -> None:
-    """Registers `count` nodes through the real Register RPC, several at a time."""
+def _populate(url: str, port: int, count: int, boot: str, first: int = 0) -> None:
+    """Registers nodes `first` to `count` - 1 through the real Register RPC, several at a time."""
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = hb_grpc.HeartbeatServiceStub(channel)
 
@@ -201,7 +201,7 @@ def _populate(url: str, port: int, count: int, boot: str) -> None:
         stub.Register(hb.RegisterRequest(node=spec, boot_id=boot), timeout=30)
 
     with futures.ThreadPoolExecutor(16) as pool:
-        list(pool.map(register, range(count)))
+        list(pool.map(register, range(first, count)))
     channel.close()
 
 
@@ -238,6 +238,11 @@ def main() -> None:
         "--match-rates",
         default="250,500,1000" if os.environ.get("FULL") else "500",
         help="open-loop Match/s offered (spread arrivals) while --match-fleet agents stream",
+    )
+    parser.add_argument(
+        "--memory-nodes",
+        default="100000" if os.environ.get("FULL") else "",
+        help="registered node counts past --nodes to measure Redis memory at, after everything else",
     )
     parser.add_argument("--match-fleet", type=int, default=2000, help="agent streams during --match-rates")
     parser.add_argument("--fleet-agents", help=argparse.SUPPRESS)
@@ -324,12 +329,12 @@ def main() -> None:
             _wait_ready(ls_port)
             for port in multi_ports.values():
                 _wait_ready(port)
+            client = redis.Redis.from_url(embedded.url)
+            empty = int(client.info("memory")["used_memory"])
             started = time.monotonic()
             _populate(embedded.url, ls_port, args.nodes, args.boot)
             populate_s = time.monotonic() - started
-            client = redis.Redis.from_url(embedded.url)
-            memory = int(client.info("memory")["used_memory"])
-            client.close()
+            memory = [(args.nodes, int(client.info("memory")["used_memory"]))]
 
             baseline = _measure(bare_port, node_ids, args.boot, args.seconds)
             livestate = _measure(ls_port, node_ids, args.boot, args.seconds)
@@ -387,6 +392,12 @@ def main() -> None:
                         match_rate=rate,
                     )
                     open_loop.append((n, rate, run))
+            # Last, so that every other figure is taken with the same --nodes registered.
+            for count in [int(n) for n in args.memory_nodes.split(",") if n]:
+                if count > memory[-1][0]:
+                    _populate(embedded.url, ls_port, count, args.boot, first=memory[-1][0])
+                    memory.append((count, int(client.info("memory")["used_memory"])))
+            client.close()
         finally:
             for proc in (bare_proc, floor, server, *multi.values()):
                 proc.terminate()
@@ -394,7 +405,11 @@ def main() -> None:
 
     ratio = livestate["beats_per_s"] / baseline["beats_per_s"]
     print(f"registered {args.nodes} nodes in {populate_s:.1f}s ({args.nodes / populate_s:.0f} Register/s)")
-    print(f"redis used_memory / nodes: {memory / max(1, args.nodes):.0f} B/node (with {args.nodes} nodes)")
+    for count, used in memory:
+        print(
+            f"redis memory per node with {count} registered: {used / count:.0f} B (used_memory / nodes), "
+            f"{(used - empty) / count:.0f} B grown over the empty instance (target <= 1 KB)"
+        )
     print(f"{args.streams} streams, {args.seconds:.0f}s each:")
     print(
         f"  bare gRPC stream     {baseline['beats_per_s']:8.0f} msg/s   p50 {baseline['p50_ms']:.2f} ms"
