@@ -29,7 +29,7 @@ from typing import Any
 import grpc
 import redis
 
-from bench import bare, fleet, unary
+from bench import bare, fleet, liveness, unary
 from livestate.server.embedded import EmbeddedRedis, free_port
 from livestate.v1 import heartbeat_service_pb2 as hb
 from livestate.v1 import heartbeat_service_pb2_grpc as hb_grpc
@@ -244,6 +244,12 @@ def main() -> None:
         default="100000" if os.environ.get("FULL") else "",
         help="registered node counts past --nodes to measure Redis memory at, after everything else",
     )
+    parser.add_argument(
+        "--liveness-nodes",
+        type=int,
+        default=5000 if os.environ.get("FULL") else 1000,
+        help="nodes that stop beating, for the time to SUSPECT and OFFLINE (0: skip)",
+    )
     parser.add_argument("--match-fleet", type=int, default=2000, help="agent streams during --match-rates")
     parser.add_argument("--fleet-agents", help=argparse.SUPPRESS)
     parser.add_argument("--fleet-scheduler", help=argparse.SUPPRESS)
@@ -287,6 +293,7 @@ def main() -> None:
     ] = []
     # Per process count and offered rate: Match latency while a fleet streams.
     open_loop: list[tuple[int, float, dict[str, Any]]] = []
+    silent: dict[str, Any] | None = None
     with EmbeddedRedis() as embedded:
         bare_port, floor_port, ls_port = free_port(), free_port(), free_port()
         multi_ports = {n: free_port() for n in process_counts if n > 1}
@@ -392,6 +399,11 @@ def main() -> None:
                         match_rate=rate,
                     )
                     open_loop.append((n, rate, run))
+            silent = (
+                liveness.run(command, embedded.url, free_port(), args.liveness_nodes)
+                if args.liveness_nodes
+                else None
+            )
             # Last, so that every other figure is taken with the same --nodes registered.
             for count in [int(n) for n in args.memory_nodes.split(",") if n]:
                 if count > memory[-1][0]:
@@ -448,6 +460,17 @@ def main() -> None:
             f"max {burst['max_ms']:.0f} ms  "
             f"whole burst p50 {burst['burst_p50_ms']:.1f} ms  errors {burst['errors'] or 'none'}"
         )
+    if silent:
+        print(
+            f"Liveness: {silent['nodes']} nodes stop beating (suspect_after {silent['suspect_after_s']:g} s, "
+            f"offline_after {silent['offline_after_s']:g} s, sweeps every 0.5 s); lag past the deadline:"
+        )
+        for stage in ("suspect", "offline"):
+            print(
+                f"  {stage.upper():8s} seen for {silent[stage + '_seen']}: p50 "
+                f"{silent[stage + '_lag_p50_ms']:.0f} ms  p99 {silent[stage + '_lag_p99_ms']:.0f} ms  "
+                f"max {silent[stage + '_lag_max_ms']:.0f} ms"
+            )
     for bare_run, floor_run, runs in fleet_results:
         print(
             f"Paced fleet: {bare_run['streams']} agent streams beating every {args.interval:g}s "
