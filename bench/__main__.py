@@ -29,7 +29,7 @@ from typing import Any
 import grpc
 import redis
 
-from bench import bare, fleet, liveness, unary
+from bench import bare, fleet, liveness, report, unary
 from livestate.server.embedded import EmbeddedRedis, free_port
 from livestate.v1 import heartbeat_service_pb2 as hb
 from livestate.v1 import heartbeat_service_pb2_grpc as hb_grpc
@@ -205,6 +205,32 @@ def _populate(url: str, port: int, count: int, boot: str, first: int = 0) -> Non
     channel.close()
 
 
+def _memory_growth(command: list[str], counts: list[int], boot: str) -> list[tuple[int, int, int]]:
+    """(nodes, used_memory, used_memory when empty) for each count, registered in turn on a
+    fresh Redis and server."""
+    if not counts:
+        return []
+    found = []
+    with EmbeddedRedis() as embedded:
+        port = free_port()
+        env = {**os.environ, "LIVESTATE_REDIS_URL": embedded.url, "LIVESTATE_LOG_LEVEL": "WARNING"}
+        server = subprocess.Popen([*command, f"127.0.0.1:{port}"], env=env)
+        client = redis.Redis.from_url(embedded.url)
+        try:
+            _wait_ready(port)
+            empty = int(client.info("memory")["used_memory"])
+            registered = 0
+            for count in sorted(counts):
+                _populate(embedded.url, port, count, boot, first=registered)
+                registered = count
+                found.append((count, int(client.info("memory")["used_memory"]), empty))
+        finally:
+            client.close()
+            server.terminate()
+            server.wait(timeout=15)
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--nodes", type=int, default=10_000, help="registered nodes in Redis")
@@ -242,13 +268,18 @@ def main() -> None:
     parser.add_argument(
         "--memory-nodes",
         default="100000" if os.environ.get("FULL") else "",
-        help="registered node counts past --nodes to measure Redis memory at, after everything else",
+        help="node counts to measure Redis memory per node at, on a fresh Redis (FULL=1: 100000)",
     )
     parser.add_argument(
         "--liveness-nodes",
         type=int,
         default=5000 if os.environ.get("FULL") else 1000,
         help="nodes that stop beating, for the time to SUSPECT and OFFLINE (0: skip)",
+    )
+    parser.add_argument(
+        "--report",
+        default=str(HERE / "results") if os.environ.get("FULL") else "",
+        help="directory to write <date>.json and <date>.md to (FULL=1: bench/results)",
     )
     parser.add_argument("--match-fleet", type=int, default=2000, help="agent streams during --match-rates")
     parser.add_argument("--fleet-agents", help=argparse.SUPPRESS)
@@ -341,7 +372,7 @@ def main() -> None:
             started = time.monotonic()
             _populate(embedded.url, ls_port, args.nodes, args.boot)
             populate_s = time.monotonic() - started
-            memory = [(args.nodes, int(client.info("memory")["used_memory"]))]
+            memory = [(args.nodes, int(client.info("memory")["used_memory"]) - empty)]
 
             baseline = _measure(bare_port, node_ids, args.boot, args.seconds)
             livestate = _measure(ls_port, node_ids, args.boot, args.seconds)
@@ -404,23 +435,23 @@ def main() -> None:
                 if args.liveness_nodes
                 else None
             )
-            # Last, so that every other figure is taken with the same --nodes registered.
-            for count in [int(n) for n in args.memory_nodes.split(",") if n]:
-                if count > memory[-1][0]:
-                    _populate(embedded.url, ls_port, count, args.boot, first=memory[-1][0])
-                    memory.append((count, int(client.info("memory")["used_memory"])))
+            server_info = client.info("server")
             client.close()
         finally:
             for proc in (bare_proc, floor, server, *multi.values()):
                 proc.terminate()
                 proc.wait(timeout=15)
 
+    # Larger registries on a Redis of their own: the one above also holds the jobs, leases and
+    # events of every run since.
+    counts = [int(n) for n in args.memory_nodes.split(",") if n]
+    memory += [(count, used - fresh) for count, used, fresh in _memory_growth(command, counts, args.boot)]
     ratio = livestate["beats_per_s"] / baseline["beats_per_s"]
     print(f"registered {args.nodes} nodes in {populate_s:.1f}s ({args.nodes / populate_s:.0f} Register/s)")
-    for count, used in memory:
+    for count, grown in memory:
         print(
-            f"redis memory per node with {count} registered: {used / count:.0f} B (used_memory / nodes), "
-            f"{(used - empty) / count:.0f} B grown over the empty instance (target <= 1 KB)"
+            f"redis memory per node with {count} registered: {grown / count:.0f} B "
+            "(used_memory grown over the empty instance; target <= 1 KB)"
         )
     print(f"{args.streams} streams, {args.seconds:.0f}s each:")
     print(
@@ -460,6 +491,57 @@ def main() -> None:
             f"max {burst['max_ms']:.0f} ms  "
             f"whole burst p50 {burst['burst_p50_ms']:.1f} ms  errors {burst['errors'] or 'none'}"
         )
+    results = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": report.machine(server_info),
+        "settings": {
+            "nodes": args.nodes,
+            "streams": args.streams,
+            "seconds": args.seconds,
+            "workers": args.workers,
+            "interval": args.interval,
+            "match_rate": args.match_rate,
+            "match_fleet": args.match_fleet,
+            "fleets": args.fleet,
+            "fleet_processes": args.fleet_processes,
+            "match_rates": args.match_rates,
+            "register_per_s": round(args.nodes / populate_s),
+            "server": "livestate serve defaults (gc_interval 0.1, max_streams 10000, ...)",
+        },
+        "closed_loop": {
+            "bare_stream": baseline,
+            "heartbeat": livestate,
+            "heartbeat_ratio": ratio,
+            "bare_unary": match_baseline,
+            "match": match_livestate,
+            "match_ratio": match_ratio,
+            "health": health,
+            "pair_ratio": pair_ratio,
+        },
+        "fleets": [
+            {
+                "streams": bare_run["streams"],
+                "bare": bare_run,
+                "floor": floor_run,
+                "rows": [
+                    ("bare threaded stream", bare_run, {}),
+                    ("bare grpc.aio (floor)", floor_run, floor_run),
+                    *(
+                        (f"livestate, {n} process{'es' if n > 1 else ''}", beats, matched)
+                        for n, beats, matched in runs
+                    ),
+                ],
+            }
+            for bare_run, floor_run, runs in fleet_results
+        ],
+        "open_loop": [{"processes": n, "rate": rate, **run} for n, rate, run in open_loop],
+        "bursts": burst_runs,
+        "memory": [{"nodes": count, "grown_per_node": grown / count} for count, grown in memory],
+        "liveness": silent,
+    }
+    if args.report:
+        written = report.write(results, Path(args.report))
+        print("report:", *(str(path) for path in written))
     if silent:
         print(
             f"Liveness: {silent['nodes']} nodes stop beating (suspect_after {silent['suspect_after_s']:g} s, "
