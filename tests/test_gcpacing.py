@@ -124,17 +124,21 @@ def recording(monkeypatch: pytest.MonkeyPatch, peak: Callable[[], int]) -> list[
     return seen
 
 
+def collections_until(pacer: GcPacer, seen: list[str], full: int) -> list[str]:
+    """Paces every millisecond until `full` full collections were made; the collections, in order."""
+    pacer.acquire(0.001)
+    try:
+        until(lambda: seen.count("collect2") >= full)
+    finally:
+        pacer.release()
+    return [event for event in seen if event.startswith("collect")]
+
+
 def test_with_a_steady_heap_a_full_collection_comes_only_every_full_every_ticks(
     loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen = recording(monkeypatch, lambda: 1000)
-    pacer = GcPacer(loop, full_every=6)
-    pacer.acquire(0.001)
-    try:
-        until(lambda: seen.count("collect2") >= 3)
-    finally:
-        pacer.release()
-    ticks = [event for event in seen if event.startswith("collect")]
+    ticks = collections_until(GcPacer(loop, full_every=6), seen, full=3)
     # The first tick finds memory grown from nothing; then only the clock calls one.
     assert ticks[:13] == ["collect2", *(["collect0"] * 5 + ["collect2"]) * 2]
 
@@ -144,12 +148,6 @@ def test_grown_memory_gets_a_full_collection_at_the_next_tick(
 ) -> None:
     sizes = iter([1000, 1000, 1100, 1200, 1300, *[1300] * 1000])
     seen = recording(monkeypatch, lambda: next(sizes))
-    pacer = GcPacer(loop, full_every=1000)
-    pacer.acquire(0.001)
-    try:
-        until(lambda: seen.count("collect2") >= 2)
-    finally:
-        pacer.release()
-    ticks = [event for event in seen if event.startswith("collect")]
+    ticks = collections_until(GcPacer(loop, full_every=1000), seen, full=2)
     # Grown from 0 (full, then 1000 after it), 1100 and 1200 <= 1.25 x 1000, 1300 > 1.25 x 1000.
     assert ticks[:4] == ["collect2", "collect0", "collect0", "collect2"]
