@@ -42,6 +42,18 @@ def test_get_node_shows_offline_node_with_last_seen(ls: Harness) -> None:
     assert node.spec.models == ["llama-3-8b"]
 
 
+def test_agent_version_and_config_digest_are_kept_and_dropped_with_the_spec(ls: Harness) -> None:
+    ls.register("gpu-1", agent_version="agent-2.1", config_digest="sha256:abc")
+    assert (ls.get("gpu-1").spec.agent_version, ls.get("gpu-1").spec.config_digest) == (
+        "agent-2.1",
+        "sha256:abc",
+    )
+
+    ls.register("gpu-1")  # a new spec without them: nothing of the old one lingers
+
+    assert (ls.get("gpu-1").spec.agent_version, ls.get("gpu-1").spec.config_digest) == ("", "")
+
+
 @pytest.fixture
 def fleet(ls: Harness) -> Harness:
     """12 nodes over two envs, three regions, two models, one subcloud; mixed states."""
