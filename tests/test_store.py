@@ -1,5 +1,5 @@
 """The Redis client never resends a command that timed out: a copy still queued in a frozen Redis
-would run a second time when it thaws."""
+would run a second time when it thaws. And a unix:// URL works as well as redis://."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from conftest import ServerFactory
 from harness import wait_for
 from livestate.server import Config
 from livestate.server.embedded import EmbeddedRedis
 from livestate.server.store import connect
+from livestate.v1 import match_service_pb2
 
 
 @pytest.fixture
@@ -51,3 +53,22 @@ def test_a_pooled_connection_broken_by_a_restart_is_retried(own_redis: EmbeddedR
     own_redis.restart()
     assert client.ping()  # the dead pooled connection is replaced without an error
     client.close()
+
+
+def test_a_server_given_a_unix_socket_url_registers_beats_matches_and_releases(
+    own_redis: EmbeddedRedis, make_server: ServerFactory
+) -> None:
+    # The pool's TCP-only options once made every call over a unix socket fail INTERNAL.
+    ls = make_server(url=own_redis.unix_url)
+    assert ls.server.rt.batcher is not None
+    boot, _ = ls.register("gpu-1")
+    ls.beat("gpu-1", boot, seq=1)
+
+    lease = ls.match("job-1").lease  # on the event loop, through the batcher's own connection
+
+    assert lease.node_id == "gpu-1"
+    ls.match_stub.Release(
+        match_service_pb2.ReleaseRequest(lease_id=lease.lease_id, fencing_token=lease.fencing_token),
+        timeout=5,
+    )
+    assert ls.match("job-2").lease.node_id == "gpu-1"

@@ -58,6 +58,11 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def unix_url(self) -> str:
+        """The same server over its unix socket (only this user may connect)."""
+        return f"unix://{self._dir}/valkey.sock?db=0"
+
     def start(self, timeout: float = 10.0) -> None:
         args = [
             self.binary,
@@ -79,6 +84,10 @@ class EmbeddedRedis:
             "yes",
             "--loglevel",
             "warning",
+            "--unixsocket",
+            f"{self._dir}/valkey.sock",
+            "--unixsocketperm",
+            "700",
         ]
         log_path = Path(self._dir) / "valkey.log"
         with open(log_path, "ab") as log_file:

@@ -21,13 +21,16 @@ from livestate.server.config import Config
 
 
 def connect(url: str, config: Config) -> redis.Redis:
+    # TCP keepalive finds a peer that vanished without a FIN; a unix socket has no such option
+    # (redis-py's unix connection refuses the keyword, and every call would fail).
+    tcp = {} if url.startswith("unix:") else {"socket_keepalive": True}
     pool = redis.BlockingConnectionPool.from_url(
         url,
         max_connections=config.redis_max_connections,
         timeout=config.redis_timeout,
         socket_timeout=config.redis_timeout,
         socket_connect_timeout=config.redis_timeout,
-        socket_keepalive=True,
+        **tcp,
         decode_responses=True,
         retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
         client_name="livestate",
