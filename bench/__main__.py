@@ -30,6 +30,7 @@ import grpc
 import redis
 
 from bench import bare, fleet, liveness, report, unary
+from bench.stats import pct_ms
 from livestate.server.embedded import EmbeddedRedis, free_port
 from livestate.v1 import heartbeat_service_pb2 as hb
 from livestate.v1 import heartbeat_service_pb2_grpc as hb_grpc
@@ -70,11 +71,10 @@ async def _load(target: str, node_ids: list[str], boot: str, seconds: float) -> 
         started = time.monotonic()
         counts = await asyncio.gather(*(one(n) for n in node_ids))
         elapsed = time.monotonic() - started
-    latencies.sort()
     return {
         "beats_per_s": sum(counts) / elapsed,
-        "p50_ms": latencies[len(latencies) // 2] * 1000,
-        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+        "p50_ms": pct_ms(latencies, 0.5),
+        "p99_ms": pct_ms(latencies, 0.99),
         "resyncs": resyncs,
     }
 
@@ -112,11 +112,10 @@ async def _match_load(target: str, workers: int, seconds: float) -> dict[str, fl
         started = time.monotonic()
         await asyncio.gather(*(one(w) for w in range(workers)))
         elapsed = time.monotonic() - started
-    latencies.sort()
     return {
         "matches_per_s": len(latencies) / elapsed,
-        "p50_ms": latencies[len(latencies) // 2] * 1000,
-        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+        "p50_ms": pct_ms(latencies, 0.5),
+        "p99_ms": pct_ms(latencies, 0.99),
         "misses": misses,
     }
 
@@ -130,27 +129,9 @@ def _wait_ready(port: int) -> None:
         grpc.channel_ready_future(channel).result(timeout=30)
 
 
-def _measure(port: int, node_ids: list[str], boot: str, seconds: float) -> dict[str, float]:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "--load",
-            f"127.0.0.1:{port}",
-            "--boot",
-            boot,
-            "--seconds",
-            str(seconds),
-            "--ids",
-            ",".join(node_ids),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=HERE.parent,
-    )
-    return dict(json.loads(out.stdout))
+def _measure(port: int, node_ids: list[str], boot: str, seconds: float) -> dict[str, Any]:
+    target = f"127.0.0.1:{port}"
+    return _client("--load", target, "--boot", boot, "--seconds", str(seconds), "--ids", ",".join(node_ids))
 
 
 def _client(*args: str) -> dict[str, Any]:
@@ -161,25 +142,8 @@ def _client(*args: str) -> dict[str, Any]:
     return dict(json.loads(out.stdout))
 
 
-def _measure_match(port: int, workers: int, seconds: float) -> dict[str, float]:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "--match-load",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(workers),
-            "--seconds",
-            str(seconds),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=HERE.parent,
-    )
-    return dict(json.loads(out.stdout))
+def _measure_match(port: int, workers: int, seconds: float) -> dict[str, Any]:
+    return _client("--match-load", f"127.0.0.1:{port}", "--workers", str(workers), "--seconds", str(seconds))
 
 
 def _populate(url: str, port: int, count: int, boot: str, first: int = 0) -> None:

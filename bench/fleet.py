@@ -22,6 +22,7 @@ from typing import Any
 
 import grpc
 
+from bench.stats import pct_ms
 from livestate.v1 import heartbeat_service_pb2 as hb
 from livestate.v1 import heartbeat_service_pb2_grpc as hb_grpc
 from livestate.v1 import match_service_pb2 as mpb
@@ -174,10 +175,6 @@ def _steal_share(before: list[int], after: list[int]) -> float:
     return spent[7] / max(1, sum(spent))
 
 
-def _pct(values: list[float], q: float) -> float:
-    return sorted(values)[min(len(values) - 1, int(len(values) * q))] * 1000 if values else float("nan")
-
-
 def run(
     port: int, server_pid: int, streams: int, boot: str, *, interval: float, seconds: float, match_rate: float
 ) -> dict[str, Any]:
@@ -230,10 +227,10 @@ def run(
     result: dict[str, Any] = {
         "streams": streams,
         "beats_per_s": beats / elapsed,
-        "ack_p50_ms": _pct(latencies, 0.5),
-        "ack_p99_ms": _pct(latencies, 0.99),
+        "ack_p50_ms": pct_ms(latencies, 0.5),
+        "ack_p99_ms": pct_ms(latencies, 0.99),
         # The worst ack shows the longest pause of the window (a full garbage collection, say).
-        "ack_max_ms": max(latencies, default=float("nan")) * 1000,
+        "ack_max_ms": pct_ms(latencies, 1.0),
         "cpu_us_per_beat": cpu / max(1, beats) * 1e6,
         "cpu_cores": cpu / elapsed,
         # What the open streams hold: the server's growth from before the fleet connected.
@@ -246,9 +243,9 @@ def run(
         got = json.loads(out)
         result["matches"] = len(got["latencies"])
         result["offered"] = got["offered"]
-        result["match_p999_ms"] = _pct(got["latencies"], 0.999)
-        result["match_p50_ms"] = _pct(got["latencies"], 0.5)
-        result["match_p99_ms"] = _pct(got["latencies"], 0.99)
-        result["match_max_ms"] = max(got["latencies"], default=float("nan")) * 1000
+        result["match_p999_ms"] = pct_ms(got["latencies"], 0.999)
+        result["match_p50_ms"] = pct_ms(got["latencies"], 0.5)
+        result["match_p99_ms"] = pct_ms(got["latencies"], 0.99)
+        result["match_max_ms"] = pct_ms(got["latencies"], 1.0)
         result["match_errors"] = got["errors"]
     return result

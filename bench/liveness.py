@@ -13,13 +13,13 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
 from concurrent import futures
 from pathlib import Path
 from typing import Any
 
 import grpc
 
+from bench.stats import pct_ms
 from livestate.v1 import heartbeat_service_pb2 as hb
 from livestate.v1 import heartbeat_service_pb2_grpc as hb_grpc
 from livestate.v1 import node_pb2
@@ -29,10 +29,6 @@ from livestate.v1 import node_service_pb2_grpc as npb_grpc
 INTERVAL = 1.0
 SUSPECT_AFTER = 3.0
 OFFLINE_AFTER = 5.0
-
-
-def _pct(values: Sequence[float], q: float) -> float:
-    return sorted(values)[min(len(values) - 1, int(len(values) * q))] * 1000 if values else float("nan")
 
 
 def run(command: list[str], redis_url: str, port: int, count: int) -> dict[str, Any]:
@@ -69,9 +65,8 @@ def run(command: list[str], redis_url: str, port: int, count: int) -> dict[str, 
             except grpc.RpcError:
                 return
 
-        collector = threading.Thread(target=collect, daemon=True)
-        collector.start()
-        time.sleep(0.5)  # the Watch is open before the first node registers
+        # No wait for the Watch to open: the first event it must see comes suspect_after later.
+        threading.Thread(target=collect, daemon=True).start()
         stub = hb_grpc.HeartbeatServiceStub(channel)
         beaten: dict[str, float] = {}
 
@@ -87,29 +82,20 @@ def run(command: list[str], redis_url: str, port: int, count: int) -> dict[str, 
             list(pool.map(register, range(count)))
         done.wait(timeout=OFFLINE_AFTER + 30)
         watch.cancel()
-        suspect = [
-            seen[(n, node_pb2.NODE_EVENT_TYPE_SUSPECT)] - t - SUSPECT_AFTER
-            for n, t in beaten.items()
-            if (n, node_pb2.NODE_EVENT_TYPE_SUSPECT) in seen
-        ]
-        offline = [
-            seen[(n, node_pb2.NODE_EVENT_TYPE_OFFLINE)] - t - OFFLINE_AFTER
-            for n, t in beaten.items()
-            if (n, node_pb2.NODE_EVENT_TYPE_OFFLINE) in seen
-        ]
-        return {
+        found: dict[str, Any] = {
             "nodes": count,
             "suspect_after_s": SUSPECT_AFTER,
             "offline_after_s": OFFLINE_AFTER,
-            "suspect_seen": len(suspect),
-            "offline_seen": len(offline),
-            "suspect_lag_p50_ms": _pct(suspect, 0.5),
-            "suspect_lag_p99_ms": _pct(suspect, 0.99),
-            "suspect_lag_max_ms": _pct(suspect, 1.0),
-            "offline_lag_p50_ms": _pct(offline, 0.5),
-            "offline_lag_p99_ms": _pct(offline, 0.99),
-            "offline_lag_max_ms": _pct(offline, 1.0),
         }
+        for stage, kind, deadline in (
+            ("suspect", node_pb2.NODE_EVENT_TYPE_SUSPECT, SUSPECT_AFTER),
+            ("offline", node_pb2.NODE_EVENT_TYPE_OFFLINE, OFFLINE_AFTER),
+        ):
+            lags = [seen[(n, kind)] - t - deadline for n, t in beaten.items() if (n, kind) in seen]
+            found[f"{stage}_seen"] = len(lags)
+            for name, q in (("p50", 0.5), ("p99", 0.99), ("max", 1.0)):
+                found[f"{stage}_lag_{name}_ms"] = pct_ms(lags, q)
+        return found
     finally:
         channel.close()
         server.terminate()

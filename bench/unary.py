@@ -12,15 +12,12 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.stats import pct_ms
 from livestate.v1 import match_service_pb2 as mpb
 from livestate.v1 import match_service_pb2_grpc as mpb_grpc
 
 # Time between bursts: long enough for the previous burst's Releases to land.
 BURST_GAP = 0.25
-
-
-def _ms(values: list[float], q: float) -> float:
-    return sorted(values)[min(len(values) - 1, int(len(values) * q))] * 1000 if values else float("nan")
 
 
 async def health_load(target: str, workers: int, seconds: float) -> dict[str, Any]:
@@ -41,8 +38,8 @@ async def health_load(target: str, workers: int, seconds: float) -> dict[str, An
         elapsed = time.monotonic() - started
     return {
         "calls_per_s": len(latencies) / elapsed,
-        "p50_ms": _ms(latencies, 0.5),
-        "p99_ms": _ms(latencies, 0.99),
+        "p50_ms": pct_ms(latencies, 0.5),
+        "p99_ms": pct_ms(latencies, 0.99),
     }
 
 
@@ -87,9 +84,9 @@ async def bursts(target: str, size: int, rounds: int) -> dict[str, Any]:
     return {
         "size": size,
         "rounds": rounds,
-        "p50_ms": _ms(latencies, 0.5),
-        "p99_ms": _ms(latencies, 0.99),
-        "max_ms": _ms(latencies, 1.0),
-        "burst_p50_ms": _ms(whole, 0.5),
+        "p50_ms": pct_ms(latencies, 0.5),
+        "p99_ms": pct_ms(latencies, 0.99),
+        "max_ms": pct_ms(latencies, 1.0),
+        "burst_p50_ms": pct_ms(whole, 0.5),
         "errors": dict(errors),
     }

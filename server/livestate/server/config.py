@@ -255,7 +255,7 @@ _HELP = {
     "quarantine_score": "failure score at which a node gets a QUARANTINE flag",
     "quarantine_ttl": "seconds a QUARANTINE lasts",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
-    "gc_interval": ("seconds between young garbage collections, paced on the event loop (0 = CPython's own)"),
+    "gc_interval": "seconds between young garbage collections, paced on the event loop (0 = CPython's own)",
     "auth_file": "JSON file of bearer tokens (hashed) and their roles; see README",
     "auth_tokens": "the same JSON inline (takes precedence over auth_file)",
     "tls_cert": "server certificate (PEM) for TLS",
