@@ -51,8 +51,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-# FULL=1 adds the 5,000-stream fleet.
-bench: $(STAMP)
+# FULL=1 adds the 5,000-stream fleet, 100,000-node memory and writes bench/results/<date>.md.
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[server,dev,bench]'
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	FULL=$(FULL) $(PY) -m bench
 
 ci:

@@ -22,14 +22,14 @@ import os
 import subprocess
 import sys
 import time
-from concurrent import futures
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
 import redis
 
-from bench import bare, fleet, liveness, report, unary
+from bench import bare, fleet, liveness, memory, procs, profile, report, unary
 from bench.stats import pct_ms
 from livestate.server.embedded import EmbeddedRedis, free_port
 from livestate.v1 import heartbeat_service_pb2 as hb
@@ -124,11 +124,6 @@ def load_main(target: str, node_ids: list[str], boot: str, seconds: float) -> No
     print(json.dumps(asyncio.run(_load(target, node_ids, boot, seconds))))
 
 
-def _wait_ready(port: int) -> None:
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        grpc.channel_ready_future(channel).result(timeout=30)
-
-
 def _measure(port: int, node_ids: list[str], boot: str, seconds: float) -> dict[str, Any]:
     target = f"127.0.0.1:{port}"
     return _client("--load", target, "--boot", boot, "--seconds", str(seconds), "--ids", ",".join(node_ids))
@@ -142,57 +137,28 @@ def _client(*args: str) -> dict[str, Any]:
     return dict(json.loads(out.stdout))
 
 
+def _redis_cpu_seconds(client: redis.Redis) -> float:
+    cpu = client.info("cpu")
+    return float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])
+
+
+def _costed(
+    pid: int, client: redis.Redis, measure: Callable[[], dict[str, Any]], rate: str, seconds: float
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Runs a closed-loop measurement and charges it the server's and Redis's CPU time per
+    operation: operations are the measured rate over the load's `seconds` (the generator's
+    start-up and wind-down cost the server next to nothing, so this errs high by a little)."""
+    server, store = procs.cpu_seconds(pid), _redis_cpu_seconds(client)
+    found = measure()
+    ops = max(1.0, found[rate] * seconds)
+    return found, {
+        "server_us": (procs.cpu_seconds(pid) - server) / ops * 1e6,
+        "redis_us": (_redis_cpu_seconds(client) - store) / ops * 1e6,
+    }
+
+
 def _measure_match(port: int, workers: int, seconds: float) -> dict[str, Any]:
     return _client("--match-load", f"127.0.0.1:{port}", "--workers", str(workers), "--seconds", str(seconds))
-
-
-def _populate(url: str, port: int, count: int, boot: str, first: int = 0) -> None:
-    """Registers nodes `first` to `count` - 1 through the real Register RPC, several at a time."""
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    stub = hb_grpc.HeartbeatServiceStub(channel)
-
-    def register(i: int) -> None:
-        spec = node_pb2.NodeSpec(
-            node_id=f"bench-{i:06d}",
-            env="bench",
-            region=f"r{i % 4}",
-            models=["llama-3-8b", "mistral-7b"][: 1 + i % 2],
-            gpu_model="NVIDIA L4",
-            gpu_count=1,
-            vram_total_mb=24_000,
-            labels={"tier": "std"},
-        )
-        stub.Register(hb.RegisterRequest(node=spec, boot_id=boot), timeout=30)
-
-    with futures.ThreadPoolExecutor(16) as pool:
-        list(pool.map(register, range(first, count)))
-    channel.close()
-
-
-def _memory_growth(command: list[str], counts: list[int], boot: str) -> list[tuple[int, int, int]]:
-    """(nodes, used_memory, used_memory when empty) for each count, registered in turn on a
-    fresh Redis and server."""
-    if not counts:
-        return []
-    found = []
-    with EmbeddedRedis() as embedded:
-        port = free_port()
-        env = {**os.environ, "LIVESTATE_REDIS_URL": embedded.url, "LIVESTATE_LOG_LEVEL": "WARNING"}
-        server = subprocess.Popen([*command, f"127.0.0.1:{port}"], env=env)
-        client = redis.Redis.from_url(embedded.url)
-        try:
-            _wait_ready(port)
-            empty = int(client.info("memory")["used_memory"])
-            registered = 0
-            for count in sorted(counts):
-                _populate(embedded.url, port, count, boot, first=registered)
-                registered = count
-                found.append((count, int(client.info("memory")["used_memory"]), empty))
-        finally:
-            client.close()
-            server.terminate()
-            server.wait(timeout=15)
-    return found
 
 
 def main() -> None:
@@ -231,8 +197,8 @@ def main() -> None:
     )
     parser.add_argument(
         "--memory-nodes",
-        default="100000" if os.environ.get("FULL") else "",
-        help="node counts to measure Redis memory per node at, on a fresh Redis (FULL=1: 100000)",
+        default="10000,100000" if os.environ.get("FULL") else "10000",
+        help="node counts to measure Redis memory per node at, on a fresh Redis (FULL=1: 10000,100000)",
     )
     parser.add_argument(
         "--liveness-nodes",
@@ -326,24 +292,37 @@ def main() -> None:
             for n, port in multi_ports.items()
         }
         try:
-            _wait_ready(bare_port)
-            _wait_ready(floor_port)
-            _wait_ready(ls_port)
+            memory.wait_ready(bare_port)
+            memory.wait_ready(floor_port)
+            memory.wait_ready(ls_port)
             for port in multi_ports.values():
-                _wait_ready(port)
+                memory.wait_ready(port)
             client = redis.Redis.from_url(embedded.url)
-            empty = int(client.info("memory")["used_memory"])
             started = time.monotonic()
-            _populate(embedded.url, ls_port, args.nodes, args.boot)
+            memory.populate(ls_port, args.nodes, args.boot)
             populate_s = time.monotonic() - started
-            memory = [(args.nodes, int(client.info("memory")["used_memory"]) - empty)]
 
             baseline = _measure(bare_port, node_ids, args.boot, args.seconds)
             livestate = _measure(ls_port, node_ids, args.boot, args.seconds)
             match_baseline = _measure_match(bare_port, args.workers, args.seconds)
-            match_livestate = _measure_match(ls_port, args.workers, args.seconds)
             common = ["--workers", str(args.workers), "--seconds", str(args.seconds)]
-            health = _client("--health-load", f"127.0.0.1:{ls_port}", *common)
+            match_livestate, pair_cost = _costed(
+                server.pid,
+                client,
+                lambda: _measure_match(ls_port, args.workers, args.seconds),
+                "matches_per_s",
+                args.seconds,
+            )
+            health, check_cost = _costed(
+                server.pid,
+                client,
+                lambda: _client("--health-load", f"127.0.0.1:{ls_port}", *common),
+                "calls_per_s",
+                args.seconds,
+            )
+            pair_profile = profile.during(
+                server.pid, ["--match-load", f"127.0.0.1:{ls_port}", *common], args.seconds
+            )
             burst_runs = [
                 _client(
                     "--burst",
@@ -406,17 +385,16 @@ def main() -> None:
                 proc.terminate()
                 proc.wait(timeout=15)
 
-    # Larger registries on a Redis of their own: the one above also holds the jobs, leases and
-    # events of every run since.
     counts = [int(n) for n in args.memory_nodes.split(",") if n]
-    memory += [(count, used - fresh) for count, used, fresh in _memory_growth(command, counts, args.boot)]
-    ratio = livestate["beats_per_s"] / baseline["beats_per_s"]
+    sizes = memory.run(command, counts, args.boot)
     print(f"registered {args.nodes} nodes in {populate_s:.1f}s ({args.nodes / populate_s:.0f} Register/s)")
-    for count, grown in memory:
+    for size in sizes:
+        slope = f", {size['slope_per_node']:.0f} B per node added" if "slope_per_node" in size else ""
         print(
-            f"redis memory per node with {count} registered: {grown / count:.0f} B "
+            f"redis memory per node with {size['nodes']} registered: {size['grown_per_node']:.0f} B{slope} "
             "(used_memory grown over the empty instance; target <= 1 KB)"
         )
+    ratio = livestate["beats_per_s"] / baseline["beats_per_s"]
     print(f"{args.streams} streams, {args.seconds:.0f}s each:")
     print(
         f"  bare gRPC stream     {baseline['beats_per_s']:8.0f} msg/s   p50 {baseline['p50_ms']:.2f} ms"
@@ -448,6 +426,13 @@ def main() -> None:
         f"p99 {health['p99_ms']:.2f} ms  (the same livestate server)"
     )
     print(f"  Match + Release pairs / health Checks {pair_ratio:5.2f}   (target >= 0.30; 0.5 is parity)")
+    print(
+        f"  CPU per pair: server {pair_cost['server_us']:.0f} us, Redis {pair_cost['redis_us']:.0f} us; "
+        f"per Check: server {check_cost['server_us']:.0f} us"
+    )
+    if pair_profile:
+        shares = ", ".join(f"{part} {share:.0%}" for part, share in pair_profile["busy_shares"].items())
+        print(f"  where a pair's server CPU goes (py-spy): {shares}")
     for burst in burst_runs:
         print(
             f"Burst of {burst['size']} simultaneous Matches ({burst['rounds']} bursts, no fleet): "
@@ -481,6 +466,9 @@ def main() -> None:
             "match_ratio": match_ratio,
             "health": health,
             "pair_ratio": pair_ratio,
+            "pair_cost": pair_cost,
+            "check_cost": check_cost,
+            "pair_profile": pair_profile,
         },
         "fleets": [
             {
@@ -500,7 +488,7 @@ def main() -> None:
         ],
         "open_loop": [{"processes": n, "rate": rate, **run} for n, rate, run in open_loop],
         "bursts": burst_runs,
-        "memory": [{"nodes": count, "grown_per_node": grown / count} for count, grown in memory],
+        "memory": sizes,
         "liveness": silent,
     }
     if args.report:

@@ -22,6 +22,7 @@ from typing import Any
 
 import grpc
 
+from bench import procs
 from bench.stats import pct_ms
 from livestate.v1 import heartbeat_service_pb2 as hb
 from livestate.v1 import heartbeat_service_pb2_grpc as hb_grpc
@@ -32,7 +33,6 @@ from livestate.v1 import node_pb2
 HERE = Path(__file__).resolve().parent
 PER_GENERATOR = 500
 RAMP_PER_S = 500  # streams opened per second before measuring
-CLOCK_TICKS = 100  # os.sysconf("SC_CLK_TCK") on Linux
 
 
 # Every process reads the same CLOCK_MONOTONIC, so the measured window [start, stop) is given to
@@ -128,36 +128,6 @@ def scheduler_main(target: str, rate: float, start: float, stop: float) -> None:
     print(json.dumps(asyncio.run(_scheduler(target, rate, start, stop))))
 
 
-def _tree(pid: int) -> list[int]:
-    """`pid` and its descendants (a --processes supervisor and its servers)."""
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*/children"):
-            todo += [int(child) for child in task.read_text().split()]
-    return found
-
-
-def _cpu_seconds(pid: int) -> float:
-    """CPU time of `pid` and its descendants (utime + stime)."""
-    total = 0
-    for member in _tree(pid):
-        fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / CLOCK_TICKS
-
-
-def _rss_bytes(pid: int) -> int:
-    """Resident memory of `pid` and its descendants."""
-    total = 0
-    for member in _tree(pid):
-        for line in Path(f"/proc/{member}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1]) * 1024
-    return total
-
-
 def _spawn(args: list[str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "bench", *args], cwd=HERE.parent, stdout=subprocess.PIPE, text=True
@@ -206,12 +176,12 @@ def run(
         if match_rate
         else None
     )
-    rss_before = _rss_bytes(server_pid)
+    rss_before = procs.rss_bytes(server_pid)
     time.sleep(max(0.0, start - time.monotonic()))
-    cpu_before, machine_before = _cpu_seconds(server_pid), _cpu_counters()
-    rss_during = _rss_bytes(server_pid)
+    cpu_before, machine_before = procs.cpu_seconds(server_pid), _cpu_counters()
+    rss_during = procs.rss_bytes(server_pid)
     time.sleep(max(0.0, stop - time.monotonic()))
-    cpu, elapsed = _cpu_seconds(server_pid) - cpu_before, seconds
+    cpu, elapsed = procs.cpu_seconds(server_pid) - cpu_before, seconds
     steal = _steal_share(machine_before, _cpu_counters())
     latencies: list[float] = []
     errors: Counter[str] = Counter()

@@ -65,6 +65,7 @@ def markdown(r: dict[str, Any]) -> str:
         "every load generator, so the generators take cores the server would otherwise have; each "
         "figure stands beside a reference measured in the same run.",
         "",
+        *_targets(r),
         "## Machine and versions",
         "",
         "| | |",
@@ -92,6 +93,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"health Check {_f(c['health']['calls_per_s'], 0)} calls/s | {c['pair_ratio']:.2f} | >= 0.30 |",
         f"| Match + Release, {s['workers']} callers | {_f(c['match']['matches_per_s'], 0)} pairs/s | bare "
         f"threaded unary {_f(c['bare_unary']['matches_per_s'], 0)} calls/s | {c['match_ratio']:.2f} | |",
+        *_pair_cost(c),
         "",
         "## Heartbeat fleets (paced, arrivals spread)",
         "",
@@ -149,14 +151,7 @@ def markdown(r: dict[str, Any]) -> str:
             for b in r["bursts"]
         ),
         "",
-        "## Redis memory per registered node (target <= 1 KB)",
-        "",
-        "Redis used_memory grown over the empty instance, per node; nodes registered through the "
-        "Register RPC (1-2 models, 1 label), none beating.",
-        "",
-        "| nodes | bytes per node |",
-        "|---|---|",
-        *(f"| {x['nodes']:,} | {x['grown_per_node']:,.0f} |" for x in r["memory"]),
+        *_memory(r["memory"]),
     ]
     if r.get("liveness"):
         v = r["liveness"]
@@ -176,3 +171,157 @@ def markdown(r: dict[str, Any]) -> str:
             ),
         ]
     return "\n".join(out) + "\n"
+
+
+# What would move a missed target, from the profiles below (kept beside the figures they read).
+MOVES = {
+    "pair": "A pair is two RPCs and four script calls (match; settle, as the job's record lives in "
+    "a slot of its own; release; and the deferred clear of the record's copy of the lease), while a "
+    "health Check is one RPC that touches no Redis. Both loops share the two cores with Redis and "
+    "the load generator, so a pair costs the server's CPU and Redis's (the table below). In the "
+    "server's profile, grpc.aio's Cython callbacks and the C under them, socket I/O and grpc core's "
+    "threads take most busy samples and are paid per RPC; the 'livestate' row is what our own Python "
+    "costs. What would move it: less Lua work per script (match.lua and release.lua read and rewrite "
+    "the node, the lease and the indexes of the partition), fewer event-loop wake-ups per RPC, a "
+    "cheaper decode of the answers; a second process adds pairs per second only where a core is free.",
+    "memory": "The per-kind table below: the node record is a third; the model index and the two "
+    "idle queues (all queued nodes, and the same nodes by VRAM class) are a zset entry each per "
+    "model served. Folding the all-VRAM idle queue into the VRAM-class queues (a match merges the "
+    "heads of a model's classes) removes one entry per model; folding the per-node locator "
+    "strings into hashes bucketed by node id removes a key and its expiry per node.",
+}
+
+
+def _targets(r: dict[str, Any]) -> list[str]:
+    """Every target with its figure and whether it holds; a miss points at what limits it."""
+    c = r["closed_loop"]
+    rows = [
+        (
+            "Heartbeat ping-pong / bare threaded stream",
+            ">= 0.60",
+            c["heartbeat_ratio"],
+            c["heartbeat_ratio"] >= 0.60,
+            "",
+        ),
+        (
+            "Match + Release pairs / health Checks",
+            ">= 0.30",
+            c["pair_ratio"],
+            c["pair_ratio"] >= 0.30,
+            "pair",
+        ),
+    ]
+    for f in r["fleets"]:
+        for name, beats, _ in f["rows"][2:]:
+            ratio = beats["cpu_us_per_beat"] / f["bare"]["cpu_us_per_beat"]
+            rows.append(
+                (f"CPU per beat / bare, {f['streams']:,} streams, {name}", "<= 1.5", ratio, ratio <= 1.5, "")
+            )
+    for o in r["open_loop"]:
+        if o["rate"] == 500:
+            p99 = o["match_p99_ms"]
+            rows.append(
+                (
+                    f"Match p99 at 500/s offered, {o['processes']} process(es) (ms)",
+                    "<= 10",
+                    p99,
+                    p99 <= 10,
+                    "",
+                )
+            )
+    for m in r["memory"]:
+        for label, value in (
+            ("grown over empty", m["grown_per_node"]),
+            ("per node added", m.get("slope_per_node")),
+        ):
+            if value is not None:
+                rows.append(
+                    (
+                        f"Redis bytes per node, {m['nodes']:,} nodes, {label}",
+                        "<= 1,024",
+                        value,
+                        value <= 1024,
+                        "memory",
+                    )
+                )
+    out = ["## Targets", "", "| target | goal | measured | met |", "|---|---|---|---|"]
+    out += [
+        f"| {name} | {goal} | {value:,.2f} | {'yes' if met else 'no'} |" for name, goal, value, met, _ in rows
+    ]
+    missed = dict.fromkeys(key for *_, met, key in rows if not met and key)
+    for key in missed:
+        out += ["", f"**Missed: what limits it and what would move it ({key}).** {MOVES[key]}"]
+    return [*out, ""]
+
+
+def _pair_cost(c: dict[str, Any]) -> list[str]:
+    pair, check = c.get("pair_cost"), c.get("check_cost")
+    if not pair or not check:
+        return []
+    out = [
+        "",
+        "CPU per operation in the closed loops above (server process, and Redis, over the run):",
+        "",
+        "| operation | server CPU (us) | Redis CPU (us) |",
+        "|---|---|---|",
+        f"| Match + Release pair | {_f(pair['server_us'], 0)} | {_f(pair['redis_us'], 0)} |",
+        f"| health Check | {_f(check['server_us'], 0)} | {_f(check['redis_us'], 0)} |",
+        "",
+        f"At the ratio target (0.30) a pair may cost {_f(check['server_us'] / 0.30, 0)} us of server CPU "
+        "when the server's core is what limits both loops.",
+    ]
+    prof = c.get("pair_profile")
+    if prof:
+        out += [
+            "",
+            f"Where a pair's server CPU goes (py-spy, {prof['samples']:,} samples during a third Match + "
+            f"Release run; {prof['idle_share']:.0%} of samples were waits and are left out; C code is "
+            "charged to the Python frame that called it):",
+            "",
+            "| part of the stack | share of busy samples |",
+            "|---|---|",
+            *(f"| {part} | {share:.0%} |" for part, share in prof["busy_shares"].items()),
+            "",
+            "The busiest livestate frames:",
+            "",
+            "| frame | share of busy samples |",
+            "|---|---|",
+            *(f"| `{leaf}` | {share:.1%} |" for leaf, share in prof["top_livestate"]),
+        ]
+    return out
+
+
+def _memory(sizes: list[dict[str, Any]]) -> list[str]:
+    out = [
+        "## Redis memory per registered node (target <= 1 KB)",
+        "",
+        "A fresh Redis; nodes registered through the Register RPC (1-2 models, 1 label), all ONLINE, "
+        "none beating. Grown: used_memory over the empty instance, per node. Per node added: the "
+        "growth between two counts, which leaves out what does not grow with the fleet (capped event "
+        "streams, the script cache).",
+        "",
+        "| nodes | grown per node (B) | per node added (B) |",
+        "|---|---|---|",
+        *(
+            f"| {m['nodes']:,} | {_f(m['grown_per_node'], 0)} | "
+            f"{_f(m['slope_per_node'], 0) if 'slope_per_node' in m else '-'} |"
+            for m in sizes
+        ),
+    ]
+    if sizes and "kinds_per_node" in sizes[0]:
+        kinds = sorted(sizes[-1]["kinds_per_node"], key=lambda k: -sizes[-1]["kinds_per_node"][k])
+        out += [
+            "",
+            "Bytes per node by kind of key (MEMORY USAGE of every key, summed, over the node count); "
+            "unattributed is the keyspace's own tables, expiries and allocator slack:",
+            "",
+            "| key kind | " + " | ".join(f"{m['nodes']:,} nodes" for m in sizes) + " |",
+            "|---|" + "---|" * len(sizes),
+            *(
+                f"| {kind} | " + " | ".join(_f(m["kinds_per_node"].get(kind, 0), 0) for m in sizes) + " |"
+                for kind in kinds
+                if max(m["kinds_per_node"].get(kind, 0) for m in sizes) >= 0.5
+            ),
+            "| unattributed | " + " | ".join(_f(m["unattributed_per_node"], 0) for m in sizes) + " |",
+        ]
+    return out
