@@ -8,6 +8,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 from importlib import metadata
@@ -43,10 +44,18 @@ def machine(server_info: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def stem(results: dict[str, Any]) -> str:
+    """<date>-<cores>c-<cpu>: runs on different machines the same day keep a report each."""
+    m = results["machine"]
+    cpu = re.sub(r"\(r\)|\(tm\)|processor|cpu", "", str(m["cpu"]).lower())
+    slug = "-".join(re.findall(r"[a-z0-9]+", cpu)[:3]) or "cpu"
+    return f"{results.get('date') or datetime.date.today().isoformat()}-{m['cores']}c-{slug}"
+
+
 def write(results: dict[str, Any], directory: Path) -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
-    stem = directory / datetime.date.today().isoformat()
-    as_json, as_md = stem.with_suffix(".json"), stem.with_suffix(".md")
+    stem_path = directory / stem(results)
+    as_json, as_md = stem_path.with_suffix(".json"), stem_path.with_suffix(".md")
     as_json.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     as_md.write_text(markdown(results))
     return as_json, as_md
@@ -184,6 +193,17 @@ MOVES = {
     "costs. What would move it: less Lua work per script (match.lua and release.lua read and rewrite "
     "the node, the lease and the indexes of the partition), fewer event-loop wake-ups per RPC, a "
     "cheaper decode of the answers; a second process adds pairs per second only where a core is free.",
+    "open": "Match latency at an offered rate is a matter of free CPU. The fleet's beats, the "
+    "Matches, Redis and the load generators (the 2,000 agent streams and the scheduler run in "
+    "processes of their own) share the two cores; once the server's cores in the table plus Redis "
+    "and the generators reach two, requests queue and p99 is that queue. The 'server cores' "
+    "column and the CPU per pair below say how close this machine is; what moves it is the CPU "
+    "per pair (see pair) and per beat, or a machine with the cores the generators take.",
+    "beat-cpu": "A small fleet: each server process pays fixed costs whatever the beats (paced "
+    "garbage collection every 0.1 s, epoch refreshes, sweeps), a larger share of 250 beats/s than "
+    "of 1,000, and fewer beats share each Redis write; a second process doubles the fixed part, and "
+    "the run's host steal (printed by make bench) adds noise. The ratio holds from 2,000 streams "
+    "up, where a fleet needs the capacity; below that the absolute cost is a tenth of a core.",
     "memory": "The per-kind table below: the node record is a third; the model index and the two "
     "idle queues (all queued nodes, and the same nodes by VRAM class) are a zset entry each per "
     "model served. Folding the all-VRAM idle queue into the VRAM-class queues (a match merges the "
@@ -292,13 +312,21 @@ def _pair_cost(c: dict[str, Any]) -> list[str]:
 
 
 def _memory(sizes: list[dict[str, Any]]) -> list[str]:
-    out = [
-        "## Redis memory per registered node (target <= 1 KB)",
-        "",
+    how = (
         "A fresh Redis; nodes registered through the Register RPC (1-2 models, 1 label), all ONLINE, "
         "none beating. Grown: used_memory over the empty instance, per node. Per node added: the "
         "growth between two counts, which leaves out what does not grow with the fleet (capped event "
-        "streams, the script cache).",
+        "streams, the script cache)."
+        if sizes and "kinds_per_node" in sizes[0]
+        # Reports from before the measurement kept every node ONLINE.
+        else "Redis used_memory grown over the empty instance, per node; nodes registered through the "
+        "Register RPC (1-2 models, 1 label), none beating, with default timings: at 100,000 most had "
+        "gone OFFLINE while the rest registered, so that row counts a mostly expired fleet."
+    )
+    out = [
+        "## Redis memory per registered node (target <= 1 KB)",
+        "",
+        how,
         "",
         "| nodes | grown per node (B) | per node added (B) |",
         "|---|---|---|",
