@@ -50,8 +50,24 @@ def test_flags_override_env_which_overrides_defaults() -> None:
         ({"LIVESTATE_MAX_WORKERS": "10"}, "max_workers"),
         ({"LIVESTATE_MAX_STREAMS": "0"}, "max_streams"),
         ({"LIVESTATE_KEY_PREFIX": "a{b}"}, "key_prefix"),
+        ({"LIVESTATE_SENTINEL": "h:1", "LIVESTATE_REDIS_URL": "redis://h:2"}, "sentinel and redis_url"),
+        ({"LIVESTATE_SENTINEL": "h:1,h"}, "'h'"),
+        ({"LIVESTATE_SENTINEL": "h:99999"}, "'h:99999'"),
+        ({"LIVESTATE_ACK_REPLICAS": "-2"}, "ack_replicas"),
+        ({"LIVESTATE_ACK_REPLICAS": "1", "LIVESTATE_ACK_TIMEOUT": "2"}, "ack_timeout must be below"),
     ],
 )
 def test_bad_values_are_refused_with_the_name(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("<", "\\<")):
         from_sources(None, env)
+
+
+def test_sentinel_waits_for_one_replica_unless_told_otherwise() -> None:
+    assert Config().replicas_to_ack == 0
+    with_sentinel = from_sources(None, {"LIVESTATE_SENTINEL": "10.0.0.1:26379, 10.0.0.2:26379"})
+    assert with_sentinel.replicas_to_ack == 1
+    assert with_sentinel.ack_timeout == with_sentinel.redis_timeout / 2
+    told = from_sources(None, {"LIVESTATE_SENTINEL": "10.0.0.1:26379", "LIVESTATE_ACK_REPLICAS": "0"})
+    assert told.replicas_to_ack == 0
+    plain = from_sources(None, {"LIVESTATE_REDIS_URL": "redis://h:1", "LIVESTATE_ACK_REPLICAS": "2"})
+    assert plain.replicas_to_ack == 2

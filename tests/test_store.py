@@ -8,15 +8,16 @@ import signal
 import threading
 from collections.abc import Iterator
 
+import grpc
 import pytest
 import redis
 
 from conftest import ServerFactory
-from harness import wait_for
+from harness import Harness, error_reason, wait_for
 from livestate.server import Config
 from livestate.server.embedded import EmbeddedRedis
 from livestate.server.store import connect
-from livestate.v1 import match_service_pb2
+from livestate.v1 import lease_pb2, match_service_pb2
 
 
 @pytest.fixture
@@ -72,3 +73,50 @@ def test_a_server_given_a_unix_socket_url_registers_beats_matches_and_releases(
         timeout=5,
     )
     assert ls.match("job-2").lease.node_id == "gpu-1"
+
+
+@pytest.fixture
+def replica(own_redis: EmbeddedRedis) -> Iterator[EmbeddedRedis]:
+    """A second Valkey replicating own_redis, in sync before the test starts; thawed at the end."""
+    with EmbeddedRedis() as embedded:
+        client = redis.Redis(port=embedded.port, decode_responses=True)
+        client.replicaof("127.0.0.1", own_redis.port)
+        wait_for(lambda: client.info("replication").get("master_link_status") == "up", timeout=10)
+        client.close()
+        try:
+            yield embedded
+        finally:
+            assert embedded.proc is not None
+            os.kill(embedded.proc.pid, signal.SIGCONT)
+
+
+def test_with_ack_replicas_answers_wait_for_a_replica_and_fail_unavailable_without_one(
+    own_redis: EmbeddedRedis, replica: EmbeddedRedis, make_server: ServerFactory
+) -> None:
+    ls = make_server(
+        url=own_redis.url, ack_replicas=1, heartbeat_interval=2.0, suspect_after=30.0, offline_after=60.0
+    )
+    ls.register("gpu-1")
+    lease = ls.match("job-1").lease  # the event loop's batcher: its batch ends with a WAIT
+    ls.release(lease)  # a worker thread's redis-py client: each write is followed by a WAIT
+
+    assert replica.proc is not None
+    os.kill(replica.proc.pid, signal.SIGSTOP)
+    try:
+        for call in (lambda: ls.match("job-2"), lambda: ls.register("gpu-2")):
+            with pytest.raises(grpc.RpcError) as raised:
+                call()
+            assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert error_reason(raised.value) == "REDIS_NOT_REPLICATED", raised.value.details()
+    finally:
+        os.kill(replica.proc.pid, signal.SIGCONT)
+    # The claim ran on the master: the retry with the same job_id gets that lease, not another.
+    again = wait_for(lambda: _matched(ls, "job-2"), timeout=10)
+    assert again is not None and again.node_id == "gpu-1"
+
+
+def _matched(ls: Harness, job_id: str) -> lease_pb2.Lease | None:
+    try:
+        return ls.match(job_id).lease
+    except grpc.RpcError:
+        return None

@@ -33,9 +33,13 @@ class RedisProc:
     """Controls one redis-server child process. `close()` (the fixture calls it) always thaws and
     kills it and removes its directory, whatever state the test left it in."""
 
-    def __init__(self, binary: str | None = None, port: int | None = None) -> None:
+    def __init__(
+        self, binary: str | None = None, port: int | None = None, *, extra_args: list[str] | None = None
+    ) -> None:
         self.binary = binary or server_binary()
         self.port = port or free_port()
+        # Added to every start (e.g. --replicaof for a replica).
+        self.extra_args = list(extra_args or [])
         self.dir = Path(tempfile.mkdtemp(prefix="livestate-faults-"))
         self.persistent = False
         self.proc: subprocess.Popen[bytes] | None = None
@@ -97,6 +101,7 @@ class RedisProc:
             "yes",
             "--loglevel",
             "warning",
+            *self.extra_args,
         ]
         with open(self.log_path, "ab") as log_file:
             self.proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT)

@@ -109,7 +109,7 @@ class LivestateServer:
         check_exposure(config, self.tokens)
         self.embedded: EmbeddedRedis | None = None
         redis_url = config.redis_url
-        if redis_url is None:
+        if redis_url is None and not config.sentinel:
             self.embedded = EmbeddedRedis()
             self.embedded.start()
             redis_url = self.embedded.url
@@ -221,7 +221,9 @@ class LivestateServer:
         self.rt.notifier.start()
         self.maintenance.start()
         self.loop.run(self.grpc.start())
-        log.info("livestate serving on port %d (redis %s)", self.port, self.redis_url)
+        log.info(
+            "livestate serving on port %d (redis %s)", self.port, store.describe(self.redis_url, self.config)
+        )
         return self.port
 
     def stop(self, grace: float | None = None) -> None:

@@ -31,8 +31,10 @@ from typing import Any
 import hiredis
 import redis
 import redis.exceptions
+import redis.sentinel
 from redis._parsers.base import BaseParser
 
+from livestate.server import replication
 from livestate.server.errors import Unavailable
 from livestate.server.scripts import Call, Command, Scripts
 
@@ -47,6 +49,10 @@ class _Item:
     command: Command | None = None
     future: asyncio.Future[Any] | None = None  # None: nobody waits (a touch, a deferred tidy-up)
     as_eval: bool = False  # sent again after NOSCRIPT: with its source
+    # With ack_replicas: the WAIT that ends this item's batch, which holds its reply until the
+    # replicas acknowledged it; on that WAIT itself, the replies it holds.
+    gate: _Item | None = None
+    held: list[tuple[_Item, Any]] | None = None
 
     def packed(self, scripts: Scripts) -> bytes:
         if self.call is None:
@@ -59,7 +65,15 @@ class _Item:
 
 class BeatBatcher:
     def __init__(self, client: redis.Redis, scripts: Scripts, *, timeout: float) -> None:
+        self._pool = client.connection_pool
         self._connection_kwargs = dict(client.connection_pool.connection_kwargs)
+        # Every batch ends with a WAIT for this many replicas (replication.py); 0: none.
+        self._ack = int(getattr(client, "ack_replicas", 0))
+        self._ack_timeout_ms = int(getattr(client, "ack_timeout_ms", 0))
+        # A WAIT holds the connection until it is answered, so a batch sent behind it would spend
+        # its deadline waiting in Redis; one WAIT in flight at a time, and what queues meanwhile
+        # leaves together behind it (one WAIT for all of it).
+        self._gate_in_flight = False
         self._unix = client.connection_pool.connection_class is redis.UnixDomainSocketConnection
         self._tls = issubclass(client.connection_pool.connection_class, redis.SSLConnection)
         self._scripts = scripts
@@ -150,7 +164,15 @@ class BeatBatcher:
                 assert self._loop is not None
                 self._connecting = self._loop.create_task(self._connect())
             return
+        if self._gate_in_flight:
+            return
         items, self._queued = self._queued, []
+        if self._ack:
+            gate = _Item(command=replication.wait_command(self._ack, self._ack_timeout_ms), held=[])
+            for item in items:
+                item.gate = gate
+            items.append(gate)
+            self._gate_in_flight = True
         self._wire.send(items)
         self.batches += 1
         self.calls += len(items)
@@ -161,10 +183,16 @@ class BeatBatcher:
 
     async def _connect(self) -> None:
         assert self._loop is not None
-        kw = self._connection_kwargs
+        kw = dict(self._connection_kwargs)
         wire = _Wire(self, self._scripts, self._timeout)
         try:
             async with asyncio.timeout(self._timeout):
+                if isinstance(self._pool, redis.sentinel.SentinelConnectionPool):
+                    # The master may have moved since the last connection; asking the sentinels
+                    # blocks, so it runs off the loop.
+                    kw["host"], kw["port"] = await self._loop.run_in_executor(
+                        None, self._pool.get_master_address
+                    )
                 if self._unix:
                     await self._loop.create_unix_connection(lambda: wire, kw["path"])
                 else:
@@ -177,6 +205,7 @@ class BeatBatcher:
             self._fail_queued(redis.exceptions.ConnectionError(f"cannot connect to redis: {exc!r}"))
         else:
             self._wire = wire
+            self._gate_in_flight = False
             self._flush()
         finally:
             self._connecting = None
@@ -193,9 +222,17 @@ class BeatBatcher:
             context.verify_mode = ssl.CERT_NONE
         return context
 
+    def _gate_answered(self) -> None:
+        self._gate_in_flight = False
+        if self._queued and not self._flush_due:
+            self._flush_due = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
+
     def _resend(self, item: _Item) -> None:
         """NOSCRIPT: the script did not run. Once more, with its source."""
         item.as_eval = True
+        item.gate = None
         self._queue(item)
 
 
@@ -258,11 +295,17 @@ class _Wire(asyncio.Protocol):
                 self._deadlines.popleft()[1].cancel()
             if isinstance(reply, redis.exceptions.NoScriptError) and item.call is not None:
                 self._batcher._resend(item)
-            elif item.future is not None and not item.future.done():
-                if isinstance(reply, Exception):
-                    item.future.set_exception(reply)
-                else:
-                    item.future.set_result(reply)
+            elif item.gate is not None and item.gate.held is not None:
+                item.gate.held.append((item, reply))
+            elif item.held is not None:
+                _release(item, reply)
+                self._batcher._gate_answered()
+            else:
+                _answer(item, reply)
+            if isinstance(reply, redis.exceptions.ReadOnlyError):
+                # A demoted master (a failover happened): connect again, to the new one.
+                self.drop(redis.exceptions.ConnectionError("redis master is now a replica"))
+                return
 
     def _expired(self) -> None:
         self.drop(redis.exceptions.TimeoutError("redis did not answer a batch within redis_timeout"))
@@ -289,7 +332,31 @@ def _pack(command: Command) -> bytes:
     return packed
 
 
+def _answer(item: _Item, reply: Any) -> None:
+    if item.future is not None and not item.future.done():
+        if isinstance(reply, Exception):
+            item.future.set_exception(reply)
+        else:
+            item.future.set_result(reply)
+
+
+def _release(gate: _Item, acked: Any) -> None:
+    """WAIT answered: the replies it held go out, or NotReplicated in place of each success (an
+    error reply already says the call changed nothing, and stays)."""
+    assert gate.command is not None and gate.held is not None
+    _, replicas, timeout_ms = gate.command
+    try:
+        replication.check(acked, int(replicas), int(timeout_ms))
+        short: Exception | None = None
+    except replication.NotReplicated as exc:
+        short = exc
+    for item, reply in gate.held:
+        _answer(item, reply if short is None or isinstance(reply, Exception) else short)
+
+
 def _fail(items: Sequence[_Item], error: Exception) -> None:
     for item in items:
+        if item.held:
+            _fail([held for held, _ in item.held], error)
         if item.future is not None and not item.future.done():
             item.future.set_exception(error)

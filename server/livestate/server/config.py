@@ -28,6 +28,13 @@ class Config:
     # None: start an embedded Valkey on a free loopback port.
     redis_url: str | None = None
     key_prefix: str = "ls"
+    # Redis Sentinel instead of a URL: the sentinels ("host:port,host:port") and the master's name.
+    sentinel: str | None = None
+    sentinel_master: str = "mymaster"
+    # Replicas that must acknowledge a write (WAIT) before its answer goes out (replication.py);
+    # -1 = 1 with --sentinel, 0 otherwise. ack_timeout bounds each WAIT; 0 = redis_timeout / 2.
+    ack_replicas: int = -1
+    ack_timeout: float = 0.0
     heartbeat_interval: float = 2.0
     # 0 means derived from heartbeat_interval (3 and 5 missed beats).
     suspect_after: float = 0.0
@@ -108,6 +115,8 @@ class Config:
             object.__setattr__(self, "sweep_gap", max(1.0, 4 * self.sweep_interval))
         if self.stream_idle_after == 0:
             object.__setattr__(self, "stream_idle_after", self.offline_after)
+        if self.ack_timeout == 0:
+            object.__setattr__(self, "ack_timeout", self.redis_timeout / 2)
         if self.max_workers == 0:
             object.__setattr__(self, "max_workers", self.thread_budgets)
         if self.max_concurrent_rpcs == 0:
@@ -186,8 +195,24 @@ class Config:
             raise ConfigError("tls_cert and tls_key go together")
         if self.tls_ca and not self.tls_cert:
             raise ConfigError("tls_ca (client certificates) needs tls_cert and tls_key")
+        if self.sentinel is not None:
+            if self.redis_url is not None:
+                raise ConfigError("sentinel and redis_url exclude each other: the sentinels name the master")
+            sentinels(self.sentinel)
+        if self.ack_replicas < -1:
+            raise ConfigError("ack_replicas must be >= 0 (or -1: 1 with sentinel, else 0)")
+        if self.ack_timeout <= 0:
+            raise ConfigError("ack_timeout must be > 0")
+        if self.replicas_to_ack and self.ack_timeout >= self.redis_timeout:
+            raise ConfigError("ack_timeout must be below redis_timeout (the WAIT must end first)")
         if not self.key_prefix or any(c in self.key_prefix for c in "{}: "):
             raise ConfigError("key_prefix must be non-empty without '{', '}', ':' or spaces")
+
+    @property
+    def replicas_to_ack(self) -> int:
+        if self.ack_replicas >= 0:
+            return self.ack_replicas
+        return 1 if self.sentinel else 0
 
     @property
     def thread_budgets(self) -> int:
@@ -210,6 +235,17 @@ class Config:
         return max(60.0, 10 * self.sweep_interval)
 
 
+def sentinels(value: str) -> list[tuple[str, int]]:
+    """'host:port,host:port' as (host, port) pairs; ConfigError names what is wrong."""
+    found = []
+    for item in value.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"sentinel must be host:port[,host:port...], got {item.strip()!r}")
+        found.append((host, int(port)))
+    return found
+
+
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
 _HELP = {
@@ -217,6 +253,10 @@ _HELP = {
     "processes": "server processes sharing the port (SO_REUSEPORT); 'auto' = one per core",
     "redis_url": "redis:// or unix:// URL; unset starts an embedded Valkey on a free loopback port",
     "key_prefix": "prefix of every Redis key",
+    "sentinel": "Redis Sentinel HOST:PORT[,HOST:PORT...] to find the master by (instead of redis_url)",
+    "sentinel_master": "the master's name the sentinels monitor",
+    "ack_replicas": "replicas that must acknowledge a write before it is answered (-1 = 1 with sentinel)",
+    "ack_timeout": "seconds a write waits for its replicas before failing UNAVAILABLE (0 = redis_timeout/2)",
     "outbox_settle_after": "seconds after which a sweep records an assignment its caller did not",
     "drop_empty_after": "seconds a partition may hold nothing before it leaves the catalogue",
     "heartbeat_interval": "seconds between agent heartbeats",

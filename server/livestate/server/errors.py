@@ -30,6 +30,8 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from livestate.server.replication import NotReplicated
+
 log = logging.getLogger(__name__)
 
 DOMAIN = "livestate"
@@ -132,6 +134,8 @@ CONDITIONS = {
     "MASTERDOWN": "REDIS_MASTERDOWN",  # a replica cut off from its master, serving no stale data
     "NOREPLICAS": "REDIS_NOREPLICAS",  # fewer replicas than min-replicas-to-write
     "BUSY": "REDIS_BUSY",  # a script (or function) past its time limit holds the server
+    # Ours, not Redis's: fewer replicas than ack_replicas acknowledged a write (replication.py).
+    "NOTREPLICATED": "REDIS_NOT_REPLICATED",
 }
 
 # redis-py gives some codes a class of their own and strips the code from the message.
@@ -140,6 +144,7 @@ _CONDITION_CLASSES: tuple[tuple[type[redis.exceptions.RedisError], str], ...] = 
     (redis.exceptions.ReadOnlyError, "READONLY"),
     (redis.exceptions.BusyLoadingError, "LOADING"),
     (redis.exceptions.MasterDownError, "MASTERDOWN"),
+    (NotReplicated, "NOTREPLICATED"),
 )
 
 # Where else a code shows: leading the message ("NOREPLICAS Not enough...", also as raised inside

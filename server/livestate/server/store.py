@@ -13,31 +13,76 @@ the job's lease, a repeated Release or Fail answers as the first did).
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
+import redis.sentinel
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from livestate.server.config import Config
+from livestate.server.config import Config, sentinels
+from livestate.server.replication import ReplicatedRedis
 
 
-def connect(url: str, config: Config) -> redis.Redis:
+class SentinelBlockingPool(redis.sentinel.SentinelConnectionPool, redis.BlockingConnectionPool):
+    """The master's address from the sentinels (asked again after every failover), with the
+    blocking pool's bounded wait for a free connection."""
+
+
+def connect(url: str | None, config: Config) -> redis.Redis:
+    """The client for a Redis URL, or for the master the sentinels name (config.sentinel)."""
+    if config.sentinel:
+        return _sentinel_client(config)
+    assert url is not None
     # TCP keepalive finds a peer that vanished without a FIN; a unix socket has no such option
     # (redis-py's unix connection refuses the keyword, and every call would fail).
     tcp = {} if url.startswith("unix:") else {"socket_keepalive": True}
-    pool = redis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=config.redis_max_connections,
-        timeout=config.redis_timeout,
-        socket_timeout=config.redis_timeout,
-        socket_connect_timeout=config.redis_timeout,
-        **tcp,
-        decode_responses=True,
-        retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
-        client_name="livestate",
-    )
+    pool = redis.BlockingConnectionPool.from_url(url, **_pool_options(config), **tcp)
     # The client owns its pool: closing it closes every connection (a pool merely passed in is
     # left open, and its sockets linger until garbage-collected).
-    return redis.Redis.from_pool(pool)
+    client = ReplicatedRedis.from_pool(pool)
+    assert isinstance(client, ReplicatedRedis)
+    return _acking(client, config)
+
+
+def _pool_options(config: Config) -> dict[str, Any]:
+    return {
+        "max_connections": config.redis_max_connections,
+        "timeout": config.redis_timeout,
+        "socket_timeout": config.redis_timeout,
+        "socket_connect_timeout": config.redis_timeout,
+        "decode_responses": True,
+        "retry": Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
+        "client_name": "livestate",
+    }
+
+
+def _sentinel_client(config: Config) -> redis.Redis:
+    assert config.sentinel is not None
+    timeouts = {"socket_timeout": config.redis_timeout, "socket_connect_timeout": config.redis_timeout}
+    manager = redis.sentinel.Sentinel(sentinels(config.sentinel), sentinel_kwargs=timeouts)
+    client = manager.master_for(
+        config.sentinel_master,
+        redis_class=ReplicatedRedis,
+        connection_pool_class=SentinelBlockingPool,
+        socket_keepalive=True,
+        **_pool_options(config),
+    )
+    assert isinstance(client, ReplicatedRedis)
+    return _acking(client, config)
+
+
+def _acking(client: ReplicatedRedis, config: Config) -> ReplicatedRedis:
+    client.ack_replicas = config.replicas_to_ack
+    client.ack_timeout_ms = int(config.ack_timeout * 1000)
+    return client
+
+
+def describe(url: str | None, config: Config) -> str:
+    """Where the data lives, for the log (no password)."""
+    if config.sentinel:
+        return f"sentinel {config.sentinel} master {config.sentinel_master!r}"
+    return str(url)
 
 
 def text(value: object) -> str | None:

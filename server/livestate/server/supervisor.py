@@ -62,7 +62,7 @@ class _Child:
 def run(config: Config) -> int:
     embedded: EmbeddedRedis | None = None
     redis_url = config.redis_url
-    if redis_url is None:
+    if redis_url is None and not config.sentinel:
         embedded = EmbeddedRedis()
         embedded.start()
         redis_url = embedded.url

@@ -1,0 +1,125 @@
+"""Writes answered only once a replica holds them (WAIT), for a Redis with failover.
+
+Redis replicates asynchronously: a master can acknowledge a claim and be lost before any replica
+has it, and the promoted replica would hand the same slot out again. With `ack_replicas` > 0
+every write goes out with a WAIT on the same connection, and its answer is released only when
+that many replicas acknowledged it; otherwise the caller gets NotReplicated (UNAVAILABLE). The
+write may still survive (it is on the master, and maybe on a replica that answered late), which
+is safe because every script is idempotent: a Match retried with its job_id returns the same
+lease, a Release or Fail answers as the first did. What is given out was replicated first.
+
+Sentinel promotes the replica with the most data, so a write one replica acknowledged survives
+the loss of the master unless that replica is lost with it; `ack_replicas` is how many losses
+at once a deployment covers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+import redis.client
+import redis.exceptions
+
+# Commands livestate sends that write nothing: no WAIT after them.
+READS = frozenset(
+    {
+        "GET",
+        "MGET",
+        "HGET",
+        "HMGET",
+        "HGETALL",
+        "HLEN",
+        "EXISTS",
+        "TTL",
+        "PTTL",
+        "SMEMBERS",
+        "SISMEMBER",
+        "SCARD",
+        "ZRANGE",
+        "ZRANGEBYSCORE",
+        "ZRANGEBYLEX",
+        "ZREVRANGE",
+        "ZSCORE",
+        "ZCARD",
+        "ZCOUNT",
+        "ZRANK",
+        "XRANGE",
+        "XREVRANGE",
+        "XREAD",
+        "XLEN",
+        "XINFO",
+        "SCAN",
+        "INFO",
+        "PING",
+        "TIME",
+        "SCRIPT",
+        "CLIENT",
+        "MEMORY",
+        "ROLE",
+        "WAIT",
+        "PUBLISH",  # not replicated as data; a wake-up only
+    }
+)
+
+
+class NotReplicated(redis.exceptions.ConnectionError):
+    """Fewer replicas than required acknowledged a write in time: its answer is withheld."""
+
+    def __init__(self, wanted: int, acked: int, timeout_ms: int) -> None:
+        super().__init__(
+            f"NOTREPLICATED {acked} of {wanted} replica(s) acknowledged the write within {timeout_ms} ms"
+        )
+
+
+def writes(args: tuple[Any, ...]) -> bool:
+    return str(args[0]).upper() not in READS
+
+
+def wait_command(replicas: int, timeout_ms: int) -> tuple[str, int, int]:
+    return ("WAIT", replicas, timeout_ms)
+
+
+def check(acked: object, replicas: int, timeout_ms: int) -> None:
+    """Raises NotReplicated unless WAIT's reply says enough replicas acknowledged."""
+    count = acked if isinstance(acked, int) else 0
+    if count < replicas:
+        raise NotReplicated(replicas, count, timeout_ms)
+
+
+class ReplicatedPipeline(redis.client.Pipeline):
+    ack_replicas = 0
+    ack_timeout_ms = 0
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        if not self.ack_replicas or not any(writes(c[0]) for c in self.command_stack):
+            return list(super().execute(raise_on_error))
+        self.execute_command(*wait_command(self.ack_replicas, self.ack_timeout_ms))
+        replies = list(super().execute(raise_on_error=False))
+        *replies, acked = replies
+        check(acked, self.ack_replicas, self.ack_timeout_ms)
+        if raise_on_error:
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+        return replies
+
+
+class ReplicatedRedis(redis.Redis):
+    """A client whose every write waits for `ack_replicas` replicas (0: a plain client)."""
+
+    ack_replicas = 0
+    ack_timeout_ms = 0
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        if not self.ack_replicas or not writes(args):
+            return super().execute_command(*args, **options)
+        pipe = self.pipeline(transaction=False)
+        pipe.execute_command(*args, **options)
+        return pipe.execute()[0]
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> ReplicatedPipeline:
+        pipe = ReplicatedPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+        pipe.ack_replicas = self.ack_replicas
+        pipe.ack_timeout_ms = self.ack_timeout_ms
+        return pipe

@@ -1,0 +1,159 @@
+"""Sentinel mode: the master found through three sentinels, every write acknowledged by a replica
+before it is answered, and a failover under load that hands no slot out twice."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+import pytest
+
+from harness import FAST, ONLINE, Harness, error_reason, wait_for
+from livestate.server import Config, LivestateServer
+from livestate.server.keys import lease_partition
+
+from .history import OK, History
+from .load import Agents, LeaseTable, Schedulers
+from .sentinel import SentinelGroup
+from .test_faults import nodes_with, target
+
+ServerFactory = Callable[..., Harness]
+
+
+@pytest.fixture
+def group() -> Iterator[SentinelGroup]:
+    with SentinelGroup() as started:
+        yield started
+
+
+@pytest.fixture
+def make_sentinel_server(group: SentinelGroup) -> Iterator[ServerFactory]:
+    started: list[Harness] = []
+
+    def factory(**overrides: Any) -> Harness:
+        settings = {**FAST, **overrides}
+        server = LivestateServer(Config(listen="127.0.0.1:0", sentinel=group.hosts, **settings))
+        server.start()
+        harness = Harness(server, group.master.client())
+        started.append(harness)
+        return harness
+
+    yield factory
+    for harness in started:
+        harness.close()
+        harness.server.stop(grace=0)
+        harness.redis.close()
+
+
+def _replicas_holding(group: SentinelGroup, ls: Harness, lease_id: str) -> int:
+    key = ls.server.rt.keys.partition(lease_partition(lease_id)).lease(lease_id)
+    held = 0
+    for replica in group.replicas:
+        client = replica.client()
+        try:
+            held += int(client.exists(key))
+        finally:
+            client.close()
+    return held
+
+
+@pytest.mark.timeout(60)
+def test_a_lease_is_on_a_replica_before_its_match_is_answered(
+    group: SentinelGroup, make_sentinel_server: ServerFactory
+) -> None:
+    ls = make_sentinel_server()
+    boot, _ = ls.register("gpu-1")
+    with ls.beating({"gpu-1": boot}):
+        for n in range(20):
+            lease = ls.match(f"job-{n}").lease
+            # Read at once, no polling: the answer waited for a replica, so one holds the lease.
+            assert _replicas_holding(group, ls, lease.lease_id) >= 1, n
+            ls.release(lease)
+
+
+@pytest.mark.timeout(60)
+def test_without_replicas_writes_fail_unavailable_and_a_retry_returns_the_same_lease(
+    group: SentinelGroup, make_sentinel_server: ServerFactory
+) -> None:
+    # Slow timings: the node must stay matchable while its beats fail for want of a replica.
+    ls = make_sentinel_server(heartbeat_interval=2.0, suspect_after=30.0, offline_after=60.0)
+    ls.register("gpu-1")
+    for replica in group.replicas:
+        replica.freeze()
+    try:
+        with pytest.raises(grpc.RpcError) as raised:
+            ls.match("job-1")
+    finally:
+        for replica in group.replicas:
+            replica.thaw()
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert error_reason(raised.value) == "REDIS_NOT_REPLICATED"
+    # The claim did run on the master; the retry with the same job_id is answered with it, now
+    # that a replica holds it, and no second slot is taken.
+    lease = wait_for(lambda: _try(lambda: ls.match("job-1").lease), timeout=10)
+    assert lease.node_id == "gpu-1"
+    with pytest.raises(grpc.RpcError) as busy:
+        ls.match("job-2")
+    assert busy.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def _try(call: Callable[[], Any]) -> Any:
+    with contextlib.suppress(grpc.RpcError):
+        return call()
+    return None
+
+
+# The sentinels call the master down after 1 s of silence; the vote and the promotion take a few
+# seconds more. Service must be back within 5 s of the new master being named.
+AGENTS = 30
+INTERVAL = 0.5
+
+
+@pytest.mark.timeout(180)
+def test_master_frozen_under_load_fails_over_without_a_double_assignment(
+    group: SentinelGroup, make_sentinel_server: ServerFactory, history: History
+) -> None:
+    ls = make_sentinel_server(
+        heartbeat_interval=INTERVAL, suspect_after=3.0, offline_after=6.0, sweep_interval=0.1
+    )
+    table = LeaseTable()
+    with contextlib.ExitStack() as stack:
+        agents = stack.enter_context(Agents(target(ls), history, AGENTS, interval=INTERVAL, table=table))
+        wait_for(lambda: len(nodes_with(ls, ONLINE)) == AGENTS, timeout=10)
+        schedulers = stack.enter_context(
+            Schedulers(target(ls), history, 6, table=table, deadline=1.0, hold=(0.01, 0.05), lease_ttl=10.0)
+        )
+        wait_for(lambda: schedulers.granted >= 50, timeout=10)
+
+        old = group.master_port()
+        assert old == group.master.port
+        group.master.freeze()
+        frozen_at = time.monotonic()
+        new, named_at = group.wait_failover(old)
+        assert new != old
+
+        probe = Schedulers(target(ls), history, 1, table=table, prefix="probe", deadline=1.0)
+        stack.callback(probe.stop)
+        lease = wait_for(lambda: probe.match("probe", "probe-job", give_up=1.0), timeout=5, interval=0.05)
+        back_at = time.monotonic()
+        assert lease is not None
+        assert probe.end("probe", lease).outcome == OK
+
+        # The old master comes back as a replica of the new one; the load carries on.
+        group.master.thaw()
+        granted = schedulers.granted
+        wait_for(lambda: schedulers.granted >= granted + 50, timeout=15)
+        schedulers.stop()
+        agents.stop()
+
+    print(
+        f"failover: master silent to new master named {named_at - frozen_at:.2f}s, "
+        f"to a Match answered {back_at - named_at:.2f}s after"
+    )
+    resyncs = {node: len(times) for node, times in agents.resyncs.items() if len(times) > 1}
+    assert not resyncs, f"agents told to resync more than once: {resyncs}"
+    beat_outcomes = dict(agents.outcomes)
+    assert beat_outcomes.get(OK, 0) > 0, beat_outcomes
