@@ -54,6 +54,12 @@ def test_flags_override_env_which_overrides_defaults() -> None:
         ({"LIVESTATE_SENTINEL": "h:1,h"}, "'h'"),
         ({"LIVESTATE_SENTINEL": "h:99999"}, "'h:99999'"),
         ({"LIVESTATE_ACK_REPLICAS": "-2"}, "ack_replicas"),
+        ({"LIVESTATE_FALLBACK_REDIS_URL": "redis://c:1"}, "needs a regional redis_url"),
+        (
+            {"LIVESTATE_REDIS_URL": "redis://c:1", "LIVESTATE_FALLBACK_REDIS_URL": "redis://c:1"},
+            "another Redis",
+        ),
+        ({"LIVESTATE_REDIS_URL": "redis://r:1", "LIVESTATE_FALLBACK_AFTER": "0"}, "fallback_after"),
         ({"LIVESTATE_ACK_REPLICAS": "1", "LIVESTATE_ACK_TIMEOUT": "2"}, "ack_timeout must be below"),
     ],
 )

@@ -204,3 +204,19 @@ def test_deleted_locator_cache_entry_is_not_trusted_after_flush(ls: Harness) -> 
     ls.register("gpu-1", boot_id=boot)
     assert ls.get("gpu-1").liveness == ONLINE
     assert ls.get("gpu-1").liveness != OFFLINE
+
+
+def test_a_node_recorded_in_an_older_epoch_is_not_matched_until_it_registers_again(ls: Harness) -> None:
+    # What a process coming back to a Redis it left sees (fallback.py): every record there is
+    # from before, and its agent may be running jobs this state never heard of.
+    boot, _ = ls.register("gpu-1")
+    ls.beat("gpu-1", boot, seq=1)
+    ls.release(ls.match("job-1").lease)
+    ls.server.rt.epoch.enter(int(time.time() * 1000) + 1)
+
+    with pytest.raises(grpc.RpcError) as stale:
+        ls.match("job-2")
+    assert stale.value.code() == grpc.StatusCode.NOT_FOUND
+    assert ls.beat("gpu-1", boot, seq=2).resync_required
+    ls.register("gpu-1", boot_id=boot)
+    assert ls.match("job-2").lease.node_id == "gpu-1"

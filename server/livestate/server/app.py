@@ -25,6 +25,7 @@ from livestate.server.config import Config, ConfigError
 from livestate.server.decoding import DecodeRequests
 from livestate.server.edge import Collector, Edge, EventLoop
 from livestate.server.embedded import EmbeddedRedis
+from livestate.server.fallback import CENTRAL, REGIONAL, Fallback
 from livestate.server.flag_servicer import FlagServicer
 from livestate.server.heartbeat_servicer import HeartbeatServicer
 from livestate.server.maintenance import Maintenance
@@ -73,6 +74,9 @@ SERVICE_NAMES = tuple(
         (subcloud_service_pb2, "SubcloudService"),
     )
 )
+
+# With a fallback Redis (fallback.py), the one in use: its name SERVING, the other NOT_SERVING.
+STORE_HEALTH = {REGIONAL: "livestate.redis.regional", CENTRAL: "livestate.redis.central"}
 
 
 def check_exposure(config: Config, tokens: TokenTable | None) -> None:
@@ -161,7 +165,8 @@ class LivestateServer:
         self.grpc, self.port = self.loop.run(self._build(config))
         if self.port == 0:
             raise OSError(f"cannot listen on {config.listen}")
-        self.maintenance = Maintenance(self.rt, self._set_ready)
+        self.fallback = Fallback(self.rt, config, self._store_switched) if config.fallback_redis_url else None
+        self.maintenance = Maintenance(self.rt, self._set_ready, self.fallback)
         self._stopped = threading.Event()
         self._started = False
         self._paced = False
@@ -203,6 +208,16 @@ class LivestateServer:
         )
         self.loop.run(self._set_health(SERVICE_NAMES, status), timeout=5)
 
+    def _store_switched(self, active: str) -> None:
+        """Health names the Redis in use: its service name SERVING, the other NOT_SERVING."""
+        for name, service in STORE_HEALTH.items():
+            status = (
+                health_pb2.HealthCheckResponse.SERVING
+                if name == active
+                else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+            self.loop.run(self._set_health((service,), status), timeout=5)
+
     async def _set_health(self, names: tuple[str, ...], status: int) -> None:
         for name in names:
             await self.health.set(name, status)
@@ -210,6 +225,8 @@ class LivestateServer:
     def start(self) -> int:
         self.loop.run(self._set_health(("",), health_pb2.HealthCheckResponse.SERVING))
         self._set_ready(False)
+        if self.fallback is not None:
+            self._store_switched(self.fallback.active)
         try:
             self.rt.scripts.load()
             self.rt.epoch.refresh()
@@ -243,6 +260,8 @@ class LivestateServer:
             self.rt.batcher.stop()
             if self._paced:
                 self.loop.pacer.release()
+        if self.fallback is not None:
+            self.fallback.close()
         self.client.close()
         if self.embedded is not None:
             self.embedded.stop()

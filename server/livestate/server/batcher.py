@@ -65,8 +65,8 @@ class _Item:
 
 class BeatBatcher:
     def __init__(self, client: redis.Redis, scripts: Scripts, *, timeout: float) -> None:
-        self._pool = client.connection_pool
-        self._connection_kwargs = dict(client.connection_pool.connection_kwargs)
+        # Read at every connect: the client's pool names the Redis served from now (fallback.py).
+        self._client = client
         # Every batch ends with a WAIT for this many replicas (replication.py); 0: none.
         self._ack = int(getattr(client, "ack_replicas", 0))
         self._ack_timeout_ms = int(getattr(client, "ack_timeout_ms", 0))
@@ -74,8 +74,6 @@ class BeatBatcher:
         # its deadline waiting in Redis; one WAIT in flight at a time, and what queues meanwhile
         # leaves together behind it (one WAIT for all of it).
         self._gate_in_flight = False
-        self._unix = client.connection_pool.connection_class is redis.UnixDomainSocketConnection
-        self._tls = issubclass(client.connection_pool.connection_class, redis.SSLConnection)
         self._scripts = scripts
         self._timeout = timeout
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -183,21 +181,21 @@ class BeatBatcher:
 
     async def _connect(self) -> None:
         assert self._loop is not None
-        kw = dict(self._connection_kwargs)
+        pool = self._client.connection_pool
+        kw = dict(pool.connection_kwargs)
         wire = _Wire(self, self._scripts, self._timeout)
         try:
             async with asyncio.timeout(self._timeout):
-                if isinstance(self._pool, redis.sentinel.SentinelConnectionPool):
+                if isinstance(pool, redis.sentinel.SentinelConnectionPool):
                     # The master may have moved since the last connection; asking the sentinels
                     # blocks, so it runs off the loop.
-                    kw["host"], kw["port"] = await self._loop.run_in_executor(
-                        None, self._pool.get_master_address
-                    )
-                if self._unix:
+                    kw["host"], kw["port"] = await self._loop.run_in_executor(None, pool.get_master_address)
+                if pool.connection_class is redis.UnixDomainSocketConnection:
                     await self._loop.create_unix_connection(lambda: wire, kw["path"])
                 else:
+                    tls = issubclass(pool.connection_class, redis.SSLConnection)
                     await self._loop.create_connection(
-                        lambda: wire, kw["host"], kw["port"], ssl=self._ssl_context()
+                        lambda: wire, kw["host"], kw["port"], ssl=_ssl_context(kw) if tls else None
                     )
                 await wire.handshake(kw)
         except Exception as exc:  # Redis is down, frozen or refuses us: what waits fails now
@@ -210,17 +208,16 @@ class BeatBatcher:
         finally:
             self._connecting = None
 
-    def _ssl_context(self) -> ssl.SSLContext | None:
-        if not self._tls:
-            return None
-        kw = self._connection_kwargs
-        context = ssl.create_default_context(cafile=kw.get("ssl_ca_certs"))
-        if kw.get("ssl_certfile"):
-            context.load_cert_chain(kw["ssl_certfile"], kw.get("ssl_keyfile"))
-        context.check_hostname = bool(kw.get("ssl_check_hostname"))
-        if kw.get("ssl_cert_reqs") in ("none", ssl.CERT_NONE):
-            context.verify_mode = ssl.CERT_NONE
-        return context
+    def reconnect(self) -> None:
+        """Drops the connection (from any thread): the next call connects to the Redis the
+        client's pool names now. What was in flight fails UNAVAILABLE; nothing is resent."""
+        if self._loop is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                self._loop.call_soon_threadsafe(self._drop, "switched to another redis")
+
+    def _drop(self, why: str) -> None:
+        if self._wire is not None and not self._wire.closed:
+            self._wire.drop(redis.exceptions.ConnectionError(why))
 
     def _gate_answered(self) -> None:
         self._gate_in_flight = False
@@ -330,6 +327,16 @@ def _pack(command: Command) -> bytes:
     # hiredis's stubs type the argument as a one-element tuple; any length is packed.
     packed: bytes = hiredis.pack_command(command)  # type: ignore[arg-type]
     return packed
+
+
+def _ssl_context(kw: dict[str, Any]) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=kw.get("ssl_ca_certs"))
+    if kw.get("ssl_certfile"):
+        context.load_cert_chain(kw["ssl_certfile"], kw.get("ssl_keyfile"))
+    context.check_hostname = bool(kw.get("ssl_check_hostname"))
+    if kw.get("ssl_cert_reqs") in ("none", ssl.CERT_NONE):
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def _answer(item: _Item, reply: Any) -> None:

@@ -35,6 +35,12 @@ class Config:
     # -1 = 1 with --sentinel, 0 otherwise. ack_timeout bounds each WAIT; 0 = redis_timeout / 2.
     ack_replicas: int = -1
     ack_timeout: float = 0.0
+    # Regional Redis with a central fallback (fallback.py): while the Redis above does not answer
+    # for fallback_after seconds, this process serves from fallback_redis_url; it goes back once
+    # the regional one has answered for fallback_return_after seconds.
+    fallback_redis_url: str | None = None
+    fallback_after: float = 10.0
+    fallback_return_after: float = 30.0
     heartbeat_interval: float = 2.0
     # 0 means derived from heartbeat_interval (3 and 5 missed beats).
     suspect_after: float = 0.0
@@ -154,6 +160,8 @@ class Config:
             "queue_ttl",
             "max_queue_ttl",
             "subcloud_cache_ttl",
+            "fallback_after",
+            "fallback_return_after",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0")
@@ -199,6 +207,11 @@ class Config:
             if self.redis_url is not None:
                 raise ConfigError("sentinel and redis_url exclude each other: the sentinels name the master")
             sentinels(self.sentinel)
+        if self.fallback_redis_url is not None:
+            if self.redis_url is None and self.sentinel is None:
+                raise ConfigError("fallback_redis_url needs a regional redis_url or sentinel to leave")
+            if self.fallback_redis_url == self.redis_url:
+                raise ConfigError("fallback_redis_url must name another Redis than redis_url")
         if self.ack_replicas < -1:
             raise ConfigError("ack_replicas must be >= 0 (or -1: 1 with sentinel, else 0)")
         if self.ack_timeout <= 0:
@@ -255,6 +268,9 @@ _HELP = {
     "key_prefix": "prefix of every Redis key",
     "sentinel": "Redis Sentinel HOST:PORT[,HOST:PORT...] to find the master by (instead of redis_url)",
     "sentinel_master": "the master's name the sentinels monitor",
+    "fallback_redis_url": "central Redis URL to serve from while the regional one does not answer",
+    "fallback_after": "seconds the regional Redis may not answer before this process falls back",
+    "fallback_return_after": "seconds the regional Redis must answer before this process goes back to it",
     "ack_replicas": "replicas that must acknowledge a write before it is answered (-1 = 1 with sentinel)",
     "ack_timeout": "seconds a write waits for its replicas before failing UNAVAILABLE (0 = redis_timeout/2)",
     "outbox_settle_after": "seconds after which a sweep records an assignment its caller did not",

@@ -32,6 +32,16 @@ class EpochTracker:
         run_id = str(self._client.info("server").get("run_id", ""))
         return self.observe(self._scripts.call("epoch", [self._keys.epoch], [run_id, self.mark, 1]))
 
+    def enter(self, since_ms: int) -> int:
+        """Forgets what this process saw of the Redis it left and reads the epoch of the one it
+        serves from now: a new epoch there unless one began at or after `since_ms` (see
+        lua/epoch.lua), so records written before this process last left it count as stale."""
+        with self._lock:
+            self.current = 0
+            self.mark = 0
+        run_id = str(self._client.info("server").get("run_id", ""))
+        return self.observe(self._scripts.call("epoch", [self._keys.epoch], [run_id, 0, 0, since_ms]))
+
     def queue(self, pipe: redis.client.Pipeline) -> None:
         """Queues a read of the epoch (starting one when the state has none) on a pipeline;
         pass its reply to observe."""

@@ -22,6 +22,7 @@ from typing import Any
 import redis
 
 from livestate.server.assignments import parse, settle
+from livestate.server.fallback import Fallback
 from livestate.server.keys import Partition
 from livestate.server.runtime import Runtime
 from livestate.server.scripts import Call
@@ -65,9 +66,13 @@ class Swept:
 
 
 class Maintenance:
-    def __init__(self, rt: Runtime, on_ready_change: Callable[[bool], None]) -> None:
+    def __init__(
+        self, rt: Runtime, on_ready_change: Callable[[bool], None], fallback: Fallback | None = None
+    ) -> None:
         self.rt = rt
         self._on_ready_change = on_ready_change
+        # Told every tick's outcome: it decides when to serve from the other Redis.
+        self._fallback = fallback
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="maintenance", daemon=True)
         self.ready: bool | None = None
@@ -90,8 +95,10 @@ class Maintenance:
     def _loop(self) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
+            ok = False
             try:
                 self.tick()
+                ok = True
                 self._set_ready(True)
             except redis.exceptions.RedisError as exc:
                 if self.ready is not False:
@@ -99,6 +106,11 @@ class Maintenance:
                 self._set_ready(False)
             except Exception:
                 log.exception("maintenance tick failed")
+            if self._fallback is not None:
+                try:
+                    self._fallback.observe(ok)
+                except Exception:
+                    log.exception("redis fallback check failed")
             self.ticks += 1
             self._stop.wait(max(0.0, self.rt.config.sweep_interval - (time.monotonic() - started)))
 

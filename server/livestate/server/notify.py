@@ -38,6 +38,8 @@ class Notifier:
         self._lock = threading.Lock()
         self._waiters: dict[str, set[threading.Event]] = collections.defaultdict(set)
         self._stop = threading.Event()
+        # Bumped to make the listener subscribe again, on the Redis the client names now.
+        self._generation = 0
         self._thread = threading.Thread(target=self._listen, name="assignments-listener", daemon=True)
 
     def start(self) -> None:
@@ -61,6 +63,11 @@ class Notifier:
                 if not self._waiters[topic]:
                     del self._waiters[topic]
 
+    def reconnect(self) -> None:
+        """Subscribe again through the client's current pool (after a switch of Redis); a frozen
+        Redis would otherwise keep the old subscription waiting forever."""
+        self._generation += 1
+
     def wake(self, job_id: str, scheduler_id: str) -> None:
         topics = [job_topic(job_id)] + ([scheduler_topic(scheduler_id)] if scheduler_id else [])
         with self._lock:
@@ -70,10 +77,11 @@ class Notifier:
 
     def _listen(self) -> None:
         while not self._stop.is_set():
+            generation = self._generation
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
                 pubsub.subscribe(self.channel)
-                while not self._stop.is_set():
+                while not self._stop.is_set() and generation == self._generation:
                     msg = pubsub.get_message(timeout=0.1)
                     if msg and msg.get("type") == "message":
                         job_id, _, scheduler_id = str(msg["data"]).partition("\n")

@@ -6,6 +6,8 @@
 --          when there is none)
 -- ARGV[2]  the highest mark the calling process has seen (0 = none)
 -- ARGV[3]  1 = advance the mark (the maintenance tick), 0 = not
+-- ARGV[4]  a process coming back to this Redis after serving from another one (fallback.py):
+--          start a new epoch unless the current one began at or after this time (ms); 0 = not
 --
 -- Returns {epoch_ms, mark}. A missing key (FLUSHALL, an empty restart) starts a new epoch at the
 -- current time. A new run_id alone does not: every restart changes it, and a restart that
@@ -13,7 +15,10 @@
 -- lost nothing, so leases, flags and waiting jobs carry on. The mark tells the two apart: an
 -- older snapshot carries a mark below one some server process has already seen, and starts a
 -- new epoch (its leases and queues are stale; nodes resync). Epochs only grow, so a server
--- holding an older one never mistakes fresh records for stale ones.
+-- holding an older one never mistakes fresh records for stale ones. A process that served from
+-- another Redis meanwhile knows this one's records are stale (its nodes beat elsewhere): ARGV[4]
+-- starts a new epoch, once, however many processes come back (the first one's epoch is newer
+-- than the moment each of the others left).
 
 local cur = redis.call('HMGET', KEYS[1], 'ms', 'run_id', 'mark')
 local seen = tonumber(ARGV[2])
@@ -28,6 +33,11 @@ elseif ARGV[1] ~= '' and cur[2] ~= ARGV[1] then
     redis.call('HSET', KEYS[1], 'ms', epoch, 'mark', mark)
   end
   redis.call('HSET', KEYS[1], 'run_id', ARGV[1])
+end
+local since = tonumber(ARGV[4] or '0')
+if since > 0 and epoch < since then
+  epoch, mark = math.max(now, epoch + 1), math.max(mark, seen) + 1
+  redis.call('HSET', KEYS[1], 'ms', epoch, 'mark', mark)
 end
 if ARGV[3] == '1' then mark = redis.call('HINCRBY', KEYS[1], 'mark', 1) end
 return {epoch, mark}

@@ -298,7 +298,7 @@ local function requirements(min_vram, gpus_csv, subcloud, label_lines, excluded_
                subcloud = subcloud, labels = {}, excluded = as_set(split(excluded_csv)),
                isolated = split(isolated_csv),
                fields = {'state', 'live', 'seen', 'used', 'slots', 'vram', 'gpu', 'subs', 'vfree', 'opause',
-                         'ghost'}}
+                         'ghost', 'epoch'}}
   for _, line in ipairs(split(label_lines, '\n')) do
     local k, v = string.match(line, '^([^=]+)=(.*)$')
     req.labels[#req.labels + 1] = {k, v}
@@ -314,6 +314,9 @@ local function eligible(C, id, req, now, H)
   if req.excluded[id] then return nil end
   local r = redis.call('HMGET', C.node .. id, unpack(req.fields))
   if r[1] == false or r[2] == LIVE_OFFLINE or r[1] ~= STATE_IDLE then return false end
+  -- A record of an older epoch is stale (its agent may run jobs this state does not know of,
+  -- and must register again first; see beat.lua): it leaves the idle queue.
+  if tonumber(r[12] or '0') < C.epoch then return false end
   if occupied(r[4], r[11]) >= tonumber(r[5] or '1') then return false end
   -- The deadline is checked here, not left to the sweep: a silent node is never matched.
   if silence(H, r[3], now) > C.suspect_after then return nil end
@@ -328,7 +331,7 @@ local function eligible(C, id, req, now, H)
   end
   if r[10] == '1' then return nil end  -- paused by its operator
   for i, kv in ipairs(req.labels) do
-    if r[11 + i] ~= kv[2] then return nil end
+    if r[12 + i] ~= kv[2] then return nil end
   end
   if blocked(C, id, now) then return nil end
   return true, tonumber(r[9] or '0')
