@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTO_FILES := $(wildcard protos/livestate/v1/*.proto)
 GEN_DIR := clients
 
-.PHONY: run test faults lint typecheck proto proto-check buf-lint bench ci clean
+.PHONY: run test test-cluster faults lint typecheck proto proto-check buf-lint bench ci clean
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "livestate needs Python 3.11 or newer")'
@@ -23,6 +23,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The suite against a 3-primary Redis Cluster the tests start (tests marked single_redis skip).
+test-cluster: $(STAMP)
+	LIVESTATE_TEST_CLUSTER=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 # The fault suite: Redis killed, frozen, restarted and wiped under load, histories checked. Not
 # part of `make test` (pyproject's norecursedirs); each test has its own pytest-timeout.

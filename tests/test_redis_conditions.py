@@ -29,6 +29,9 @@ from livestate.v1 import flag_service_pb2 as fpb
 from livestate.v1 import heartbeat_service_pb2 as hb
 from livestate.v1 import node_service_pb2 as ns
 
+# Each test breaks a Redis of its own (memory, replicas, scripts): not a cluster.
+pytestmark = pytest.mark.single_redis
+
 Call = Callable[[], object]
 
 

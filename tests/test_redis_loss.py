@@ -109,6 +109,7 @@ def _readiness(ls: Harness) -> int:
     return ls.health.Check(health_pb2.HealthCheckRequest(service=name), timeout=2).status  # type: ignore[no-any-return]
 
 
+@pytest.mark.single_redis
 def test_redis_killed_gives_unavailable_then_recovers(
     make_server: ServerFactory, own_redis: EmbeddedRedis
 ) -> None:
@@ -140,6 +141,7 @@ def test_redis_killed_gives_unavailable_then_recovers(
     assert ls.liveness("gpu-1") == ONLINE
 
 
+@pytest.mark.single_redis
 def test_frozen_redis_gives_unavailable_within_deadline(
     make_server: ServerFactory, own_redis: EmbeddedRedis
 ) -> None:
@@ -178,6 +180,7 @@ def _try_beat(ls: Harness, boot: str) -> bool:
         return False
 
 
+@pytest.mark.single_redis
 def test_server_starts_while_redis_is_down_and_serves_once_it_is_up(make_server: ServerFactory) -> None:
     down = EmbeddedRedis()  # not started: nothing listens on its port
     ls = make_server(url=down.url)

@@ -126,6 +126,7 @@ class Cluster(RuleBasedStateMachine):
             assert queued == can_work, (node, queued, record.state, record.leased_slots)
 
 
+@pytest.mark.single_redis
 @pytest.mark.timeout(300)
 def test_random_operations_keep_the_invariants(make_server: ServerFactory) -> None:
     with EmbeddedRedis(persist=True) as store:

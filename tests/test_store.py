@@ -56,6 +56,7 @@ def test_a_pooled_connection_broken_by_a_restart_is_retried(own_redis: EmbeddedR
     client.close()
 
 
+@pytest.mark.single_redis
 def test_a_server_given_a_unix_socket_url_registers_beats_matches_and_releases(
     own_redis: EmbeddedRedis, make_server: ServerFactory
 ) -> None:
@@ -90,6 +91,7 @@ def replica(own_redis: EmbeddedRedis) -> Iterator[EmbeddedRedis]:
             os.kill(embedded.proc.pid, signal.SIGCONT)
 
 
+@pytest.mark.single_redis
 def test_with_ack_replicas_answers_wait_for_a_replica_and_fail_unavailable_without_one(
     own_redis: EmbeddedRedis, replica: EmbeddedRedis, make_server: ServerFactory
 ) -> None:

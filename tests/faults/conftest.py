@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 
 from harness import FAST, Harness
 from livestate.server import Config, LivestateServer
@@ -21,10 +22,8 @@ from .redisproc import RedisProc
 FaultServerFactory = Callable[..., Harness]
 
 
-@pytest.fixture
-def redisproc() -> Iterator[RedisProc]:
-    """A fresh Redis process of the test's own, started empty (a test that wants an AOF shuts it
-    down, wipes it and starts it with `persistent=True`). Thawed and killed at teardown, always."""
+def running_redis() -> Iterator[RedisProc]:
+    """A fresh Redis process, started empty; thawed and killed when the generator ends."""
     proc = RedisProc()
     try:
         proc.start()
@@ -34,16 +33,30 @@ def redisproc() -> Iterator[RedisProc]:
 
 
 @pytest.fixture
+def redisproc() -> Iterator[RedisProc]:
+    """A fresh Redis process of the test's own, started empty (a test that wants an AOF shuts it
+    down, wipes it and starts it with `persistent=True`). Thawed and killed at teardown, always."""
+    yield from running_redis()
+
+
+@pytest.fixture
 def make_fault_server(redisproc: RedisProc) -> Iterator[FaultServerFactory]:
     """Starts livestate servers in-process on port 0 against the test's Redis, with FAST timings
     unless overridden; stops them all at teardown (before the Redis goes)."""
+    yield from server_factory(lambda: redisproc.client(), redis_url=redisproc.url)
+
+
+def server_factory(client: Callable[[], redis.Redis], **where: Any) -> Iterator[FaultServerFactory]:
+    """Yields a factory of in-process servers on port 0 (FAST timings unless overridden, `where`
+    names the Redis), each with a Harness whose helper client comes from `client`; stops them
+    all when the generator ends (before the Redis goes)."""
     started: list[Harness] = []
 
     def factory(**overrides: Any) -> Harness:
-        settings = {**FAST, **overrides}
-        server = LivestateServer(Config(listen="127.0.0.1:0", redis_url=redisproc.url, **settings))
+        settings = {**FAST, **where, **overrides}
+        server = LivestateServer(Config(listen="127.0.0.1:0", **settings))
         server.start()
-        harness = Harness(server, redisproc.client())
+        harness = Harness(server, client())
         started.append(harness)
         return harness
 

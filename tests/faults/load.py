@@ -7,6 +7,7 @@ threads on stop().
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import queue
 import random
@@ -22,6 +23,7 @@ from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from harness import wait_for
 from livestate.v1 import (
     heartbeat_service_pb2,
     heartbeat_service_pb2_grpc,
@@ -637,3 +639,25 @@ class QueueScheduler(_Stoppable):
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def steady_load(
+    stack: contextlib.ExitStack,
+    target: str,
+    history: History,
+    table: LeaseTable,
+    *,
+    agents: int,
+    interval: float,
+    online: Callable[[], int],
+) -> tuple[Agents, Schedulers]:
+    """`agents` agents beating every `interval` and 6 schedulers matching (1 s deadlines, 10 s
+    leases), entered on `stack`; returned once every agent is ONLINE (`online()` counts them)
+    and 50 jobs were granted."""
+    beating = stack.enter_context(Agents(target, history, agents, interval=interval, table=table))
+    wait_for(lambda: online() == agents, timeout=10)
+    matching = stack.enter_context(
+        Schedulers(target, history, 6, table=table, deadline=1.0, hold=(0.01, 0.05), lease_ttl=10.0)
+    )
+    wait_for(lambda: matching.granted >= 50, timeout=10)
+    return beating, matching

@@ -16,8 +16,9 @@ from grpc_health.v1 import health_pb2
 from harness import FAST, ONLINE, Harness, wait_for
 from livestate.server import Config, LivestateServer
 
+from .conftest import running_redis
 from .history import OK, History
-from .load import Agents, LeaseTable, Schedulers
+from .load import Agents, LeaseTable, Schedulers, steady_load
 from .redisproc import RedisProc
 from .test_faults import nodes_with, target
 
@@ -29,12 +30,7 @@ RETURN_AFTER = 2.0
 
 @pytest.fixture
 def central() -> Iterator[RedisProc]:
-    proc = RedisProc()
-    try:
-        proc.start()
-        yield proc
-    finally:
-        proc.close()
+    yield from running_redis()
 
 
 @pytest.fixture
@@ -103,12 +99,15 @@ def test_regional_redis_lost_then_back_switches_to_central_and_home_again(
     assert serving_from(ls) == "regional"
     table = LeaseTable()
     with contextlib.ExitStack() as stack:
-        agents = stack.enter_context(Agents(target(ls), history, AGENTS, interval=INTERVAL, table=table))
-        wait_for(lambda: len(nodes_with(ls, ONLINE)) == AGENTS, timeout=10)
-        schedulers = stack.enter_context(
-            Schedulers(target(ls), history, 6, table=table, deadline=1.0, hold=(0.01, 0.05), lease_ttl=10.0)
+        agents, schedulers = steady_load(
+            stack,
+            target(ls),
+            history,
+            table,
+            agents=AGENTS,
+            interval=INTERVAL,
+            online=lambda: len(nodes_with(ls, ONLINE)),
         )
-        wait_for(lambda: schedulers.granted >= 50, timeout=10)
 
         if fault == "kill":
             redisproc.kill()

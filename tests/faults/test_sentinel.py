@@ -11,12 +11,12 @@ from typing import Any
 import grpc
 import pytest
 
-from harness import FAST, ONLINE, Harness, error_reason, wait_for
-from livestate.server import Config, LivestateServer
+from harness import ONLINE, Harness, error_reason, wait_for
 from livestate.server.keys import lease_partition
 
+from .conftest import server_factory
 from .history import OK, History
-from .load import Agents, LeaseTable, Schedulers
+from .load import LeaseTable, Schedulers, steady_load
 from .sentinel import SentinelGroup
 from .test_faults import nodes_with, target
 
@@ -31,21 +31,7 @@ def group() -> Iterator[SentinelGroup]:
 
 @pytest.fixture
 def make_sentinel_server(group: SentinelGroup) -> Iterator[ServerFactory]:
-    started: list[Harness] = []
-
-    def factory(**overrides: Any) -> Harness:
-        settings = {**FAST, **overrides}
-        server = LivestateServer(Config(listen="127.0.0.1:0", sentinel=group.hosts, **settings))
-        server.start()
-        harness = Harness(server, group.master.client())
-        started.append(harness)
-        return harness
-
-    yield factory
-    for harness in started:
-        harness.close()
-        harness.server.stop(grace=0)
-        harness.redis.close()
+    yield from server_factory(lambda: group.master.client(), sentinel=group.hosts)
 
 
 def _replicas_holding(group: SentinelGroup, ls: Harness, lease_id: str) -> int:
@@ -121,12 +107,15 @@ def test_master_frozen_under_load_fails_over_without_a_double_assignment(
     )
     table = LeaseTable()
     with contextlib.ExitStack() as stack:
-        agents = stack.enter_context(Agents(target(ls), history, AGENTS, interval=INTERVAL, table=table))
-        wait_for(lambda: len(nodes_with(ls, ONLINE)) == AGENTS, timeout=10)
-        schedulers = stack.enter_context(
-            Schedulers(target(ls), history, 6, table=table, deadline=1.0, hold=(0.01, 0.05), lease_ttl=10.0)
+        agents, schedulers = steady_load(
+            stack,
+            target(ls),
+            history,
+            table,
+            agents=AGENTS,
+            interval=INTERVAL,
+            online=lambda: len(nodes_with(ls, ONLINE)),
         )
-        wait_for(lambda: schedulers.granted >= 50, timeout=10)
 
         old = group.master_port()
         assert old == group.master.port

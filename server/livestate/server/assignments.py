@@ -80,7 +80,7 @@ def lease_is_live(rt: Runtime, lease_id: str) -> bool:
         return False
     pipe = rt.client.pipeline(transaction=False)
     pipe.hmget(pk.lease(lease_id), ["exp", "done"])
-    pipe.time()
+    pipe.execute_command("TIME")  # not pipe.time(): the cluster pipeline refuses it
     (expire, done), (seconds, micros) = pipe.execute()
     return expire is not None and done is None and int(expire) > int(seconds) * 1000 + int(micros) // 1000
 
@@ -259,7 +259,7 @@ def _announce(rt: Runtime, assignments: Sequence[Assignment], *, wake: bool) -> 
             pipe.pexpire(rt.keys.scheduler(a.scheduler_id), int(rt.config.job_ttl * 1000))
         elif not wake:
             continue
-        pipe.publish(rt.keys.assigned_channel, message(a.job_id, a.scheduler_id))
+        pipe.execute_command("PUBLISH", rt.keys.assigned_channel, message(a.job_id, a.scheduler_id))
     if len(pipe):
         pipe.execute()
 

@@ -26,10 +26,11 @@ import contextlib
 import dataclasses
 import ssl
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import hiredis
 import redis
+import redis.cluster
 import redis.exceptions
 import redis.sentinel
 from redis._parsers.base import BaseParser
@@ -67,20 +68,18 @@ class BeatBatcher:
     def __init__(self, client: redis.Redis, scripts: Scripts, *, timeout: float) -> None:
         # Read at every connect: the client's pool names the Redis served from now (fallback.py).
         self._client = client
+        # On a Redis Cluster each call goes to the primary of its first key's slot: one lane (a
+        # queue and a connection) per primary, each batching on its own.
+        self._cluster = isinstance(client, redis.cluster.RedisCluster)
         # Every batch ends with a WAIT for this many replicas (replication.py); 0: none.
         self._ack = int(getattr(client, "ack_replicas", 0))
         self._ack_timeout_ms = int(getattr(client, "ack_timeout_ms", 0))
-        # A WAIT holds the connection until it is answered, so a batch sent behind it would spend
-        # its deadline waiting in Redis; one WAIT in flight at a time, and what queues meanwhile
-        # leaves together behind it (one WAIT for all of it).
-        self._gate_in_flight = False
         self._scripts = scripts
         self._timeout = timeout
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queued: list[_Item] = []
+        self._lanes: dict[str, _Lane] = {}
         self._flush_due = False
-        self._wire: _Wire | None = None
-        self._connecting: asyncio.Task[None] | None = None
+        self._refreshing = False
         self.batches = 0
         self.calls = 0
 
@@ -94,11 +93,8 @@ class BeatBatcher:
             asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(5)
 
     async def _close(self) -> None:
-        if self._connecting is not None:
-            self._connecting.cancel()
-        self._fail_queued(redis.exceptions.ConnectionError("livestate is stopping"))
-        if self._wire is not None:
-            self._wire.drop(redis.exceptions.ConnectionError("livestate is stopping"))
+        for lane in self._lanes.values():
+            lane.close(redis.exceptions.ConnectionError("livestate is stopping"))
 
     def call(self, call: Call, *, timeout: float, touch_key: str | None = None, touch_ttl_ms: int = 0) -> Any:
         """`call_async` for a blocking caller on another thread: raises what the call raised, or
@@ -146,98 +142,186 @@ class BeatBatcher:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 self._loop.call_soon_threadsafe(self._queue, _Item(call, command))
 
-    def _queue(self, item: _Item) -> None:
-        self._queued.append(item)
-        if not self._flush_due:
-            self._flush_due = True
-            assert self._loop is not None
-            self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_due = False
-        if not self._queued:
-            return
-        if self._wire is None or self._wire.closed:
-            if self._connecting is None:
-                assert self._loop is not None
-                self._connecting = self._loop.create_task(self._connect())
-            return
-        if self._gate_in_flight:
-            return
-        items, self._queued = self._queued, []
-        if self._ack:
-            gate = _Item(command=replication.wait_command(self._ack, self._ack_timeout_ms), held=[])
-            for item in items:
-                item.gate = gate
-            items.append(gate)
-            self._gate_in_flight = True
-        self._wire.send(items)
-        self.batches += 1
-        self.calls += len(items)
-
-    def _fail_queued(self, error: Exception) -> None:
-        items, self._queued = self._queued, []
-        _fail(items, error)
-
-    async def _connect(self) -> None:
-        assert self._loop is not None
-        pool = self._client.connection_pool
-        kw = dict(pool.connection_kwargs)
-        wire = _Wire(self, self._scripts, self._timeout)
-        try:
-            async with asyncio.timeout(self._timeout):
-                if isinstance(pool, redis.sentinel.SentinelConnectionPool):
-                    # The master may have moved since the last connection; asking the sentinels
-                    # blocks, so it runs off the loop.
-                    kw["host"], kw["port"] = await self._loop.run_in_executor(None, pool.get_master_address)
-                if pool.connection_class is redis.UnixDomainSocketConnection:
-                    await self._loop.create_unix_connection(lambda: wire, kw["path"])
-                else:
-                    tls = issubclass(pool.connection_class, redis.SSLConnection)
-                    await self._loop.create_connection(
-                        lambda: wire, kw["host"], kw["port"], ssl=_ssl_context(kw) if tls else None
-                    )
-                await wire.handshake(kw)
-        except Exception as exc:  # Redis is down, frozen or refuses us: what waits fails now
-            wire.drop(redis.exceptions.ConnectionError(f"cannot connect to redis: {exc!r}"))
-            self._fail_queued(redis.exceptions.ConnectionError(f"cannot connect to redis: {exc!r}"))
-        else:
-            self._wire = wire
-            self._gate_in_flight = False
-            self._flush()
-        finally:
-            self._connecting = None
-
     def reconnect(self) -> None:
-        """Drops the connection (from any thread): the next call connects to the Redis the
+        """Drops the connections (from any thread): the next call connects to the Redis the
         client's pool names now. What was in flight fails UNAVAILABLE; nothing is resent."""
         if self._loop is not None and not self._loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 self._loop.call_soon_threadsafe(self._drop, "switched to another redis")
 
     def _drop(self, why: str) -> None:
-        if self._wire is not None and not self._wire.closed:
-            self._wire.drop(redis.exceptions.ConnectionError(why))
+        for lane in self._lanes.values():
+            lane.drop(redis.exceptions.ConnectionError(why))
 
-    def _gate_answered(self) -> None:
-        self._gate_in_flight = False
-        if self._queued and not self._flush_due:
+    def _queue(self, item: _Item) -> None:
+        try:
+            lane = self._lane_for(item)
+        except redis.exceptions.RedisError as exc:  # a cluster slot nobody serves right now
+            _fail([item], redis.exceptions.ConnectionError(f"no redis serves the key: {exc}"))
+            self.refresh_slots()
+            return
+        lane.queued.append(item)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_due:
             self._flush_due = True
             assert self._loop is not None
             self._loop.call_soon(self._flush)
 
-    def _resend(self, item: _Item) -> None:
+    def _lane_for(self, item: _Item) -> _Lane:
+        name = ""
+        if self._cluster:
+            # A script's first key, a command's first argument (TIME and the like have none:
+            # any primary answers them).
+            if item.call is not None:
+                key = item.call[1][0]
+            else:
+                key = str(item.command[1]) if item.command is not None and len(item.command) > 1 else ""
+            cluster = cast(redis.cluster.RedisCluster, self._client)
+            name = cluster.nodes_manager.get_node_from_slot(cluster.keyslot(key)).name
+        lane = self._lanes.get(name)
+        if lane is None:
+            lane = self._lanes[name] = _Lane(self, name)
+        return lane
+
+    def _flush(self) -> None:
+        self._flush_due = False
+        for lane in self._lanes.values():
+            lane.flush()
+
+    def refresh_slots(self) -> None:
+        """A slot moved (MOVED, ASK) or has no primary: read the cluster's slot map again, off
+        the loop, once at a time."""
+        if not self._cluster or self._refreshing or self._loop is None:
+            return
+        self._refreshing = True
+        cluster = cast(redis.cluster.RedisCluster, self._client)
+
+        def done(_: object) -> None:
+            self._refreshing = False
+
+        self._loop.run_in_executor(None, cluster.nodes_manager.initialize).add_done_callback(done)
+
+    def _address(self, lane: str, pool: redis.ConnectionPool | None) -> tuple[dict[str, Any], Any]:
+        """Connection options for a lane, and what to ask for the address when it must be looked
+        up (a sentinel pool), else None."""
+        if self._cluster:
+            cluster = cast(redis.cluster.RedisCluster, self._client)
+            host, _, port = lane.rpartition(":")
+            kw = dict(cluster.nodes_manager.connection_kwargs)
+            kw.update(host=host, port=int(port))
+            return kw, None
+        assert pool is not None
+        kw = dict(pool.connection_kwargs)
+        lookup = pool.get_master_address if isinstance(pool, redis.sentinel.SentinelConnectionPool) else None
+        return kw, lookup
+
+    async def _connect(self, lane: _Lane) -> None:
+        assert self._loop is not None
+        pool = None if self._cluster else self._client.connection_pool
+        kw, lookup = self._address(lane.name, pool)
+        wire = _Wire(lane, self._scripts, self._timeout)
+        try:
+            async with asyncio.timeout(self._timeout):
+                if lookup is not None:
+                    # The master may have moved since the last connection; asking the sentinels
+                    # blocks, so it runs off the loop.
+                    kw["host"], kw["port"] = await self._loop.run_in_executor(None, lookup)
+                if pool is not None and pool.connection_class is redis.UnixDomainSocketConnection:
+                    await self._loop.create_unix_connection(lambda: wire, kw["path"])
+                else:
+                    tls = kw.get("ssl") or (
+                        pool is not None and issubclass(pool.connection_class, redis.SSLConnection)
+                    )
+                    await self._loop.create_connection(
+                        lambda: wire, kw["host"], kw["port"], ssl=_ssl_context(kw) if tls else None
+                    )
+                await wire.handshake(kw)
+        except Exception as exc:  # Redis is down, frozen or refuses us: what waits fails now
+            wire.drop(redis.exceptions.ConnectionError(f"cannot connect to redis: {exc!r}"))
+            lane.fail_queued(redis.exceptions.ConnectionError(f"cannot connect to redis: {exc!r}"))
+            self.refresh_slots()
+        else:
+            lane.connected(wire)
+        finally:
+            lane.connecting = None
+
+
+class _Lane:
+    """The calls bound for one Redis (one primary of a cluster): their queue, the connection,
+    and the WAIT in flight on it."""
+
+    def __init__(self, batcher: BeatBatcher, name: str) -> None:
+        self.batcher = batcher
+        self.name = name
+        self.queued: list[_Item] = []
+        self.wire: _Wire | None = None
+        self.connecting: asyncio.Task[None] | None = None
+        # A WAIT holds the connection until it is answered, so a batch sent behind it would spend
+        # its deadline waiting in Redis; one WAIT in flight at a time, and what queues meanwhile
+        # leaves together behind it (one WAIT for all of it).
+        self.gate_in_flight = False
+
+    def flush(self) -> None:
+        b = self.batcher
+        if not self.queued:
+            return
+        if self.wire is None or self.wire.closed:
+            if self.connecting is None:
+                assert b._loop is not None
+                self.connecting = b._loop.create_task(b._connect(self))
+            return
+        if self.gate_in_flight:
+            return
+        items, self.queued = self.queued, []
+        if b._ack:
+            gate = _Item(command=replication.wait_command(b._ack, b._ack_timeout_ms), held=[])
+            for item in items:
+                item.gate = gate
+            items.append(gate)
+            self.gate_in_flight = True
+        self.wire.send(items)
+        b.batches += 1
+        b.calls += len(items)
+
+    def connected(self, wire: _Wire) -> None:
+        self.wire = wire
+        self.gate_in_flight = False
+        self.flush()
+
+    def fail_queued(self, error: Exception) -> None:
+        items, self.queued = self.queued, []
+        _fail(items, error)
+
+    def drop(self, error: Exception) -> None:
+        if self.wire is not None and not self.wire.closed:
+            self.wire.drop(error)
+
+    def close(self, error: Exception) -> None:
+        if self.connecting is not None:
+            self.connecting.cancel()
+        self.fail_queued(error)
+        self.drop(error)
+
+    def gate_answered(self) -> None:
+        self.gate_in_flight = False
+        if self.queued:
+            self.batcher._schedule_flush()
+
+    def resend(self, item: _Item) -> None:
         """NOSCRIPT: the script did not run. Once more, with its source."""
         item.as_eval = True
         item.gate = None
-        self._queue(item)
+        self.queued.append(item)
+        self.batcher._schedule_flush()
 
 
 class _Wire(asyncio.Protocol):
     """One connection: replies come back in the order commands went out."""
 
-    def __init__(self, batcher: BeatBatcher, scripts: Scripts, timeout: float) -> None:
-        self._batcher = batcher
+    def __init__(self, lane: _Lane, scripts: Scripts, timeout: float) -> None:
+        self._lane = lane
         self._scripts = scripts
         self._timeout = timeout
         self._reader = hiredis.Reader(
@@ -291,14 +375,16 @@ class _Wire(asyncio.Protocol):
             while self._deadlines and self._deadlines[0][0] <= self._answered:
                 self._deadlines.popleft()[1].cancel()
             if isinstance(reply, redis.exceptions.NoScriptError) and item.call is not None:
-                self._batcher._resend(item)
+                self._lane.resend(item)
             elif item.gate is not None and item.gate.held is not None:
                 item.gate.held.append((item, reply))
             elif item.held is not None:
                 _release(item, reply)
-                self._batcher._gate_answered()
+                self._lane.gate_answered()
             else:
                 _answer(item, reply)
+            if isinstance(reply, redis.exceptions.AskError):  # MOVED or ASK: it did not run here
+                self._lane.batcher.refresh_slots()
             if isinstance(reply, redis.exceptions.ReadOnlyError):
                 # A demoted master (a failover happened): connect again, to the new one.
                 self.drop(redis.exceptions.ConnectionError("redis master is now a replica"))
@@ -306,7 +392,7 @@ class _Wire(asyncio.Protocol):
 
     def _expired(self) -> None:
         self.drop(redis.exceptions.TimeoutError("redis did not answer a batch within redis_timeout"))
-        self._batcher._fail_queued(redis.exceptions.TimeoutError("redis did not answer the batch ahead"))
+        self._lane.fail_queued(redis.exceptions.TimeoutError("redis did not answer the batch ahead"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.drop(redis.exceptions.ConnectionError(f"connection to redis lost: {exc or 'closed by redis'}"))

@@ -28,6 +28,9 @@ class Config:
     # None: start an embedded Valkey on a free loopback port.
     redis_url: str | None = None
     key_prefix: str = "ls"
+    # redis_url names a seed node of a Redis Cluster: keys are spread over its shards by their
+    # partition hash tags (keys.py), and every script runs on one slot.
+    redis_cluster: bool = False
     # Redis Sentinel instead of a URL: the sentinels ("host:port,host:port") and the master's name.
     sentinel: str | None = None
     sentinel_master: str = "mymaster"
@@ -207,6 +210,13 @@ class Config:
             if self.redis_url is not None:
                 raise ConfigError("sentinel and redis_url exclude each other: the sentinels name the master")
             sentinels(self.sentinel)
+        if self.redis_cluster:
+            if self.redis_url is None:
+                raise ConfigError("redis_cluster needs redis_url: any node of the cluster, as a seed")
+            if self.sentinel is not None or self.fallback_redis_url is not None:
+                raise ConfigError("redis_cluster cannot be combined with sentinel or fallback_redis_url")
+            if self.ack_replicas > 0:
+                raise ConfigError("ack_replicas is not supported with redis_cluster")
         if self.fallback_redis_url is not None:
             if self.redis_url is None and self.sentinel is None:
                 raise ConfigError("fallback_redis_url needs a regional redis_url or sentinel to leave")
@@ -266,6 +276,7 @@ _HELP = {
     "processes": "server processes sharing the port (SO_REUSEPORT); 'auto' = one per core",
     "redis_url": "redis:// or unix:// URL; unset starts an embedded Valkey on a free loopback port",
     "key_prefix": "prefix of every Redis key",
+    "redis_cluster": "redis_url is a seed node of a Redis Cluster",
     "sentinel": "Redis Sentinel HOST:PORT[,HOST:PORT...] to find the master by (instead of redis_url)",
     "sentinel_master": "the master's name the sentinels monitor",
     "fallback_redis_url": "central Redis URL to serve from while the regional one does not answer",

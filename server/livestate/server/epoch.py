@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import redis
+import redis.cluster
 
 from livestate.server.keys import Keys
 from livestate.server.scripts import Scripts
@@ -28,8 +29,17 @@ class EpochTracker:
         self.current = 0
         self.mark = 0
 
+    def _run_id(self) -> str:
+        """The run id of the Redis holding the epoch (on a cluster, that key's primary)."""
+        if isinstance(self._client, redis.cluster.RedisCluster):
+            node = self._client.get_node_from_key(self._keys.epoch)
+            info = self._client.info("server", target_nodes=node)
+        else:
+            info = self._client.info("server")
+        return str(info.get("run_id", ""))
+
     def refresh(self) -> int:
-        run_id = str(self._client.info("server").get("run_id", ""))
+        run_id = self._run_id()
         return self.observe(self._scripts.call("epoch", [self._keys.epoch], [run_id, self.mark, 1]))
 
     def enter(self, since_ms: int) -> int:
@@ -39,8 +49,7 @@ class EpochTracker:
         with self._lock:
             self.current = 0
             self.mark = 0
-        run_id = str(self._client.info("server").get("run_id", ""))
-        return self.observe(self._scripts.call("epoch", [self._keys.epoch], [run_id, 0, 0, since_ms]))
+        return self.observe(self._scripts.call("epoch", [self._keys.epoch], [self._run_id(), 0, 0, since_ms]))
 
     def queue(self, pipe: redis.client.Pipeline) -> None:
         """Queues a read of the epoch (starting one when the state has none) on a pipeline;

@@ -123,6 +123,8 @@ _REDIS_DOWN = (
     redis.exceptions.TimeoutError,
     redis.exceptions.ClusterDownError,  # includes MasterDownError
     redis.exceptions.TryAgainError,
+    # A slot moved (a cluster failover or resharding): the command did not run there.
+    redis.exceptions.AskError,  # includes MovedError
 )
 
 # A Redis that is up but refuses to serve says why with an error code; each code has its reason,

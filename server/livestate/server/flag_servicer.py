@@ -168,7 +168,7 @@ class FlagServicer(pb_grpc.FlagServiceServicer):
     def _locate(self, node_id: str) -> tuple[Partition | None, int]:
         pipe = self.rt.client.pipeline(transaction=False)
         pipe.get(self.rt.keys.locator(node_id))
-        pipe.time()
+        pipe.execute_command("TIME")  # not pipe.time(): the cluster pipeline refuses it
         label, now_reply = pipe.execute()
         return (Partition.from_label(str(label)) if label else None), redis_now_ms(now_reply)
 
@@ -242,7 +242,7 @@ class FlagServicer(pb_grpc.FlagServiceServicer):
         """Each node's flag fields (its partition's control hash, or its pending flags), with now."""
         rt = self.rt
         pipe = rt.client.pipeline(transaction=False)
-        pipe.time()
+        pipe.execute_command("TIME")  # not pipe.time(): the cluster pipeline refuses it
         for node_id in node_ids:
             pipe.get(rt.keys.locator(node_id))
             pipe.hgetall(rt.keys.pending_flags(node_id))

@@ -93,7 +93,7 @@ def live_lease(
         return None
     pipe = rt.client.pipeline(transaction=False)
     pipe.hmget(pk.lease(lease_id), ["job", "node", "token", "exp", "done"])
-    pipe.time()
+    pipe.execute_command("TIME")  # not pipe.time(): the cluster pipeline refuses it
     (job, node_id, token, expire, done), (seconds, micros) = pipe.execute()
     if job != job_id or done or int(expire or 0) <= int(seconds) * 1000 + int(micros) // 1000:
         return None

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal, get_args
 
 import redis
+import redis.cluster
 import redis.connection
 import redis.exceptions
 
@@ -53,6 +54,11 @@ class Scripts:
 
     def load(self) -> None:
         with self._load_lock:
+            if isinstance(self._client, redis.cluster.RedisCluster):
+                # SCRIPT LOAD goes to every primary (a pipeline would need a key to route by).
+                for src in self.sources.values():
+                    self._client.script_load(src)
+                return
             pipe = self._client.pipeline(transaction=False)
             for src in self.sources.values():
                 pipe.script_load(src)
@@ -87,7 +93,9 @@ class Scripts:
         args: Sequence[str | int | float],
     ) -> None:
         """Queues one script call on a pipeline being built for `pipeline`."""
-        pipe.evalsha(self._sha[name], len(keys), *keys, *args)
+        # As a raw command: redis-py's cluster pipeline refuses its evalsha method, though it
+        # routes EVALSHA by its keys like any command.
+        pipe.execute_command("EVALSHA", self._sha[name], len(keys), *keys, *args)
 
     def pipeline(self, build: Callable[[redis.client.Pipeline], None]) -> list[Any]:
         """Runs a pipeline of plain commands and at most one script call, built by `build`, and
@@ -110,5 +118,5 @@ class Scripts:
     def _run(self, calls: Sequence[Call]) -> list[Any]:
         pipe = self._client.pipeline(transaction=False)
         for name, keys, args in calls:
-            pipe.evalsha(self._sha[name], len(keys), *keys, *args)
+            pipe.execute_command("EVALSHA", self._sha[name], len(keys), *keys, *args)
         return list(pipe.execute(raise_on_error=False))

@@ -13,9 +13,10 @@ the job's lease, a repeated Release or Fail answers as the first did).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import redis
+import redis.cluster
 import redis.sentinel
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -34,6 +35,8 @@ def connect(url: str | None, config: Config) -> redis.Redis:
     if config.sentinel:
         return _sentinel_client(config)
     assert url is not None
+    if config.redis_cluster:
+        return _cluster_client(url, config)
     # TCP keepalive finds a peer that vanished without a FIN; a unix socket has no such option
     # (redis-py's unix connection refuses the keyword, and every call would fail).
     tcp = {} if url.startswith("unix:") else {"socket_keepalive": True}
@@ -55,6 +58,29 @@ def _pool_options(config: Config) -> dict[str, Any]:
         "retry": Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
         "client_name": "livestate",
     }
+
+
+def _cluster_client(url: str, config: Config) -> redis.Redis:
+    client = redis.cluster.RedisCluster.from_url(
+        url,
+        max_connections=config.redis_max_connections,
+        socket_timeout=config.redis_timeout,
+        socket_connect_timeout=config.redis_timeout,
+        socket_keepalive=True,
+        decode_responses=True,
+        # No retry of a timed-out or broken call (a copy may still run): the client refreshes its
+        # slot map and the call answers UNAVAILABLE; MOVED and ASK are followed, as they say the
+        # command did not run where it was sent.
+        retry=Retry(NoBackoff(), 0),
+        client_name="livestate",
+    )
+    # RedisCluster serves the command API livestate uses (single-slot scripts, pipelines split
+    # per node, pub/sub); what differs is asked with is_cluster().
+    return cast(redis.Redis, client)
+
+
+def is_cluster(client: object) -> bool:
+    return isinstance(client, redis.cluster.RedisCluster)
 
 
 def _sentinel_client(config: Config) -> redis.Redis:
@@ -82,6 +108,8 @@ def describe(url: str | None, config: Config) -> str:
     """Where the data lives, for the log (no password)."""
     if config.sentinel:
         return f"sentinel {config.sentinel} master {config.sentinel_master!r}"
+    if config.redis_cluster:
+        return f"cluster seeded by {url}"
     return str(url)
 
 
