@@ -74,6 +74,7 @@ class LocalCluster:
             master_id = self._command(master, "CLUSTER", "MYID")
             self._command(replica, "CLUSTER", "REPLICATE", master_id)
         self._until(deadline, self.healthy, "the cluster never reached cluster_state:ok everywhere")
+        self._until(deadline, self._replicas_linked, "replicas never synced with their primaries")
 
     def healthy(self) -> bool:
         """Every running node says cluster_state:ok and serves the same slot map."""
@@ -92,9 +93,58 @@ class LocalCluster:
                 client.close()
         return len(maps) == 1
 
+    def primary_port(self, key: str) -> int | None:
+        """The port of the primary serving `key`'s slot, as the first live node says, once the
+        cluster is ok there; None otherwise."""
+        for proc in self.procs:
+            if not proc.running or proc.frozen_now:
+                continue
+            client = proc.client(timeout=1.0)
+            try:
+                if _info(client).get("cluster_state") != "ok":
+                    return None
+                slot = int(client.execute_command("CLUSTER", "KEYSLOT", key))
+                for start, end, primary, *_ in client.execute_command("CLUSTER", "SLOTS"):
+                    if int(start) <= slot <= int(end):
+                        return int(primary[1])
+                return None
+            except redis.exceptions.RedisError:
+                continue
+            finally:
+                client.close()
+        return None
+
+    def replicas_of(self, port: int) -> list[RedisProc]:
+        """The running replicas whose primary listens on `port`."""
+        found = []
+        for proc in self.replicas:
+            if not proc.running or proc.frozen_now:
+                continue
+            client = proc.client(timeout=1.0)
+            try:
+                if int(client.info("replication").get("master_port", 0)) == port:
+                    found.append(proc)
+            except redis.exceptions.RedisError:
+                continue
+            finally:
+                client.close()
+        return found
+
     def close(self) -> None:
         for proc in reversed(self.procs):
             proc.close()
+
+    def _replicas_linked(self) -> bool:
+        for proc in self.replicas:
+            client = proc.client(timeout=1.0)
+            try:
+                if client.info("replication").get("master_link_status") != "up":
+                    return False
+            except redis.exceptions.RedisError:
+                return False
+            finally:
+                client.close()
+        return True
 
     def _knows_all(self, proc: RedisProc) -> bool:
         client = proc.client(timeout=1.0)

@@ -215,8 +215,6 @@ class Config:
                 raise ConfigError("redis_cluster needs redis_url: any node of the cluster, as a seed")
             if self.sentinel is not None or self.fallback_redis_url is not None:
                 raise ConfigError("redis_cluster cannot be combined with sentinel or fallback_redis_url")
-            if self.ack_replicas > 0:
-                raise ConfigError("ack_replicas is not supported with redis_cluster")
         if self.fallback_redis_url is not None:
             if self.redis_url is None and self.sentinel is None:
                 raise ConfigError("fallback_redis_url needs a regional redis_url or sentinel to leave")

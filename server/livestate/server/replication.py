@@ -19,6 +19,7 @@ from typing import Any
 
 import redis
 import redis.client
+import redis.cluster
 import redis.exceptions
 
 # Commands livestate sends that write nothing: no WAIT after them.
@@ -73,7 +74,8 @@ class NotReplicated(redis.exceptions.ConnectionError):
 
 
 def writes(args: tuple[Any, ...]) -> bool:
-    return str(args[0]).upper() not in READS
+    # redis-py names some commands with their subcommand ("SCRIPT LOAD", "CLIENT SETNAME").
+    return str(args[0]).split(" ", 1)[0].upper() not in READS
 
 
 def wait_command(replicas: int, timeout_ms: int) -> tuple[str, int, int]:
@@ -120,6 +122,102 @@ class ReplicatedRedis(redis.Redis):
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> ReplicatedPipeline:
         pipe = ReplicatedPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+        pipe.ack_replicas = self.ack_replicas
+        pipe.ack_timeout_ms = self.ack_timeout_ms
+        return pipe
+
+
+def _first_key(args: tuple[Any, ...]) -> str:
+    """The key a command is routed by: EVAL/EVALSHA's first key, else its first argument (TIME
+    and the like have none; any primary answers them)."""
+    if str(args[0]).upper() in ("EVAL", "EVALSHA"):
+        return str(args[3]) if int(args[2]) > 0 else ""
+    return str(args[1]) if len(args) > 1 else ""
+
+
+def _run_acked(
+    cluster: redis.cluster.RedisCluster,
+    commands: list[tuple[tuple[Any, ...], dict[str, Any]]],
+    replicas: int,
+    timeout_ms: int,
+) -> list[Any]:
+    """Runs commands on a cluster, each on its slot's primary, one pipeline per primary ending
+    with a WAIT on the same connection; a reply whose primary's replicas fell short becomes
+    NotReplicated (errors stay). A slot that moved answers MOVED (the command did not run) and
+    makes the client read the slot map again."""
+    by_node: dict[str, list[int]] = {}
+    nodes: dict[str, Any] = {}
+    for i, (args, _) in enumerate(commands):
+        node = cluster.nodes_manager.get_node_from_slot(cluster.keyslot(_first_key(args)))
+        by_node.setdefault(node.name, []).append(i)
+        nodes[node.name] = node
+    results: list[Any] = [None] * len(commands)
+    for name, indexes in by_node.items():
+        pipe = cluster.get_redis_connection(nodes[name]).pipeline(transaction=False)
+        for i in indexes:
+            pipe.execute_command(*commands[i][0], **commands[i][1])
+        wrote = any(writes(commands[i][0]) for i in indexes)
+        if wrote:
+            pipe.execute_command(*wait_command(replicas, timeout_ms))
+        try:
+            replies = list(pipe.execute(raise_on_error=False))
+        except redis.exceptions.ConnectionError:
+            cluster.nodes_manager.initialize()
+            raise
+        short: Exception | None = None
+        if wrote:
+            *replies, acked = replies
+            try:
+                check(acked, replicas, timeout_ms)
+            except NotReplicated as exc:
+                short = exc
+        if any(isinstance(r, redis.exceptions.AskError) for r in replies):
+            cluster.nodes_manager.initialize()
+        for i, reply in zip(indexes, replies, strict=True):
+            results[i] = reply if short is None or isinstance(reply, Exception) else short
+    return results
+
+
+class ReplicatedClusterPipeline(redis.cluster.ClusterPipeline):
+    ack_replicas = 0
+    ack_timeout_ms = 0
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        queued = list(self._execution_strategy.command_queue)
+        if not self.ack_replicas or not any(writes(c.args) for c in queued):
+            return list(super().execute(raise_on_error))
+        try:
+            replies = _run_acked(
+                self, [(c.args, c.options) for c in queued], self.ack_replicas, self.ack_timeout_ms
+            )
+        finally:
+            self.reset()
+        if raise_on_error:
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+        return replies
+
+
+class ReplicatedCluster(redis.cluster.RedisCluster):
+    """A cluster client whose every write waits for `ack_replicas` replicas of its primary."""
+
+    ack_replicas = 0
+    ack_timeout_ms = 0
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        if not self.ack_replicas or not writes(args):
+            return super().execute_command(*args, **options)
+        (reply,) = _run_acked(self, [(args, options)], self.ack_replicas, self.ack_timeout_ms)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> redis.cluster.ClusterPipeline:
+        pipe = super().pipeline(transaction, shard_hint)
+        # The same pipeline with an acknowledged execute(); its state is made by the base class.
+        pipe.__class__ = ReplicatedClusterPipeline
+        assert isinstance(pipe, ReplicatedClusterPipeline)
         pipe.ack_replicas = self.ack_replicas
         pipe.ack_timeout_ms = self.ack_timeout_ms
         return pipe

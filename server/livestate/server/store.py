@@ -22,7 +22,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from livestate.server.config import Config, sentinels
-from livestate.server.replication import ReplicatedRedis
+from livestate.server.replication import ReplicatedCluster, ReplicatedRedis
 
 
 class SentinelBlockingPool(redis.sentinel.SentinelConnectionPool, redis.BlockingConnectionPool):
@@ -61,7 +61,7 @@ def _pool_options(config: Config) -> dict[str, Any]:
 
 
 def _cluster_client(url: str, config: Config) -> redis.Redis:
-    client = redis.cluster.RedisCluster.from_url(
+    client = ReplicatedCluster.from_url(
         url,
         max_connections=config.redis_max_connections,
         socket_timeout=config.redis_timeout,
@@ -74,6 +74,9 @@ def _cluster_client(url: str, config: Config) -> redis.Redis:
         retry=Retry(NoBackoff(), 0),
         client_name="livestate",
     )
+    assert isinstance(client, ReplicatedCluster)
+    client.ack_replicas = config.replicas_to_ack
+    client.ack_timeout_ms = int(config.ack_timeout * 1000)
     # RedisCluster serves the command API livestate uses (single-slot scripts, pipelines split
     # per node, pub/sub); what differs is asked with is_cluster().
     return cast(redis.Redis, client)

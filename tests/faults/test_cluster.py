@@ -1,0 +1,165 @@
+"""Redis Cluster under faults: the primary that holds the load's partition killed while agents
+beat and schedulers match; its replica takes over, and service is back within 5 s of that."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import cast
+
+import grpc
+import pytest
+import redis
+import redis.cluster
+
+from harness import ONLINE, Harness, error_reason, wait_for
+from livestate.server.keys import lease_partition
+from livestate.v1 import lease_pb2
+
+from .cluster import LocalCluster
+from .conftest import FaultServerFactory, server_factory
+from .history import OK, History
+from .load import ENV, REGION, LeaseTable, Schedulers, steady_load
+from .redisproc import RedisProc
+from .test_faults import nodes_with, target
+
+AGENTS = 30
+INTERVAL = 0.5
+
+
+@pytest.fixture
+def cluster() -> Iterator[LocalCluster]:
+    # Two replicas a primary: with ack_replicas 1 a shard whose primary died still has a replica
+    # to acknowledge writes once the other one is promoted.
+    with LocalCluster(masters=3, replicas=2) as started:
+        yield started
+
+
+@pytest.fixture
+def make_cluster_server(cluster: LocalCluster) -> Iterator[FaultServerFactory]:
+    def client() -> redis.Redis:
+        return cast(redis.Redis, redis.cluster.RedisCluster.from_url(cluster.url, decode_responses=True))
+
+    yield from server_factory(client, redis_url=cluster.url, redis_cluster=True)
+
+
+def _primary_of(cluster: LocalCluster, key: str) -> RedisProc:
+    client = redis.cluster.RedisCluster.from_url(cluster.url, decode_responses=True)
+    try:
+        port = client.get_node_from_key(key).port
+    finally:
+        client.close()
+    return next(p for p in cluster.procs if p.port == port)
+
+
+TAG = f"{{{ENV}/{REGION}/0}}"
+
+
+@pytest.mark.timeout(60)
+def test_with_ack_replicas_a_lease_is_on_a_replica_before_its_match_is_answered(
+    cluster: LocalCluster, make_cluster_server: FaultServerFactory
+) -> None:
+    ls = make_cluster_server(ack_replicas=1)
+    boot, _ = ls.register("gpu-1", env=ENV, region=REGION)
+    replicas = cluster.replicas_of(_primary_of(cluster, TAG).port)
+    with ls.beating({"gpu-1": boot}):
+        for n in range(20):
+            lease = ls.match(f"job-{n}", env=ENV).lease
+            key = ls.server.rt.keys.partition(lease_partition(lease.lease_id)).lease(lease.lease_id)
+            # Read at once: the answer waited for a replica (READONLY: a cluster replica answers
+            # reads of its primary's slots only when asked to).
+            assert sum(_replica_has(r, key) for r in replicas) >= 1, n
+            ls.release(lease)
+
+
+@pytest.mark.timeout(60)
+def test_with_ack_replicas_and_the_replica_frozen_writes_fail_and_a_retry_gets_the_same_lease(
+    cluster: LocalCluster, make_cluster_server: FaultServerFactory
+) -> None:
+    ls = make_cluster_server(ack_replicas=1, heartbeat_interval=2.0, suspect_after=30.0, offline_after=60.0)
+    ls.register("gpu-1", env=ENV, region=REGION)
+    replicas = cluster.replicas_of(_primary_of(cluster, TAG).port)
+    for replica in replicas:
+        replica.freeze()
+    try:
+        # On the event loop (the batcher's lane) and on a worker thread (the cluster client).
+        for call in (
+            lambda: ls.match("job-1", env=ENV),
+            lambda: ls.register("gpu-2", env=ENV, region=REGION),
+        ):
+            with pytest.raises(grpc.RpcError) as raised:
+                call()
+            assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert error_reason(raised.value) == "REDIS_NOT_REPLICATED", raised.value.details()
+    finally:
+        for replica in replicas:
+            replica.thaw()
+    lease = wait_for(lambda: _try_match(ls, "job-1"), timeout=10)
+    assert lease is not None and lease.node_id == "gpu-1"
+
+
+def _replica_has(replica: RedisProc, key: str) -> bool:
+    client = replica.client()
+    try:
+        client.execute_command("READONLY")
+        return bool(client.exists(key))
+    finally:
+        client.close()
+
+
+def _try_match(ls: Harness, job_id: str) -> lease_pb2.Lease | None:
+    try:
+        return ls.match(job_id, env=ENV).lease
+    except grpc.RpcError:
+        return None
+
+
+@pytest.mark.timeout(180)
+def test_partition_primary_killed_under_load_its_replica_takes_over(
+    cluster: LocalCluster, make_cluster_server: FaultServerFactory, history: History
+) -> None:
+    # Every answer waits for the partition primary's replica: the claim survives the kill.
+    ls: Harness = make_cluster_server(
+        heartbeat_interval=INTERVAL, suspect_after=3.0, offline_after=6.0, sweep_interval=0.1, ack_replicas=1
+    )
+    table = LeaseTable()
+    with contextlib.ExitStack() as stack:
+        agents, schedulers = steady_load(
+            stack,
+            target(ls),
+            history,
+            table,
+            agents=AGENTS,
+            interval=INTERVAL,
+            online=lambda: len(nodes_with(ls, ONLINE)),
+        )
+        victim = _primary_of(cluster, TAG)
+        victim.kill()
+        killed = time.monotonic()
+        # Promoted: a live node names another primary for the partition's slot, cluster ok.
+        wait_for(lambda: cluster.primary_port(TAG) not in (None, victim.port), timeout=30, interval=0.05)
+        promoted = time.monotonic()
+
+        new_primary = cluster.primary_port(TAG)
+        assert new_primary is not None
+        wait_for(lambda: bool(cluster.replicas_of(new_primary)), timeout=30, interval=0.05)
+        linked = time.monotonic()
+        probe = Schedulers(target(ls), history, 1, table=table, prefix="probe", deadline=1.0)
+        stack.callback(probe.stop)
+        lease = wait_for(lambda: probe.match("probe", "probe-job", give_up=1.0), timeout=5, interval=0.05)
+        back = time.monotonic()
+        assert lease is not None
+        assert probe.end("probe", lease).outcome == OK
+        granted = schedulers.granted
+        wait_for(lambda: schedulers.granted >= granted + 50, timeout=15)
+        schedulers.stop()
+        agents.stop()
+
+    print(
+        f"cluster: partition primary killed -> replica promoted {promoted - killed:.2f}s, "
+        f"its remaining replica following the new primary {linked - promoted:.2f}s after, "
+        f"Match answered {back - promoted:.2f}s after the promotion"
+    )
+    resyncs = {node: len(times) for node, times in agents.resyncs.items() if len(times) > 1}
+    assert not resyncs, f"agents told to resync more than once: {resyncs}"
