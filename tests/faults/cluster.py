@@ -7,14 +7,17 @@ same slot map). `close()` thaws and kills them all, whatever the test left runni
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import redis
 
 from livestate.server.embedded import free_port
 
-from .redisproc import RedisProc
+from .redisproc import RedisProc, until
 
 SLOTS = 16384
+T = TypeVar("T")
 
 
 def _cluster_args(proc_dir: str, bus_port: int, node_timeout_ms: int) -> list[str]:
@@ -38,6 +41,27 @@ def _info(client: redis.Redis) -> dict[str, str]:
     """CLUSTER INFO as a dict (a plain client gets it as text)."""
     raw = str(client.execute_command("CLUSTER", "INFO"))
     return dict(line.split(":", 1) for line in raw.splitlines() if ":" in line)
+
+
+def _ask(proc: RedisProc, question: Callable[[redis.Redis], T]) -> T | None:
+    """question(client) on a short-lived client of proc; None when it does not answer."""
+    client = proc.client(timeout=1.0)
+    try:
+        return question(client)
+    except redis.exceptions.RedisError:
+        return None
+    finally:
+        client.close()
+
+
+def _slot_map(client: redis.Redis) -> str | None:
+    if _info(client).get("cluster_state") != "ok":
+        return None
+    return str(sorted(str(s[:3]) for s in client.execute_command("CLUSTER", "SLOTS")))
+
+
+def _replication(field: str) -> Callable[[redis.Redis], str]:
+    return lambda client: str(client.info("replication").get(field, ""))
 
 
 class LocalCluster:
@@ -68,92 +92,51 @@ class LocalCluster:
             first = self.procs[0].port
             self._command(proc, "CLUSTER", "MEET", "127.0.0.1", first, self.bus_ports[first])
         deadline = time.monotonic() + timeout
-        self._until(deadline, lambda: all(self._knows_all(p) for p in self.procs), "nodes never met")
+        until(deadline, lambda: all(self._knows_all(p) for p in self.procs), "nodes never met")
         for i, replica in enumerate(self.replicas):
             master = self.masters[i % len(self.masters)]
             master_id = self._command(master, "CLUSTER", "MYID")
             self._command(replica, "CLUSTER", "REPLICATE", master_id)
-        self._until(deadline, self.healthy, "the cluster never reached cluster_state:ok everywhere")
-        self._until(deadline, self._replicas_linked, "replicas never synced with their primaries")
+        until(deadline, self.healthy, "the cluster never reached cluster_state:ok everywhere")
+        until(deadline, self._replicas_linked, "replicas never synced with their primaries")
 
     def healthy(self) -> bool:
         """Every running node says cluster_state:ok and serves the same slot map."""
-        maps = set()
-        for proc in self.procs:
-            if not proc.running or proc.frozen_now:
-                continue
-            client = proc.client(timeout=1.0)
-            try:
-                if _info(client).get("cluster_state") != "ok":
-                    return False
-                maps.add(str(sorted(str(s[:3]) for s in client.execute_command("CLUSTER", "SLOTS"))))
-            except redis.exceptions.RedisError:
-                return False
-            finally:
-                client.close()
-        return len(maps) == 1
+        maps = [_ask(proc, _slot_map) for proc in self._live(self.procs)]
+        return bool(maps) and None not in maps and len(set(maps)) == 1
 
     def primary_port(self, key: str) -> int | None:
-        """The port of the primary serving `key`'s slot, as the first live node says, once the
-        cluster is ok there; None otherwise."""
-        for proc in self.procs:
-            if not proc.running or proc.frozen_now:
-                continue
-            client = proc.client(timeout=1.0)
-            try:
-                if _info(client).get("cluster_state") != "ok":
-                    return None
-                slot = int(client.execute_command("CLUSTER", "KEYSLOT", key))
-                for start, end, primary, *_ in client.execute_command("CLUSTER", "SLOTS"):
-                    if int(start) <= slot <= int(end):
-                        return int(primary[1])
+        """The port of the primary serving `key`'s slot, as the first live node that answers
+        says, once the cluster is ok there; None otherwise."""
+
+        def owner(client: redis.Redis) -> int | None:
+            if _info(client).get("cluster_state") != "ok":
                 return None
-            except redis.exceptions.RedisError:
-                continue
-            finally:
-                client.close()
-        return None
+            slot = int(client.execute_command("CLUSTER", "KEYSLOT", key))
+            for start, end, primary, *_ in client.execute_command("CLUSTER", "SLOTS"):
+                if int(start) <= slot <= int(end):
+                    return int(primary[1])
+            return None
+
+        return next((port for port in (_ask(p, owner) for p in self._live(self.procs)) if port), None)
 
     def replicas_of(self, port: int) -> list[RedisProc]:
         """The running replicas whose primary listens on `port`."""
-        found = []
-        for proc in self.replicas:
-            if not proc.running or proc.frozen_now:
-                continue
-            client = proc.client(timeout=1.0)
-            try:
-                if int(client.info("replication").get("master_port", 0)) == port:
-                    found.append(proc)
-            except redis.exceptions.RedisError:
-                continue
-            finally:
-                client.close()
-        return found
+        return [p for p in self._live(self.replicas) if _ask(p, _replication("master_port")) == str(port)]
 
     def close(self) -> None:
         for proc in reversed(self.procs):
             proc.close()
 
+    @staticmethod
+    def _live(procs: list[RedisProc]) -> list[RedisProc]:
+        return [p for p in procs if p.running and not p.frozen_now]
+
     def _replicas_linked(self) -> bool:
-        for proc in self.replicas:
-            client = proc.client(timeout=1.0)
-            try:
-                if client.info("replication").get("master_link_status") != "up":
-                    return False
-            except redis.exceptions.RedisError:
-                return False
-            finally:
-                client.close()
-        return True
+        return all(_ask(p, _replication("master_link_status")) == "up" for p in self.replicas)
 
     def _knows_all(self, proc: RedisProc) -> bool:
-        client = proc.client(timeout=1.0)
-        try:
-            return int(_info(client).get("cluster_known_nodes", 0)) == len(self.procs)
-        except redis.exceptions.RedisError:
-            return False
-        finally:
-            client.close()
+        return _ask(proc, lambda c: _info(c).get("cluster_known_nodes")) == str(len(self.procs))
 
     @staticmethod
     def _command(proc: RedisProc, *args: object) -> str:
@@ -162,14 +145,6 @@ class LocalCluster:
             return str(client.execute_command(*args))
         finally:
             client.close()
-
-    @staticmethod
-    def _until(deadline: float, condition: object, message: str) -> None:
-        assert callable(condition)
-        while not condition():
-            if time.monotonic() > deadline:
-                raise AssertionError(message)
-            time.sleep(0.05)
 
     def __enter__(self) -> LocalCluster:
         try:

@@ -23,13 +23,14 @@ from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from harness import wait_for
+from harness import Harness, wait_for
 from livestate.v1 import (
     heartbeat_service_pb2,
     heartbeat_service_pb2_grpc,
     match_service_pb2,
     match_service_pb2_grpc,
     node_pb2,
+    node_service_pb2,
     queue_service_pb2,
     queue_service_pb2_grpc,
 )
@@ -641,23 +642,65 @@ class QueueScheduler(_Stoppable):
         self.stop()
 
 
+def target(ls: Harness) -> str:
+    return f"127.0.0.1:{ls.port}"
+
+
+def nodes_with(ls: Harness, liveness: node_pb2.Liveness) -> set[str]:
+    """Every node of the test env with that liveness, per ListNodes."""
+    found: set[str] = set()
+    token = ""
+    while True:
+        request = node_service_pb2.ListNodesRequest(
+            env=ENV, liveness=liveness, page_size=1000, page_token=token
+        )
+        response = ls.nodes.ListNodes(request, timeout=2)
+        found.update(node.spec.node_id for node in response.nodes)
+        token = response.next_page_token
+        if not token:
+            return found
+
+
 def steady_load(
     stack: contextlib.ExitStack,
-    target: str,
+    ls: Harness,
     history: History,
     table: LeaseTable,
     *,
     agents: int,
     interval: float,
-    online: Callable[[], int],
 ) -> tuple[Agents, Schedulers]:
     """`agents` agents beating every `interval` and 6 schedulers matching (1 s deadlines, 10 s
-    leases), entered on `stack`; returned once every agent is ONLINE (`online()` counts them)
-    and 50 jobs were granted."""
-    beating = stack.enter_context(Agents(target, history, agents, interval=interval, table=table))
-    wait_for(lambda: online() == agents, timeout=10)
+    leases), entered on `stack`; returned once every agent is ONLINE and 50 jobs were granted."""
+    beating = stack.enter_context(Agents(target(ls), history, agents, interval=interval, table=table))
+    wait_for(lambda: len(nodes_with(ls, node_pb2.LIVENESS_ONLINE)) == agents, timeout=10)
     matching = stack.enter_context(
-        Schedulers(target, history, 6, table=table, deadline=1.0, hold=(0.01, 0.05), lease_ttl=10.0)
+        Schedulers(target(ls), history, 6, table=table, deadline=1.0, hold=(0.01, 0.05), lease_ttl=10.0)
     )
     wait_for(lambda: matching.granted >= 50, timeout=10)
     return beating, matching
+
+
+def probe_match(ls: Harness, history: History, table: LeaseTable, job_id: str, *, within: float) -> float:
+    """Polls a fresh Match (1 s deadlines) until one is granted within `within` seconds, then
+    releases it; returns when it was granted."""
+    probe = Schedulers(target(ls), history, 1, table=table, prefix="probe", deadline=1.0)
+    try:
+        lease = wait_for(lambda: probe.match("probe", job_id, give_up=1.0), timeout=within, interval=0.05)
+        granted = time.monotonic()
+        assert lease is not None
+        assert probe.end("probe", lease).outcome == OK
+        return granted
+    finally:
+        probe.stop()
+
+
+# A WAIT long enough to outlast a short freeze of the replicas; beats slow enough that no node
+# turns SUSPECT while its writes wait.
+WAITING: dict[str, float] = {
+    "redis_timeout": 3.0,
+    "ack_timeout": 2.0,
+    "heartbeat_interval": 2.0,
+    "suspect_after": 30.0,
+    "offline_after": 60.0,
+}

@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import redis
@@ -249,3 +249,20 @@ class RedisProc:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def all_frozen(procs: list[RedisProc], seconds: float) -> Iterator[None]:
+    """Every process frozen from entry, each thawed `seconds` later (see RedisProc.frozen)."""
+    with contextlib.ExitStack() as stack:
+        for proc in procs:
+            stack.enter_context(proc.frozen(seconds))
+        yield
+
+
+def until(deadline: float, condition: Callable[[], bool], message: str) -> None:
+    """Polls `condition` until it holds; AssertionError(message) past `deadline` (monotonic)."""
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(message)
+        time.sleep(0.05)

@@ -11,14 +11,13 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import redis
 
 from livestate.server.embedded import free_port
 
-from .redisproc import RedisProc, server_binary
+from .redisproc import RedisProc, server_binary, until
 
 MASTER = "mymaster"
 
@@ -113,10 +112,10 @@ class SentinelGroup:
         for replica in self.replicas:
             replica.start()
         deadline = time.monotonic() + timeout
-        self._until(deadline, self._replicas_synced, "replicas never synced with the master")
+        until(deadline, self._replicas_synced, "replicas never synced with the master")
         for sentinel in self.sentinels:
             sentinel.start()
-        self._until(deadline, self._sentinels_agree, "sentinels never found each other and the replicas")
+        until(deadline, self._sentinels_agree, "sentinels never found each other and the replicas")
 
     def master_port(self) -> int | None:
         """The master's port as the first sentinel that answers names it."""
@@ -125,9 +124,6 @@ class SentinelGroup:
             if port is not None:
                 return port
         return None
-
-    def proc_on(self, port: int) -> RedisProc:
-        return next(p for p in self.redis_procs if p.port == port)
 
     def wait_failover(self, old_port: int, timeout: float = 30.0) -> tuple[int, float]:
         """Polls until every sentinel names a master other than `old_port`; returns its port and
@@ -159,13 +155,6 @@ class SentinelGroup:
 
     def _sentinels_agree(self) -> bool:
         return all(s.sees(len(self.replicas), len(self.sentinels) - 1) for s in self.sentinels)
-
-    @staticmethod
-    def _until(deadline: float, condition: Callable[[], bool], message: str) -> None:
-        while not condition():
-            if time.monotonic() > deadline:
-                raise AssertionError(message)
-            time.sleep(0.05)
 
     def __enter__(self) -> SentinelGroup:
         self.start()

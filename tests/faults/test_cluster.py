@@ -13,16 +13,15 @@ import pytest
 import redis
 import redis.cluster
 
-from harness import ONLINE, Harness, error_reason, wait_for
+from harness import Harness, error_reason, wait_for
 from livestate.server.keys import lease_partition
 from livestate.v1 import lease_pb2
 
 from .cluster import LocalCluster
 from .conftest import FaultServerFactory, server_factory
-from .history import OK, History
-from .load import ENV, REGION, LeaseTable, Schedulers, steady_load
-from .redisproc import RedisProc
-from .test_faults import nodes_with, target
+from .history import History
+from .load import ENV, REGION, WAITING, LeaseTable, probe_match, steady_load
+from .redisproc import RedisProc, all_frozen
 
 AGENTS = 30
 INTERVAL = 0.5
@@ -57,20 +56,19 @@ TAG = f"{{{ENV}/{REGION}/0}}"
 
 
 @pytest.mark.timeout(60)
-def test_with_ack_replicas_a_lease_is_on_a_replica_before_its_match_is_answered(
+def test_with_ack_replicas_a_match_is_answered_only_once_a_replica_holds_its_lease(
     cluster: LocalCluster, make_cluster_server: FaultServerFactory
 ) -> None:
-    ls = make_cluster_server(ack_replicas=1)
-    boot, _ = ls.register("gpu-1", env=ENV, region=REGION)
+    ls = make_cluster_server(ack_replicas=1, **WAITING)
+    ls.register("gpu-1", env=ENV, region=REGION)
     replicas = cluster.replicas_of(_primary_of(cluster, TAG).port)
-    with ls.beating({"gpu-1": boot}):
-        for n in range(20):
-            lease = ls.match(f"job-{n}", env=ENV).lease
-            key = ls.server.rt.keys.partition(lease_partition(lease.lease_id)).lease(lease.lease_id)
-            # Read at once: the answer waited for a replica (READONLY: a cluster replica answers
-            # reads of its primary's slots only when asked to).
-            assert sum(_replica_has(r, key) for r in replicas) >= 1, n
-            ls.release(lease)
+    with all_frozen(replicas, 0.5):
+        lease = ls.match("job-1", env=ENV).lease
+        answered = time.monotonic()
+    # Without the WAIT the answer would come at once, before either replica thawed.
+    assert answered >= min(r.thawed_at or 0.0 for r in replicas)
+    key = ls.server.rt.keys.partition(lease_partition(lease.lease_id)).lease(lease.lease_id)
+    assert sum(_replica_has(r, key) for r in replicas) >= 1
 
 
 @pytest.mark.timeout(60)
@@ -125,15 +123,7 @@ def test_partition_primary_killed_under_load_its_replica_takes_over(
     )
     table = LeaseTable()
     with contextlib.ExitStack() as stack:
-        agents, schedulers = steady_load(
-            stack,
-            target(ls),
-            history,
-            table,
-            agents=AGENTS,
-            interval=INTERVAL,
-            online=lambda: len(nodes_with(ls, ONLINE)),
-        )
+        agents, schedulers = steady_load(stack, ls, history, table, agents=AGENTS, interval=INTERVAL)
         victim = _primary_of(cluster, TAG)
         victim.kill()
         killed = time.monotonic()
@@ -145,12 +135,7 @@ def test_partition_primary_killed_under_load_its_replica_takes_over(
         assert new_primary is not None
         wait_for(lambda: bool(cluster.replicas_of(new_primary)), timeout=30, interval=0.05)
         linked = time.monotonic()
-        probe = Schedulers(target(ls), history, 1, table=table, prefix="probe", deadline=1.0)
-        stack.callback(probe.stop)
-        lease = wait_for(lambda: probe.match("probe", "probe-job", give_up=1.0), timeout=5, interval=0.05)
-        back = time.monotonic()
-        assert lease is not None
-        assert probe.end("probe", lease).outcome == OK
+        back = probe_match(ls, history, table, "probe-job", within=5)
         granted = schedulers.granted
         wait_for(lambda: schedulers.granted >= granted + 50, timeout=15)
         schedulers.stop()

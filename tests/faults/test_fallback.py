@@ -17,10 +17,9 @@ from harness import FAST, ONLINE, Harness, wait_for
 from livestate.server import Config, LivestateServer
 
 from .conftest import running_redis
-from .history import OK, History
-from .load import Agents, LeaseTable, Schedulers, steady_load
+from .history import History
+from .load import Agents, LeaseTable, nodes_with, probe_match, steady_load
 from .redisproc import RedisProc
-from .test_faults import nodes_with, target
 
 AGENTS = 30
 INTERVAL = 0.5
@@ -75,19 +74,6 @@ def resynced(agents: Agents, times: int) -> bool:
     return all(len(told) >= times for told in agents.resyncs.values())
 
 
-def probe_match(ls: Harness, history: History, table: LeaseTable, job_id: str) -> float:
-    """Polls a fresh Match until one is granted (then releases it); returns when it was."""
-    probe = Schedulers(target(ls), history, 1, table=table, prefix="probe", deadline=1.0)
-    try:
-        lease = wait_for(lambda: probe.match("probe", job_id, give_up=1.0), timeout=15, interval=0.05)
-        granted = time.monotonic()
-        assert lease is not None
-        assert probe.end("probe", lease).outcome == OK
-        return granted
-    finally:
-        probe.stop()
-
-
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("fault", ["kill", "freeze"])
 def test_regional_redis_lost_then_back_switches_to_central_and_home_again(
@@ -99,15 +85,7 @@ def test_regional_redis_lost_then_back_switches_to_central_and_home_again(
     assert serving_from(ls) == "regional"
     table = LeaseTable()
     with contextlib.ExitStack() as stack:
-        agents, schedulers = steady_load(
-            stack,
-            target(ls),
-            history,
-            table,
-            agents=AGENTS,
-            interval=INTERVAL,
-            online=lambda: len(nodes_with(ls, ONLINE)),
-        )
+        agents, schedulers = steady_load(stack, ls, history, table, agents=AGENTS, interval=INTERVAL)
 
         if fault == "kill":
             redisproc.kill()
@@ -116,7 +94,7 @@ def test_regional_redis_lost_then_back_switches_to_central_and_home_again(
         killed = time.monotonic()
         wait_for(lambda: serving_from(ls) == "central", timeout=15, interval=0.05)
         switched = time.monotonic()
-        on_central = probe_match(ls, history, table, "probe-central")
+        on_central = probe_match(ls, history, table, "probe-central", within=15)
         wait_for(lambda: resynced(agents, 1), timeout=10)
         wait_for(lambda: len(nodes_with(ls, ONLINE)) == AGENTS, timeout=10)
         granted = schedulers.granted
@@ -130,7 +108,7 @@ def test_regional_redis_lost_then_back_switches_to_central_and_home_again(
         restarted = time.monotonic()
         wait_for(lambda: serving_from(ls) == "regional", timeout=15, interval=0.05)
         returned = time.monotonic()
-        at_home = probe_match(ls, history, table, "probe-regional")
+        at_home = probe_match(ls, history, table, "probe-regional", within=15)
         # Frozen and thawed, the regional Redis still holds every record of before: none may be
         # trusted, every agent is told to register again.
         wait_for(lambda: resynced(agents, 2), timeout=10)

@@ -15,33 +15,14 @@ import pytest
 
 from harness import OFFLINE, ONLINE, Harness, spec, wait_for
 from livestate.client.agent import NodeAgent, Reading
-from livestate.v1 import flag_pb2, flag_service_pb2, node_pb2, node_service_pb2, queue_service_pb2
+from livestate.v1 import flag_pb2, flag_service_pb2, node_pb2, queue_service_pb2
 
 from .conftest import FaultServerFactory
 from .history import BEAT, MATCH, OK, RELEASE, RENEW, STATE_LOST, History, LeaseRef, Op
-from .load import ENV, MODEL, Agents, LeaseTable, QueueScheduler, Schedulers, error_info
+from .load import ENV, MODEL, Agents, LeaseTable, QueueScheduler, Schedulers, error_info, nodes_with, target
 from .redisproc import RedisProc
 
 OUTAGE_CODES = {"UNAVAILABLE", "DEADLINE_EXCEEDED"}
-
-
-def target(ls: Harness) -> str:
-    return f"127.0.0.1:{ls.port}"
-
-
-def nodes_with(ls: Harness, liveness: node_pb2.Liveness) -> set[str]:
-    """Every node of the test env with that liveness, per ListNodes."""
-    found: set[str] = set()
-    token = ""
-    while True:
-        request = node_service_pb2.ListNodesRequest(
-            env=ENV, liveness=liveness, page_size=1000, page_token=token
-        )
-        response = ls.nodes.ListNodes(request, timeout=2)
-        found.update(node.spec.node_id for node in response.nodes)
-        token = response.next_page_token
-        if not token:
-            return found
 
 
 def offline_events(ls: Harness) -> list[dict[str, str]]:

@@ -172,12 +172,7 @@ class BeatBatcher:
     def _lane_for(self, item: _Item) -> _Lane:
         name = ""
         if self._cluster:
-            # A script's first key, a command's first argument (TIME and the like have none:
-            # any primary answers them).
-            if item.call is not None:
-                key = item.call[1][0]
-            else:
-                key = str(item.command[1]) if item.command is not None and len(item.command) > 1 else ""
+            key = item.call[1][0] if item.call is not None else replication.first_key(item.command or ("",))
             cluster = cast(redis.cluster.RedisCluster, self._client)
             name = cluster.nodes_manager.get_node_from_slot(cluster.keyslot(key)).name
         lane = self._lanes.get(name)
@@ -434,17 +429,13 @@ def _answer(item: _Item, reply: Any) -> None:
 
 
 def _release(gate: _Item, acked: Any) -> None:
-    """WAIT answered: the replies it held go out, or NotReplicated in place of each success (an
-    error reply already says the call changed nothing, and stays)."""
+    """WAIT answered: the replies it held go out (see replication.withheld)."""
     assert gate.command is not None and gate.held is not None
     _, replicas, timeout_ms = gate.command
-    try:
-        replication.check(acked, int(replicas), int(timeout_ms))
-        short: Exception | None = None
-    except replication.NotReplicated as exc:
-        short = exc
-    for item, reply in gate.held:
-        _answer(item, reply if short is None or isinstance(reply, Exception) else short)
+    items = [item for item, _ in gate.held]
+    replies = replication.withheld([reply for _, reply in gate.held], acked, int(replicas), int(timeout_ms))
+    for item, reply in zip(items, replies, strict=True):
+        _answer(item, reply)
 
 
 def _fail(items: Sequence[_Item], error: Exception) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import redis
 import redis.cluster
@@ -42,14 +43,22 @@ class EpochTracker:
         run_id = self._run_id()
         return self.observe(self._scripts.call("epoch", [self._keys.epoch], [run_id, self.mark, 1]))
 
+    def leave(self) -> None:
+        """Until enter(): every record counts as stale (an epoch of now), so nothing read from the
+        Redis being switched to is trusted before its epoch is known."""
+        with self._lock:
+            self.current = max(self.current, int(time.time() * 1000))
+
     def enter(self, since_ms: int) -> int:
         """Forgets what this process saw of the Redis it left and reads the epoch of the one it
         serves from now: a new epoch there unless one began at or after `since_ms` (see
         lua/epoch.lua), so records written before this process last left it count as stale."""
+        reply = self._scripts.call("epoch", [self._keys.epoch], [self._run_id(), 0, 0, since_ms])
+        # Only now: a failed call leaves leave()'s distrust in place.
         with self._lock:
             self.current = 0
             self.mark = 0
-        return self.observe(self._scripts.call("epoch", [self._keys.epoch], [self._run_id(), 0, 0, since_ms]))
+        return self.observe(reply)
 
     def queue(self, pipe: redis.client.Pipeline) -> None:
         """Queues a read of the epoch (starting one when the state has none) on a pipeline;

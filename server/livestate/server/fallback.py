@@ -15,6 +15,7 @@ and register again with the jobs they run, which keep their slots.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import time
 from collections.abc import Callable
@@ -43,8 +44,12 @@ class Fallback:
         self._on_switch = on_switch
         central = store.connect(config.fallback_redis_url, config)
         self._pools = {REGIONAL: rt.client.connection_pool, CENTRAL: central.connection_pool}
-        # Probes the regional Redis while serving from the central one (shares its pool).
+        # Probes the regional Redis while serving from the central one (shares its pool), on a
+        # thread of its own: a frozen regional Redis would hold each PING for redis_timeout, and
+        # the maintenance thread that sweeps the central one must not wait for it.
         self._regional = redis.Redis(connection_pool=self._pools[REGIONAL])
+        self._prober = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="regional-probe")
+        self._probe: concurrent.futures.Future[bool] | None = None
         self.active = REGIONAL
         self.switches = 0
         # When this process last left each Redis (wall clock, ms): records older than that there
@@ -72,8 +77,9 @@ class Fallback:
                 outage_ms = self._silent_since_ms - int(self.config.fallback_after * 1000)
                 self._switch(CENTRAL, max(self._left_ms[CENTRAL], outage_ms))
             return
-        answers = self._regional_answers()
-        now = time.monotonic()  # after the probe, which may have waited out a frozen Redis
+        answers = self._probed()
+        if answers is None:  # the probe still waits on the regional Redis
+            return
         if not answers:
             self._answering_since = None
         elif self._answering_since is None:
@@ -82,10 +88,20 @@ class Fallback:
             self._switch(REGIONAL, self._left_ms[REGIONAL])
 
     def close(self) -> None:
+        self._prober.shutdown(wait=False, cancel_futures=True)
         self._regional.close()
         for name, pool in self._pools.items():
             if name != self.active:
                 pool.disconnect()
+
+    def _probed(self) -> bool | None:
+        """The last probe's answer once it is in (and the next probe started); None while it
+        still runs."""
+        if self._probe is not None and not self._probe.done():
+            return None
+        answered = self._probe.result() if self._probe is not None else None
+        self._probe = self._prober.submit(self._regional_answers)
+        return answered
 
     def _regional_answers(self) -> bool:
         try:
@@ -95,10 +111,12 @@ class Fallback:
 
     def _switch(self, to: str, since_ms: int) -> None:
         left = self.active
+        self.rt.epoch.leave()
         self.rt.client.connection_pool = self._pools[to]
         self.active = to
         self._left_ms[left] = _wall_ms()
         self._silent_since = self._answering_since = None
+        self._probe = None  # an answer from before this switch says nothing now
         self.switches += 1
         log.warning("redis: switched from the %s redis to the %s one (switch %d)", left, to, self.switches)
         self.rt.batcher.reconnect()

@@ -15,6 +15,7 @@ at once a deployment covers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -82,11 +83,22 @@ def wait_command(replicas: int, timeout_ms: int) -> tuple[str, int, int]:
     return ("WAIT", replicas, timeout_ms)
 
 
-def check(acked: object, replicas: int, timeout_ms: int) -> None:
-    """Raises NotReplicated unless WAIT's reply says enough replicas acknowledged."""
+def withheld(replies: list[Any], acked: object, replicas: int, timeout_ms: int) -> list[Any]:
+    """The replies of writes that WAIT answered `acked` for: as they are when enough replicas
+    acknowledged, else NotReplicated in place of each success (an error reply already says its
+    call changed nothing, and stays)."""
     count = acked if isinstance(acked, int) else 0
-    if count < replicas:
-        raise NotReplicated(replicas, count, timeout_ms)
+    if count >= replicas:
+        return replies
+    short = NotReplicated(replicas, count, timeout_ms)
+    return [reply if isinstance(reply, Exception) else short for reply in replies]
+
+
+def _raise_first(replies: list[Any]) -> list[Any]:
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
 
 
 class ReplicatedPipeline(redis.client.Pipeline):
@@ -97,14 +109,9 @@ class ReplicatedPipeline(redis.client.Pipeline):
         if not self.ack_replicas or not any(writes(c[0]) for c in self.command_stack):
             return list(super().execute(raise_on_error))
         self.execute_command(*wait_command(self.ack_replicas, self.ack_timeout_ms))
-        replies = list(super().execute(raise_on_error=False))
-        *replies, acked = replies
-        check(acked, self.ack_replicas, self.ack_timeout_ms)
-        if raise_on_error:
-            for reply in replies:
-                if isinstance(reply, Exception):
-                    raise reply
-        return replies
+        *replies, acked = super().execute(raise_on_error=False)
+        replies = withheld(replies, acked, self.ack_replicas, self.ack_timeout_ms)
+        return _raise_first(replies) if raise_on_error else replies
 
 
 class ReplicatedRedis(redis.Redis):
@@ -127,7 +134,7 @@ class ReplicatedRedis(redis.Redis):
         return pipe
 
 
-def _first_key(args: tuple[Any, ...]) -> str:
+def first_key(args: Sequence[Any]) -> str:
     """The key a command is routed by: EVAL/EVALSHA's first key, else its first argument (TIME
     and the like have none; any primary answers them)."""
     if str(args[0]).upper() in ("EVAL", "EVALSHA"):
@@ -148,7 +155,7 @@ def _run_acked(
     by_node: dict[str, list[int]] = {}
     nodes: dict[str, Any] = {}
     for i, (args, _) in enumerate(commands):
-        node = cluster.nodes_manager.get_node_from_slot(cluster.keyslot(_first_key(args)))
+        node = cluster.nodes_manager.get_node_from_slot(cluster.keyslot(first_key(args)))
         by_node.setdefault(node.name, []).append(i)
         nodes[node.name] = node
     results: list[Any] = [None] * len(commands)
@@ -164,17 +171,13 @@ def _run_acked(
         except redis.exceptions.ConnectionError:
             cluster.nodes_manager.initialize()
             raise
-        short: Exception | None = None
         if wrote:
             *replies, acked = replies
-            try:
-                check(acked, replicas, timeout_ms)
-            except NotReplicated as exc:
-                short = exc
+            replies = withheld(replies, acked, replicas, timeout_ms)
         if any(isinstance(r, redis.exceptions.AskError) for r in replies):
             cluster.nodes_manager.initialize()
         for i, reply in zip(indexes, replies, strict=True):
-            results[i] = reply if short is None or isinstance(reply, Exception) else short
+            results[i] = reply
     return results
 
 
@@ -192,11 +195,7 @@ class ReplicatedClusterPipeline(redis.cluster.ClusterPipeline):
             )
         finally:
             self.reset()
-        if raise_on_error:
-            for reply in replies:
-                if isinstance(reply, Exception):
-                    raise reply
-        return replies
+        return _raise_first(replies) if raise_on_error else replies
 
 
 class ReplicatedCluster(redis.cluster.RedisCluster):
@@ -208,10 +207,7 @@ class ReplicatedCluster(redis.cluster.RedisCluster):
     def execute_command(self, *args: Any, **options: Any) -> Any:
         if not self.ack_replicas or not writes(args):
             return super().execute_command(*args, **options)
-        (reply,) = _run_acked(self, [(args, options)], self.ack_replicas, self.ack_timeout_ms)
-        if isinstance(reply, Exception):
-            raise reply
-        return reply
+        return _raise_first(_run_acked(self, [(args, options)], self.ack_replicas, self.ack_timeout_ms))[0]
 
     def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> redis.cluster.ClusterPipeline:
         pipe = super().pipeline(transaction, shard_hint)

@@ -13,16 +13,18 @@ the job's lease, a repeated Release or Fail answers as the first did).
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
-import redis.cluster
 import redis.sentinel
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from livestate.server.config import Config, sentinels
 from livestate.server.replication import ReplicatedCluster, ReplicatedRedis
+
+Acking = TypeVar("Acking", ReplicatedRedis, ReplicatedCluster)
 
 
 class SentinelBlockingPool(redis.sentinel.SentinelConnectionPool, redis.BlockingConnectionPool):
@@ -75,15 +77,9 @@ def _cluster_client(url: str, config: Config) -> redis.Redis:
         client_name="livestate",
     )
     assert isinstance(client, ReplicatedCluster)
-    client.ack_replicas = config.replicas_to_ack
-    client.ack_timeout_ms = int(config.ack_timeout * 1000)
     # RedisCluster serves the command API livestate uses (single-slot scripts, pipelines split
-    # per node, pub/sub); what differs is asked with is_cluster().
-    return cast(redis.Redis, client)
-
-
-def is_cluster(client: object) -> bool:
-    return isinstance(client, redis.cluster.RedisCluster)
+    # per node, pub/sub); the few places that differ ask isinstance(client, RedisCluster).
+    return cast(redis.Redis, _acking(client, config))
 
 
 def _sentinel_client(config: Config) -> redis.Redis:
@@ -101,7 +97,7 @@ def _sentinel_client(config: Config) -> redis.Redis:
     return _acking(client, config)
 
 
-def _acking(client: ReplicatedRedis, config: Config) -> ReplicatedRedis:
+def _acking(client: Acking, config: Config) -> Acking:
     client.ack_replicas = config.replicas_to_ack
     client.ack_timeout_ms = int(config.ack_timeout * 1000)
     return client
@@ -111,9 +107,17 @@ def describe(url: str | None, config: Config) -> str:
     """Where the data lives, for the log (no password)."""
     if config.sentinel:
         return f"sentinel {config.sentinel} master {config.sentinel_master!r}"
-    if config.redis_cluster:
-        return f"cluster seeded by {url}"
-    return str(url)
+    shown = _without_password(str(url))
+    return f"cluster seeded by {shown}" if config.redis_cluster else shown
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + host))
 
 
 def text(value: object) -> str | None:
