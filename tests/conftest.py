@@ -21,6 +21,7 @@ from faults.cluster import LocalCluster
 from harness import FAST, Harness
 from livestate.server import Config, LivestateServer
 from livestate.server.embedded import EmbeddedRedis
+from livestate.server.replication import ReplicatedCluster
 
 ServerFactory = Callable[..., Harness]
 
@@ -54,7 +55,7 @@ def redis_url() -> Iterator[str]:
 def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client: redis.Redis
     if CLUSTER:
-        cluster = redis.cluster.RedisCluster.from_url(redis_url, decode_responses=True)
+        cluster = ReplicatedCluster.from_url(redis_url, decode_responses=True)
         cluster.flushall(target_nodes=redis.cluster.RedisCluster.PRIMARIES)
         client = cast(redis.Redis, cluster)
     else:

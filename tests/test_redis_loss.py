@@ -7,18 +7,20 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
 from conftest import ServerFactory
-from harness import IDLE, OFFLINE, ONLINE, Harness, error_reason, spec, wait_for
+from harness import IDLE, OFFLINE, ONLINE, Harness, enqueue, error_reason, spec, wait_for
 from livestate.server.app import SERVICE_NAMES
 from livestate.server.embedded import EmbeddedRedis
+from livestate.server.keys import Partition
 from livestate.v1 import heartbeat_service_pb2 as hb
 from livestate.v1 import node_service_pb2 as ns
+from livestate.v1 import queue_service_pb2 as qpb
 
 
 class Agents:
@@ -223,3 +225,57 @@ def test_a_node_recorded_in_an_older_epoch_is_not_matched_until_it_registers_aga
     assert ls.beat("gpu-1", boot, seq=2).resync_required
     ls.register("gpu-1", boot_id=boot)
     assert ls.match("job-2").lease.node_id == "gpu-1"
+
+
+# -- one partition's state lost while the global epoch carries on (a Redis Cluster shard) --------
+
+
+def _partition_seen(ls: Harness, partition: Partition) -> Callable[[], bool]:
+    """True once a maintenance tick has read the partition's epoch: from then on the process
+    notices the partition losing its state."""
+    return lambda: ls.server.rt.epoch.partition_seen(partition)[0] > 0
+
+
+def test_a_partition_wiped_alone_reports_its_waiting_jobs_lost(ls: Harness) -> None:
+    partition = Partition("test", "eu-west")
+    before = enqueue(ls, "job-1", regions=["eu-west"]).epoch
+    wait_for(_partition_seen(ls, partition))
+    pk = ls.server.rt.keys.partition(partition)
+    # A shard wiped on a cluster: every key of the partition gone, the global keys kept.
+    doomed = list(ls.redis.scan_iter(match=pk.base + "*"))
+    assert pk.epoch in doomed and ls.server.rt.keys.epoch not in doomed
+    ls.redis.delete(*doomed)
+
+    def lost() -> bool:
+        got = ls.queue.GetQueue(
+            qpb.GetQueueRequest(env="test", model="llama-3-8b", known_epoch=before), timeout=5
+        )
+        return bool(got.queue_lost)
+
+    wait_for(lost)
+    again = enqueue(ls, "job-2", regions=["eu-west"], known_epoch=before)
+    assert again.queue_lost and again.epoch > before
+
+
+def test_a_partition_restored_from_an_older_snapshot_resyncs_its_agents(ls: Harness) -> None:
+    rt = ls.server.rt
+    with Agents(ls, 10) as agents:
+        wait_for(lambda: len(ls.events()) >= 10)
+        partition = rt.locator.lookup("agent-0")
+        assert partition is not None
+        pk = rt.keys.partition(partition)
+        wait_for(lambda: rt.epoch.partition_seen(partition)[1] > 3)
+        # One shard back from an old RDB: its run_id changed and its marker is behind what the
+        # server saw, while the global epoch (on another shard) saw nothing happen.
+        old = int(ls.redis.time()[0] * 1000) - 60_000
+        pipe = ls.redis.pipeline()
+        pipe.hset(pk.epoch, mapping={"run_id": "run-id-of-another-life", "mark": 1})
+        for node_id in agents.boots:
+            pipe.hset(pk.node(node_id), "seen", old)
+            pipe.zadd(pk.alive, {node_id: old})
+        pipe.execute()
+
+        wait_for(lambda: all(agents.resyncs.values()), timeout=3)
+        time.sleep(ls.config.offline_after + 0.3)
+        assert all(ls.liveness(n) == ONLINE for n in agents.boots)
+    assert not [e for e in ls.events() if e["type"] in ("2", "3")]

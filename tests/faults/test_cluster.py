@@ -14,13 +14,14 @@ import redis
 import redis.cluster
 
 from harness import Harness, error_reason, wait_for
-from livestate.server.keys import lease_partition
+from livestate.server.keys import Partition, lease_partition
+from livestate.server.replication import ReplicatedCluster
 from livestate.v1 import lease_pb2
 
 from .cluster import LocalCluster
 from .conftest import FaultServerFactory, server_factory
-from .history import History
-from .load import ENV, REGION, WAITING, LeaseTable, probe_match, steady_load
+from .history import STATE_LOST, History
+from .load import ENV, REGION, WAITING, Agents, LeaseTable, QueueScheduler, probe_match, steady_load, target
 from .redisproc import RedisProc, all_frozen
 
 AGENTS = 30
@@ -38,13 +39,13 @@ def cluster() -> Iterator[LocalCluster]:
 @pytest.fixture
 def make_cluster_server(cluster: LocalCluster) -> Iterator[FaultServerFactory]:
     def client() -> redis.Redis:
-        return cast(redis.Redis, redis.cluster.RedisCluster.from_url(cluster.url, decode_responses=True))
+        return cast(redis.Redis, ReplicatedCluster.from_url(cluster.url, decode_responses=True))
 
     yield from server_factory(client, redis_url=cluster.url, redis_cluster=True)
 
 
 def _primary_of(cluster: LocalCluster, key: str) -> RedisProc:
-    client = redis.cluster.RedisCluster.from_url(cluster.url, decode_responses=True)
+    client = ReplicatedCluster.from_url(cluster.url, decode_responses=True)
     try:
         port = client.get_node_from_key(key).port
     finally:
@@ -145,6 +146,76 @@ def test_partition_primary_killed_under_load_its_replica_takes_over(
         f"cluster: partition primary killed -> replica promoted {promoted - killed:.2f}s, "
         f"its remaining replica following the new primary {linked - promoted:.2f}s after, "
         f"Match answered {back - promoted:.2f}s after the promotion"
+    )
+    resyncs = {node: len(times) for node, times in agents.resyncs.items() if len(times) > 1}
+    assert not resyncs, f"agents told to resync more than once: {resyncs}"
+
+
+WAIT_MODEL = "model-with-no-node-yet"
+
+
+@pytest.mark.timeout(180)
+def test_partition_shard_wiped_under_load_resyncs_its_agents_and_reports_waiting_jobs_lost(
+    cluster: LocalCluster, make_cluster_server: FaultServerFactory, history: History
+) -> None:
+    # The global keys (the epoch among them) on another shard than the partition: only the
+    # partition's own epoch can tell that its state is gone.
+    victim = _primary_of(cluster, TAG)
+    prefix = next(
+        p for p in (f"ls{i}" for i in range(100)) if cluster.primary_port(f"{p}:epoch") != victim.port
+    )
+    ls: Harness = make_cluster_server(
+        key_prefix=prefix,
+        heartbeat_interval=INTERVAL,
+        suspect_after=3.0,
+        offline_after=6.0,
+        sweep_interval=0.1,
+    )
+    table = LeaseTable()
+    with contextlib.ExitStack() as stack:
+        agents, schedulers = steady_load(stack, ls, history, table, agents=AGENTS, interval=INTERVAL)
+        waiter = QueueScheduler(
+            target(ls),
+            history,
+            "qsched-0",
+            table=table,
+            regions=[REGION],
+            model=WAIT_MODEL,
+            requeue_lost=True,
+        )
+        stack.enter_context(waiter)
+        for i in range(5):
+            assert waiter.enqueue(f"wait-{i}").ok
+        old_epoch = waiter.known_epoch
+        partition = Partition(ENV, REGION)
+        wait_for(lambda: ls.server.rt.epoch.partition_seen(partition)[0] > 0, timeout=5)
+
+        history.event(STATE_LOST, "test", how="partition shard flushall")
+        client = victim.client()
+        try:
+            client.flushall()
+        finally:
+            client.close()
+        wiped = time.monotonic()
+
+        wait_for(lambda: waiter.losses, timeout=5, interval=0.05)
+        told = time.monotonic()
+        assert waiter.losses[0][1] > old_epoch
+        wait_for(lambda: all(agents.resyncs.values()), timeout=10, interval=0.05)
+        resynced = time.monotonic()
+        back = probe_match(ls, history, table, "probe-job", within=5)
+        granted = schedulers.granted
+        wait_for(lambda: schedulers.granted >= granted + 50, timeout=15)
+        schedulers.stop()
+        agents.stop()
+        # The lost jobs, enqueued again, are served once nodes for their model come.
+        with Agents(target(ls), history, 2, interval=INTERVAL, prefix="waiter", models=[WAIT_MODEL]):
+            wait_for(lambda: len(waiter.assigned) == 5, timeout=15)
+        assert waiter.settle() == set()
+
+    print(
+        f"cluster: partition shard wiped -> scheduler told its jobs were lost {told - wiped:.2f}s, "
+        f"every agent resynced {resynced - wiped:.2f}s, Match answered {back - wiped:.2f}s after"
     )
     resyncs = {node: len(times) for node, times in agents.resyncs.items() if len(times) > 1}
     assert not resyncs, f"agents told to resync more than once: {resyncs}"

@@ -110,12 +110,12 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
             pipe.hgetall(rt.keys.pending_flags(node_id))
             # Catalogue the partition before the node lands in it: the sweeper visits listed ones.
             pipe.sadd(rt.keys.partitions, partition.label)
-            rt.epoch.queue(pipe)
+            rt.epoch.queue(pipe, partition)
 
-        previous_label, pending, new_partition, epoch_reply = rt.scripts.pipeline(prepare)
+        previous_label, pending, new_partition, epoch_reply, part_reply = rt.scripts.pipeline(prepare)
         if new_partition:
             rt.catalogue.invalidate()
-        rt.epoch.observe(epoch_reply)  # rt.context stamps the registration with it
+        rt.epoch.observe_registration(partition, epoch_reply, part_reply)  # rt.context stamps it
         rt.locator.remember(node_id, partition)
         previous = Partition.from_label(str(previous_label)) if previous_label else None
         flags = {str(k): str(v) for k, v in pending.items()}

@@ -7,7 +7,8 @@ region can later be split into numbered sub-partitions without renaming keys.
 
 Global keys (no tag, each in its own slot) hold only what must be found without knowing the
 partition: a node's locator (node_id -> partition), the partition catalogue and the epoch. Scripts
-never read them; the server passes what they say in ARGV.
+never read them; the server passes what they say in ARGV. (Each partition also keeps an epoch of
+its own, in its slot: see epoch.py.)
 
 Per-item keys inside a partition (model and subcloud indexes, node records walked by the sweeper)
 are built in Lua from a tagged base that this module passes in ARGV, so they share the tag too.
@@ -71,6 +72,9 @@ class PartitionKeys:
         # Assignments not yet recorded on their job (lua/lib.lua claim): the outbox that lets any
         # process finish what a crashed or timed-out caller could not.
         self.outbox = self.base + "outbox"
+        # This partition's own epoch (lua/epoch.lua): on a cluster a shard can lose its data, or
+        # come back from an older snapshot, while the global epoch on another shard carries on.
+        self.epoch = self.base + "epoch"
         self.node_base = self.base + "node:"
         self.model_base = self.base + "model:"
         self.subcloud_base = self.base + "sub:"

@@ -125,7 +125,7 @@ class Maintenance:
         """One pass: epoch check, then every partition swept until nothing due is left (bounded)."""
         rt = self.rt
         before = rt.epoch.current
-        epoch = rt.epoch.refresh()
+        epoch = rt.epoch.refresh(rt.catalogue.partitions())
         if before and epoch != before:
             log.warning(
                 "redis state was lost or replaced (epoch %d -> %d): nodes will be told to resync",

@@ -204,6 +204,12 @@ class ReplicatedCluster(redis.cluster.RedisCluster):
     ack_replicas = 0
     ack_timeout_ms = 0
 
+    def close(self) -> None:
+        # redis-py's close() leaves open the per-node pools it made from the URL (their node
+        # clients do not own them), and their sockets would linger until garbage-collected.
+        self.disconnect_connection_pools()
+        super().close()
+
     def execute_command(self, *args: Any, **options: Any) -> Any:
         if not self.ack_replicas or not writes(args):
             return super().execute_command(*args, **options)

@@ -65,7 +65,11 @@ def _pool_options(config: Config) -> dict[str, Any]:
 def _cluster_client(url: str, config: Config) -> redis.Redis:
     client = ReplicatedCluster.from_url(
         url,
+        # Per node, as on one Redis: a caller beyond max_connections waits for a connection
+        # (up to redis_timeout) instead of failing at once with "Too many connections".
+        connection_pool_class=redis.BlockingConnectionPool,
         max_connections=config.redis_max_connections,
+        timeout=config.redis_timeout,
         socket_timeout=config.redis_timeout,
         socket_connect_timeout=config.redis_timeout,
         socket_keepalive=True,
