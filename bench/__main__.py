@@ -286,6 +286,11 @@ def main() -> None:
         }
         command = [str(Path(sys.executable).parent / "livestate"), "serve", "--listen"]
         server = subprocess.Popen([*command, f"127.0.0.1:{ls_port}"], env=env)
+        # The same server with --metrics-listen: what the RPC interceptor and counters cost.
+        metered_port = free_port()
+        metered = subprocess.Popen(
+            [*command, f"127.0.0.1:{metered_port}", "--metrics-listen", f"127.0.0.1:{free_port()}"], env=env
+        )
         # Idle until its fleets: the same Redis, so the same registered nodes.
         multi = {
             n: subprocess.Popen([*command, f"127.0.0.1:{port}", "--processes", str(n)], env=env)
@@ -295,6 +300,7 @@ def main() -> None:
             memory.wait_ready(bare_port)
             memory.wait_ready(floor_port)
             memory.wait_ready(ls_port)
+            memory.wait_ready(metered_port)
             for port in multi_ports.values():
                 memory.wait_ready(port)
             client = redis.Redis.from_url(embedded.url)
@@ -310,6 +316,13 @@ def main() -> None:
                 server.pid,
                 client,
                 lambda: _measure_match(ls_port, args.workers, args.seconds),
+                "matches_per_s",
+                args.seconds,
+            )
+            match_metered, metered_cost = _costed(
+                metered.pid,
+                client,
+                lambda: _measure_match(metered_port, args.workers, args.seconds),
                 "matches_per_s",
                 args.seconds,
             )
@@ -381,7 +394,7 @@ def main() -> None:
             server_info = client.info("server")
             client.close()
         finally:
-            for proc in (bare_proc, floor, server, *multi.values()):
+            for proc in (bare_proc, floor, server, metered, *multi.values()):
                 proc.terminate()
                 proc.wait(timeout=15)
 
@@ -430,6 +443,13 @@ def main() -> None:
         f"  CPU per pair: server {pair_cost['server_us']:.0f} us, Redis {pair_cost['redis_us']:.0f} us; "
         f"per Check: server {check_cost['server_us']:.0f} us"
     )
+    metered_share = match_metered["matches_per_s"] / match_livestate["matches_per_s"]
+    print(
+        f"  with --metrics-listen {match_metered['matches_per_s']:8.0f} matches/s "
+        f"({metered_share:.2f} of the same server without), "
+        f"server CPU per pair {metered_cost['server_us']:.0f} us "
+        f"({metered_cost['server_us'] / pair_cost['server_us']:.2f}x)"
+    )
     if pair_profile:
         shares = ", ".join(f"{part} {share:.0%}" for part, share in pair_profile["busy_shares"].items())
         print(f"  where a pair's server CPU goes (py-spy): {shares}")
@@ -468,6 +488,8 @@ def main() -> None:
             "pair_ratio": pair_ratio,
             "pair_cost": pair_cost,
             "check_cost": check_cost,
+            "match_metered": match_metered,
+            "metered_cost": metered_cost,
             "pair_profile": pair_profile,
         },
         "fleets": [

@@ -274,6 +274,18 @@ def _targets(r: dict[str, Any]) -> list[str]:
     return [*out, ""]
 
 
+def _metered(c: dict[str, Any], pair: dict[str, float]) -> list[str]:
+    metered, match = c.get("metered_cost"), c.get("match")
+    if not metered or not c.get("match_metered") or not match:
+        return []
+    rate = c["match_metered"]["matches_per_s"] / match["matches_per_s"]
+    return [
+        f"| Match + Release pair, `--metrics-listen` on | {_f(metered['server_us'], 0)} "
+        f"({_f(metered['server_us'] / pair['server_us'], 2)}x; pairs/s {_f(rate, 2)} of without) "
+        f"| {_f(metered['redis_us'], 0)} |",
+    ]
+
+
 def _pair_cost(c: dict[str, Any]) -> list[str]:
     pair, check = c.get("pair_cost"), c.get("check_cost")
     if not pair or not check:
@@ -286,6 +298,7 @@ def _pair_cost(c: dict[str, Any]) -> list[str]:
         "|---|---|---|",
         f"| Match + Release pair | {_f(pair['server_us'], 0)} | {_f(pair['redis_us'], 0)} |",
         f"| health Check | {_f(check['server_us'], 0)} | {_f(check['redis_us'], 0)} |",
+        *_metered(c, pair),
         "",
         f"At the ratio target (0.30) a pair may cost {_f(check['server_us'] / 0.30, 0)} us of server CPU "
         "when the server's core is what limits both loops.",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import ipaddress
 import logging
+import os
 import sys
 import threading
 from pathlib import Path
@@ -27,11 +28,14 @@ from livestate.server.edge import Collector, Edge, EventLoop
 from livestate.server.embedded import EmbeddedRedis
 from livestate.server.fallback import CENTRAL, REGIONAL, Fallback
 from livestate.server.flag_servicer import FlagServicer
+from livestate.server.fleet_metrics import FleetMetrics, FleetSnapshot
 from livestate.server.heartbeat_servicer import HeartbeatServicer
 from livestate.server.maintenance import Maintenance
 from livestate.server.match_servicer import MatchServicer
+from livestate.server.metrics_http import MetricsServer
 from livestate.server.node_servicer import NodeServicer
 from livestate.server.queue_servicer import QueueServicer
+from livestate.server.rpc_metrics import RpcMetrics
 from livestate.server.runtime import Runtime
 from livestate.server.signals import stop_requested
 from livestate.server.subcloud_servicer import SubcloudServicer
@@ -77,6 +81,12 @@ SERVICE_NAMES = tuple(
 
 # With a fallback Redis (fallback.py), the one in use: its name SERVING, the other NOT_SERVING.
 STORE_HEALTH = {REGIONAL: "livestate.redis.regional", CENTRAL: "livestate.redis.central"}
+
+
+def metrics_on(config: Config) -> bool:
+    """Metrics are kept when this process serves them, or when it is a child of `--processes`
+    whose supervisor serves what the children write (PROMETHEUS_MULTIPROC_DIR)."""
+    return config.metrics_listen is not None or "PROMETHEUS_MULTIPROC_DIR" in os.environ
 
 
 def check_exposure(config: Config, tokens: TokenTable | None) -> None:
@@ -165,6 +175,10 @@ class LivestateServer:
         self.grpc, self.port = self.loop.run(self._build(config))
         if self.port == 0:
             raise OSError(f"cannot listen on {config.listen}")
+        self.fleet_metrics = FleetMetrics(self.rt) if metrics_on(config) else None
+        self.metrics_http = (
+            MetricsServer(config.metrics_listen, self._fleet_snapshot) if config.metrics_listen else None
+        )
         self.fallback = Fallback(self.rt, config, self._store_switched) if config.fallback_redis_url else None
         self.maintenance = Maintenance(self.rt, self._set_ready, self.fallback)
         self._stopped = threading.Event()
@@ -174,6 +188,7 @@ class LivestateServer:
     async def _build(self, config: Config) -> tuple[grpc.aio.Server, int]:
         """The gRPC server, made on the loop that serves it."""
         server = grpc.aio.server(
+            interceptors=[RpcMetrics()] if metrics_on(config) else [],
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
             options=[
                 ("grpc.max_receive_message_length", config.max_message_bytes),
@@ -201,6 +216,9 @@ class LivestateServer:
             )
             return server.add_secure_port(config.listen, credentials)
         return server.add_insecure_port(config.listen)
+
+    def _fleet_snapshot(self) -> FleetSnapshot | None:
+        return self.fleet_metrics.snapshot if self.fleet_metrics is not None else None
 
     def _set_ready(self, ready: bool) -> None:
         status = (
@@ -237,6 +255,10 @@ class LivestateServer:
         self.rt.batcher.start(self.loop.loop)
         self.rt.notifier.start()
         self.maintenance.start()
+        if self.fleet_metrics is not None:
+            self.fleet_metrics.start()
+        if self.metrics_http is not None:
+            self.metrics_http.start()
         self.loop.run(self.grpc.start())
         log.info(
             "livestate serving on port %d (redis %s)", self.port, store.describe(self.redis_url, self.config)
@@ -260,6 +282,10 @@ class LivestateServer:
             self.rt.batcher.stop()
             if self._paced:
                 self.loop.pacer.release()
+        if self.metrics_http is not None:
+            self.metrics_http.stop()
+        if self.fleet_metrics is not None:
+            self.fleet_metrics.stop()
         if self.fallback is not None:
             self.fallback.close()
         self.client.close()

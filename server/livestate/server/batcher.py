@@ -25,6 +25,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import ssl
+import time
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -35,7 +36,7 @@ import redis.exceptions
 import redis.sentinel
 from redis._parsers.base import BaseParser
 
-from livestate.server import replication
+from livestate.server import metrics, replication
 from livestate.server.errors import Unavailable
 from livestate.server.scripts import Call, Command, Scripts
 
@@ -325,7 +326,8 @@ class _Wire(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._waiting: collections.deque[_Item] = collections.deque()
         # Per write: how many replies must have come when it is answered, and its deadline.
-        self._deadlines: collections.deque[tuple[int, asyncio.TimerHandle]] = collections.deque()
+        # Per batch sent: the count sent up to its end, its deadline, when it left (metrics).
+        self._deadlines: collections.deque[tuple[int, asyncio.TimerHandle, float]] = collections.deque()
         self._sent = 0
         self._answered = 0
         self.closed = False
@@ -360,7 +362,8 @@ class _Wire(asyncio.Protocol):
         self._sent += len(items)
         loop = asyncio.get_running_loop()
         deadline = loop.call_later(self._timeout, self._expired)
-        self._deadlines.append((self._sent, deadline))
+        self._deadlines.append((self._sent, deadline, time.perf_counter()))
+        metrics.BEAT_BATCH.observe(len(items))
 
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)
@@ -368,7 +371,9 @@ class _Wire(asyncio.Protocol):
             item = self._waiting.popleft()
             self._answered += 1
             while self._deadlines and self._deadlines[0][0] <= self._answered:
-                self._deadlines.popleft()[1].cancel()
+                _, deadline, sent = self._deadlines.popleft()
+                deadline.cancel()
+                metrics.REDIS_SECONDS.labels("loop").observe(time.perf_counter() - sent)
             if isinstance(reply, redis.exceptions.NoScriptError) and item.call is not None:
                 self._lane.resend(item)
             elif item.gate is not None and item.gate.held is not None:
@@ -395,7 +400,9 @@ class _Wire(asyncio.Protocol):
     def drop(self, error: Exception) -> None:
         """Fails every call still waiting for a reply and closes the connection for good."""
         self.closed = True
-        for _, deadline in self._deadlines:
+        if self._waiting:
+            metrics.REDIS_ERRORS.labels("loop", type(error).__name__).inc()
+        for _, deadline, _ in self._deadlines:
             deadline.cancel()
         self._deadlines.clear()
         waiting, self._waiting = list(self._waiting), collections.deque()

@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 
-from livestate.server import auth
+from livestate.server import auth, metrics
 from livestate.server.config import Config
 from livestate.server.errors import ResourceExhausted, to_status
 from livestate.v1 import node_service_pb2, queue_service_pb2
@@ -42,8 +42,9 @@ WATCHERS = (
 class Budget:
     """A count of open calls with a cap, per process and per identity."""
 
-    def __init__(self, name: str, limit: int, per_identity: int) -> None:
+    def __init__(self, name: str, limit: int, per_identity: int, kind: str) -> None:
         self.name = name
+        self._open_gauge = metrics.STREAMS_OPEN.labels(kind)
         self.limit = limit
         self.per_identity = per_identity
         self._lock = threading.Lock()
@@ -66,12 +67,14 @@ class Budget:
                     self.name,
                 )
             self.open += 1
+            self._open_gauge.inc()
             if identity is not None:
                 self._by_identity[identity] += 1
 
     def give(self, identity: str | None) -> None:
         with self._lock:
             self.open -= 1
+            self._open_gauge.dec()
             if identity is not None:
                 self._by_identity[identity] -= 1
                 if not self._by_identity[identity]:
@@ -90,8 +93,8 @@ class StreamBudgets(grpc.ServerInterceptor):  # type: ignore[type-arg]
 
     def __init__(self, config: Config) -> None:
         per_identity = config.max_streams_per_identity
-        self.streams = Budget("agent streams", config.max_streams, per_identity)
-        self.watchers = Budget("watchers", config.max_watchers, per_identity)
+        self.streams = Budget("agent streams", config.max_streams, per_identity, "agent")
+        self.watchers = Budget("watchers", config.max_watchers, per_identity, "watcher")
 
     def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], Any], details: grpc.HandlerCallDetails

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from collections.abc import Sequence
 
 from livestate.server import config as config_mod
+from livestate.server import logs
 
 
 def serve_main(argv: Sequence[str]) -> int:
@@ -17,9 +17,7 @@ def serve_main(argv: Sequence[str]) -> int:
         config = config_mod.from_sources(args)
     except config_mod.ConfigError as exc:
         parser.error(str(exc))
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(config.log_level, config.log_format)
     if config.process_count > 1:
         from livestate.server import supervisor
 

@@ -110,6 +110,10 @@ class Config:
     tls_ca: str | None = None
     insecure: bool = False
     log_level: str = "INFO"
+    # "text" (one line a record) or "json" (one JSON object a line, for log shippers).
+    log_format: str = "text"
+    # HOST:PORT serving Prometheus metrics at /metrics (metrics_http.py); none when unset.
+    metrics_listen: str | None = None
     # Garbage collection paced on the event loop (gcpacing.py); 0 = CPython's own collector.
     gc_interval: float = 0.1
 
@@ -196,6 +200,10 @@ class Config:
                 f"max_concurrent_rpcs ({self.max_concurrent_rpcs}) must cover max_streams + max_workers "
                 f"({self.max_streams + self.max_workers}), or be 0 to derive it"
             )
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"log_format must be 'text' or 'json', got {self.log_format!r}")
+        if self.metrics_listen is not None and self.metrics_listen.rpartition(":")[0] == "":
+            raise ConfigError(f"metrics_listen must be HOST:PORT, got {self.metrics_listen!r}")
         if self.processes != "auto" and not (self.processes.isdigit() and int(self.processes) >= 1):
             raise ConfigError(f"processes must be a number >= 1 or 'auto', got {self.processes!r}")
         if self.stream_idle_after <= 0:
@@ -320,6 +328,8 @@ _HELP = {
     "quarantine_score": "failure score at which a node gets a QUARANTINE flag",
     "quarantine_ttl": "seconds a QUARANTINE lasts",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
+    "log_format": "text or json (one JSON object a line)",
+    "metrics_listen": "HOST:PORT serving Prometheus metrics at /metrics (off when unset)",
     "gc_interval": "seconds between young garbage collections, paced on the event loop (0 = CPython's own)",
     "auth_file": "JSON file of bearer tokens (hashed) and their roles; see README",
     "auth_tokens": "the same JSON inline (takes precedence over auth_file)",

@@ -30,6 +30,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from livestate.server import metrics
 from livestate.server.replication import NotReplicated
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,8 @@ class Internal(LivestateError):
 
 
 def to_status(err: LivestateError) -> grpc.Status:
+    if isinstance(err, ResourceExhausted):
+        metrics.REFUSED.labels(err.reason).inc()
     details = []
     for detail in err.details():
         packed = any_pb2.Any()

@@ -19,7 +19,7 @@ from livestate.server import auth, errors, validate
 from livestate.server.errors import InvalidArgument, Unavailable
 from livestate.server.jobs import timestamp
 from livestate.server.keys import Partition
-from livestate.server.reads import redis_now_ms
+from livestate.server.reads import fetch_controls, redis_now_ms
 from livestate.server.records import flags_from_control
 from livestate.server.runtime import Runtime
 from livestate.v1 import flag_pb2
@@ -125,7 +125,7 @@ class FlagServicer(pb_grpc.FlagServiceServicer):
             start = f"({after}" if after else "-"
             node_ids = [str(n) for n in rt.client.zrangebylex(rt.keys.flagged, start, "+", 0, page_size)]
         flags, last = [], ""
-        for node_id, control, now in self._controls(node_ids):
+        for node_id, control, now in fetch_controls(self.rt, node_ids):
             last = node_id
             in_force = [
                 f
@@ -237,27 +237,6 @@ class FlagServicer(pb_grpc.FlagServiceServicer):
         self, node_id: str, kind: int, action: str, actor: str, reason: str, message: str, expire_ms: int
     ) -> None:
         audit(self.rt, node_id, kind, action, actor, reason, message, expire_ms)
-
-    def _controls(self, node_ids: list[str]) -> list[tuple[str, dict[str, str], int]]:
-        """Each node's flag fields (its partition's control hash, or its pending flags), with now."""
-        rt = self.rt
-        pipe = rt.client.pipeline(transaction=False)
-        pipe.execute_command("TIME")  # not pipe.time(): the cluster pipeline refuses it
-        for node_id in node_ids:
-            pipe.get(rt.keys.locator(node_id))
-            pipe.hgetall(rt.keys.pending_flags(node_id))
-        now_reply, *replies = pipe.execute()
-        pipe = rt.client.pipeline(transaction=False)
-        for node_id, label in zip(node_ids, replies[0::2], strict=True):
-            if label:
-                pipe.hgetall(rt.keys.partition(Partition.from_label(str(label))).control(node_id))
-            else:
-                pipe.hgetall(rt.keys.pending_flags(node_id))
-        controls = pipe.execute()
-        now = redis_now_ms(now_reply)
-        return [
-            (n, {str(k): str(v) for k, v in c.items()}, now) for n, c in zip(node_ids, controls, strict=True)
-        ]
 
 
 def audit(

@@ -21,6 +21,7 @@ from typing import Any
 
 import redis
 
+from livestate.server import metrics
 from livestate.server.assignments import parse, settle
 from livestate.server.fallback import Fallback
 from livestate.server.keys import Partition
@@ -93,8 +94,11 @@ class Maintenance:
             self.rt.scripts.call("del_if_equal", [self.rt.keys.sweeper], [self.token])
 
     def _loop(self) -> None:
+        due = time.monotonic()
         while not self._stop.is_set():
             started = time.monotonic()
+            metrics.SWEEP_LAG.set(max(0.0, started - due))
+            due = started + self.rt.config.sweep_interval
             ok = False
             try:
                 self.tick()
@@ -137,13 +141,14 @@ class Maintenance:
         if not int(rt.scripts.call("hold", [rt.keys.sweeper], [self.token, lease_ms])):
             return
         self.sweeps += 1
-        due = rt.catalogue.partitions(fresh=True)
-        refresh = self.ticks % REFRESH_EVERY == 0
-        for _ in range(MAX_ROUNDS):
-            if not due:
-                break
-            due = self._sweep(due, refresh)
-            refresh = False
+        with metrics.SWEEP_SECONDS.time():
+            due = rt.catalogue.partitions(fresh=True)
+            refresh = self.ticks % REFRESH_EVERY == 0
+            for _ in range(MAX_ROUNDS):
+                if not due:
+                    break
+                due = self._sweep(due, refresh)
+                refresh = False
 
     def _sweep(self, parts: list[Partition], refresh: bool) -> list[Partition]:
         rt, cfg = self.rt, self.rt.config

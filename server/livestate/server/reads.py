@@ -1,4 +1,5 @@
-"""Reading node records back as `Node` messages (shared by Register and NodeService)."""
+"""Reading node records back as `Node` messages (shared by Register and NodeService), and nodes'
+flag fields (ListFlags, the fleet metrics)."""
 
 from __future__ import annotations
 
@@ -64,3 +65,21 @@ def fetch_nodes(rt: Runtime, partition: Partition, node_ids: Sequence[str]) -> l
 
 def fetch_node(rt: Runtime, partition: Partition, node_id: str) -> node_pb2.Node | None:
     return fetch_nodes(rt, partition, [node_id])[0]
+
+
+def fetch_controls(rt: Runtime, node_ids: Sequence[str]) -> list[tuple[str, dict[str, str], int]]:
+    """Each node's flag fields (its partition's control hash, or its pending flags), with now."""
+    pipe = rt.client.pipeline(transaction=False)
+    pipe.execute_command("TIME")  # not pipe.time(): the cluster pipeline refuses it
+    for node_id in node_ids:
+        pipe.get(rt.keys.locator(node_id))
+    now_reply, *labels = pipe.execute()
+    pipe = rt.client.pipeline(transaction=False)
+    for node_id, label in zip(node_ids, labels, strict=True):
+        if label:
+            pipe.hgetall(rt.keys.partition(Partition.from_label(str(label))).control(node_id))
+        else:
+            pipe.hgetall(rt.keys.pending_flags(node_id))
+    controls = pipe.execute() if node_ids else []
+    now = redis_now_ms(now_reply)
+    return [(n, {str(k): str(v) for k, v in c.items()}, now) for n, c in zip(node_ids, controls, strict=True)]

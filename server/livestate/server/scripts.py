@@ -18,6 +18,8 @@ import redis.cluster
 import redis.connection
 import redis.exceptions
 
+from livestate.server import metrics
+
 ScriptName = Literal[
     "register",
     "beat",
@@ -69,10 +71,12 @@ class Scripts:
 
     def call(self, name: ScriptName, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
         try:
-            return self._client.evalsha(self._sha[name], len(keys), *keys, *args)
+            with metrics.redis_timed("script"):
+                return self._client.evalsha(self._sha[name], len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:
             self.load()
-            return self._client.evalsha(self._sha[name], len(keys), *keys, *args)
+            with metrics.redis_timed("script"):
+                return self._client.evalsha(self._sha[name], len(keys), *keys, *args)
 
     def call_many(self, calls: Sequence[Call]) -> list[Any]:
         """Runs the calls in one pipeline; each result is a value or the exception it raised.
@@ -105,7 +109,8 @@ class Scripts:
         for attempt in range(2):
             pipe = self._client.pipeline(transaction=False)
             build(pipe)
-            replies = list(pipe.execute(raise_on_error=False))
+            with metrics.redis_timed("pipeline"):
+                replies = list(pipe.execute(raise_on_error=False))
             errors = [r for r in replies if isinstance(r, Exception)]
             if attempt == 0 and any(isinstance(e, redis.exceptions.NoScriptError) for e in errors):
                 self.load()
@@ -119,4 +124,5 @@ class Scripts:
         pipe = self._client.pipeline(transaction=False)
         for name, keys, args in calls:
             pipe.execute_command("EVALSHA", self._sha[name], len(keys), *keys, *args)
-        return list(pipe.execute(raise_on_error=False))
+        with metrics.redis_timed("pipeline"):
+            return list(pipe.execute(raise_on_error=False))

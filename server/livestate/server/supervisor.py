@@ -20,10 +20,17 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
+from prometheus_client import multiprocess
+
+from livestate.server import store
 from livestate.server.config import ENV_PREFIX, Config
 from livestate.server.embedded import EmbeddedRedis, free_port
+from livestate.server.fleet_metrics import FleetMetrics
+from livestate.server.metrics_http import MetricsServer
+from livestate.server.runtime import Runtime
 from livestate.server.signals import stop_requested
 
 log = logging.getLogger(__name__)
@@ -70,8 +77,21 @@ def run(config: Config) -> int:
     host, _, port = config.listen.rpartition(":")
     if port == "0":
         port = str(free_port())
-    child_config = dataclasses.replace(config, redis_url=redis_url, listen=f"{host}:{port}", processes="1")
+    # The children keep metrics in files here and the supervisor serves their sum (metrics.py).
+    metrics_dir = tempfile.TemporaryDirectory(prefix="livestate-metrics-") if config.metrics_listen else None
+    child_config = dataclasses.replace(
+        config, redis_url=redis_url, listen=f"{host}:{port}", processes="1", metrics_listen=None
+    )
     env = child_environment(child_config)
+    metrics_http = fleet = None
+    if metrics_dir is not None:
+        assert config.metrics_listen is not None
+        env["PROMETHEUS_MULTIPROC_DIR"] = os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir.name
+        # The status page's own reader: the children's snapshots live in their processes.
+        fleet = FleetMetrics(Runtime.build(child_config, store.connect(redis_url, child_config)))
+        fleet.start()
+        metrics_http = MetricsServer(config.metrics_listen, lambda: fleet.snapshot if fleet else None)
+        metrics_http.start()
 
     done = stop_requested(f"draining {config.process_count} server processes")
 
@@ -94,9 +114,18 @@ def run(config: Config) -> int:
                     child.proc.pid,
                     code,
                 )
+                if metrics_dir is not None:
+                    multiprocess.mark_process_dead(child.proc.pid)  # its open-stream counts end
                 child.start()
     finally:
         _drain(children, config.shutdown_grace + 5)
+        if metrics_http is not None:
+            metrics_http.stop()
+        if fleet is not None:
+            fleet.stop()
+            fleet.rt.client.close()
+        if metrics_dir is not None:
+            metrics_dir.cleanup()
         if embedded is not None:
             embedded.stop()
     return 0
