@@ -4,6 +4,8 @@ Installs without the server's dependencies: `pip install livestate` brings only 
 protobuf and grpcio-status.
 """
 
+from livestate.client.admin import Admin
 from livestate.client.agent import NodeAgent, Reading
+from livestate.client.scheduler import Held, QueueLost, Scheduler
 
-__all__ = ["NodeAgent", "Reading"]
+__all__ = ["Admin", "Held", "NodeAgent", "QueueLost", "Reading", "Scheduler"]
