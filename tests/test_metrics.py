@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 import uuid
@@ -20,7 +21,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import ServerFactory
-from harness import Harness, Stream, enqueue, wait_for
+from harness import ONLINE, Harness, Stream, enqueue, spec, wait_for
+from livestate.client import NodeAgent
 from livestate.server import logs
 from livestate.server.embedded import free_port
 from livestate.v1 import flag_pb2
@@ -226,3 +228,25 @@ def _serving(stub: health_pb2_grpc.HealthStub) -> int:
     except grpc.RpcError:
         return 0
     return int(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def test_heartbeat_streams_are_served_and_counted_with_metrics_on(metered: Harness) -> None:
+    rpc = {"grpc_service": "livestate.v1.HeartbeatService", "grpc_method": "Heartbeat"}
+    before = value(scrape(_port(metered)), "grpc_server_handled_total", grpc_type="bidi_stream", **rpc)
+    agent = NodeAgent(f"127.0.0.1:{metered.port}", spec("gpu-stream"))
+    stop = threading.Event()
+    thread = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: value(scrape(_port(metered)), "livestate_streams_open", kind="agent") >= 1)
+        wait_for(lambda: metered.liveness("gpu-stream") == ONLINE)
+    finally:
+        stop.set()
+        thread.join()
+        agent.close()
+    wait_for(
+        lambda: (
+            value(scrape(_port(metered)), "grpc_server_handled_total", grpc_type="bidi_stream", **rpc)
+            > before
+        )
+    )
