@@ -15,7 +15,7 @@ $(PY):
 
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[server,demo,dev]'
+	$(PY) -m pip install --quiet -e '.[server,demo,dispatch,dev]'
 	@touch $(STAMP)
 
 run: $(STAMP)

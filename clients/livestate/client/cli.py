@@ -23,6 +23,7 @@ import argparse
 import datetime
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -32,6 +33,7 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from livestate.client.retries import CHANNEL_OPTIONS
 from livestate.v1 import flag_pb2, node_pb2
 from livestate.v1 import flag_service_pb2 as fpb
 from livestate.v1 import flag_service_pb2_grpc as fpb_grpc
@@ -67,8 +69,8 @@ def _channel(args: argparse.Namespace) -> grpc.Channel:
         )
         if args.token:
             creds = grpc.composite_channel_credentials(creds, grpc.access_token_call_credentials(args.token))
-        return grpc.secure_channel(args.server, creds)
-    return grpc.insecure_channel(args.server)
+        return grpc.secure_channel(args.server, creds, options=CHANNEL_OPTIONS)
+    return grpc.insecure_channel(args.server, options=CHANNEL_OPTIONS)
 
 
 def _metadata(args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -348,10 +350,53 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--env", default="")
     p.add_argument("--region", default="")
     p.add_argument("--type", type=EVENT, action="append", default=[])
+
+    p = sub.add_parser(
+        "dispatch", parents=[common], help="take jobs from RabbitMQ and place them (livestate[dispatch])"
+    )
+    p.add_argument(
+        "--amqp-url", default=os.environ.get("LIVESTATE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+    )
+    p.add_argument("--env", required=True, help="the env whose job queues to consume")
+    p.add_argument(
+        "--models", required=True, help="comma-separated models: livestate.jobs.<env>.<model>.p<N>"
+    )
+    p.add_argument("--priorities", default="0", help="comma-separated priorities to consume (default 0)")
+    p.add_argument("--id", default="dispatch", help="the dispatcher's scheduler_id (one per dispatcher)")
+    p.add_argument("--prefetch", type=int, default=100, help="unacked jobs held at most")
+    p.add_argument("--max-attempts", type=int, default=5, help="tries before a job is dead-lettered")
     return parser
 
 
-COMMANDS = {"flag": cmd_flag, "subcloud": cmd_subcloud, "nodes": cmd_nodes, "watch": cmd_watch}
+def cmd_dispatch(args: argparse.Namespace, channel: grpc.Channel) -> None:
+    try:
+        from livestate.client.dispatch import Dispatcher
+    except ImportError as exc:  # pragma: no cover - the extra is part of the dev install
+        raise SystemExit(f"livestate dispatch needs: pip install 'livestate[dispatch]' ({exc})") from exc
+    dispatcher = Dispatcher(
+        args.amqp_url,
+        channel,
+        metadata=_metadata(args),
+        env=args.env,
+        models=[m for m in args.models.split(",") if m],
+        priorities=[int(p) for p in args.priorities.split(",") if p],
+        dispatcher_id=args.id,
+        prefetch=args.prefetch,
+        max_attempts=args.max_attempts,
+    )
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: dispatcher.stop.set())
+    dispatcher.run()
+    print(json.dumps(dispatcher.counts), file=sys.stderr)
+
+
+COMMANDS = {
+    "flag": cmd_flag,
+    "subcloud": cmd_subcloud,
+    "nodes": cmd_nodes,
+    "watch": cmd_watch,
+    "dispatch": cmd_dispatch,
+}
 
 
 def _with_extra(command: str, argv: list[str]) -> int:

@@ -1,0 +1,316 @@
+"""`livestate dispatch` against a real RabbitMQ and a real livestate server: jobs from the
+broker reach nodes exactly once, bad messages and expired jobs are dead-lettered with a reason.
+
+The broker is the machine's (127.0.0.1:5672, guest/guest) when one answers; otherwise the tests
+start Debian's rabbitmq-server on free ports; only where neither can be had do they skip. Each
+test uses an env of its own, so its queues are its own, and deletes them at the end."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from conftest import ServerFactory
+from harness import Harness, wait_for
+from livestate.client import Scheduler
+from livestate.client.dispatch import ATTEMPTS, REASON, Dispatcher, dead_queue, job_queue, node_queue
+from livestate.server.embedded import free_port
+from livestate.v1 import lease_pb2
+
+pika = pytest.importorskip("pika", reason="pika is not installed (pip install 'livestate[dispatch]')")
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> Iterator[str]:
+    if _answers(5672):
+        yield "amqp://guest:guest@127.0.0.1:5672/%2F"
+        return
+    binary = shutil.which("rabbitmq-server") or (
+        "/usr/sbin/rabbitmq-server" if os.path.exists("/usr/sbin/rabbitmq-server") else None
+    )
+    if binary is None:
+        pytest.skip("no RabbitMQ answers on 127.0.0.1:5672 and rabbitmq-server is not installed")
+    port, dist = free_port(), free_port()
+    base = tempfile.mkdtemp(prefix="livestate-rabbit-")
+    env = {
+        **os.environ,
+        "RABBITMQ_NODENAME": f"livestate-test-{port}@localhost",
+        "RABBITMQ_NODE_PORT": str(port),
+        "RABBITMQ_DIST_PORT": str(dist),
+        "RABBITMQ_MNESIA_BASE": f"{base}/mnesia",
+        "RABBITMQ_LOG_BASE": f"{base}/log",
+        "RABBITMQ_ENABLED_PLUGINS_FILE": f"{base}/enabled_plugins",
+    }
+    proc = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: _answers(port), timeout=60, interval=0.2)
+        yield f"amqp://guest:guest@127.0.0.1:{port}/%2F"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+class Broker:
+    """A blocking connection for the test's own publishing and reading; deletes what it names."""
+
+    def __init__(self, url: str) -> None:
+        self.connection = pika.BlockingConnection(pika.URLParameters(url))
+        self.channel = self.connection.channel()
+        self.queues: set[str] = set()
+
+    def declare(self, name: str) -> str:
+        self.channel.queue_declare(name, durable=True)
+        self.queues.add(name)
+        return name
+
+    def publish(self, queue: str, body: bytes | dict[str, Any], **props: Any) -> None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.channel.basic_publish("", self.declare(queue), data, pika.BasicProperties(**props))
+
+    def take(self, queue: str) -> list[tuple[Any, Any]]:
+        """Every message now in the queue (acked): (properties, the JSON body or the raw bytes)."""
+        out: list[tuple[Any, Any]] = []
+        self.declare(queue)
+        while True:
+            method, props, body = self.channel.basic_get(queue, auto_ack=True)
+            if method is None:
+                return out
+            try:
+                out.append((props, json.loads(body)))
+            except ValueError:
+                out.append((props, body))
+
+    def close(self) -> None:
+        for name in self.queues:
+            self.channel.queue_delete(name)
+        self.connection.close()
+
+
+@pytest.fixture
+def broker(amqp_url: str) -> Iterator[Broker]:
+    made = Broker(amqp_url)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def env() -> str:
+    return f"d{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def slow_beats(make_server: ServerFactory) -> Harness:
+    """A server on which registered nodes stay ONLINE for the test without beating."""
+    return make_server(heartbeat_interval=20.0, suspect_after=60.0, offline_after=120.0)
+
+
+class Running:
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+        self.thread = threading.Thread(target=dispatcher.run, daemon=True)
+
+    def __enter__(self) -> Dispatcher:
+        self.thread.start()
+        return self.dispatcher
+
+    def __exit__(self, *exc: object) -> None:
+        self.dispatcher.stop.set()
+        self.thread.join(timeout=15)
+
+
+def _dispatcher(
+    amqp_url: str, ls: Harness, env: str, models: list[str], broker: Broker, **kw: Any
+) -> Dispatcher:
+    d = Dispatcher(
+        amqp_url, f"127.0.0.1:{ls.port}", env=env, models=models, dispatcher_id=f"disp-{env}", **kw
+    )
+    for name in d.queues:
+        broker.queues.add(name)
+    broker.queues.add(dead_queue(env))
+    return d
+
+
+def test_jobs_from_the_broker_reach_nodes_exactly_once(
+    slow_beats: Harness, broker: Broker, amqp_url: str, env: str
+) -> None:
+    ls = slow_beats
+    models = ["llama-3-8b", "mixtral-8x7b"]
+    nodes = [f"{env}-n{i}" for i in range(6)]
+    for i, node in enumerate(nodes):
+        ls.register(node, env=env, models=[models[i % 2]])
+    jobs = {f"job-{i}": models[i % 2] for i in range(40)}
+    for i, (job_id, model) in enumerate(jobs.items()):
+        broker.publish(job_queue(env, model, i % 2), {"job_id": job_id, "payload": {"prompt": f"p{i}"}})
+
+    got: dict[str, list[int]] = {}
+    with (
+        Scheduler(f"127.0.0.1:{ls.port}", "node-side") as nodes_side,
+        Running(_dispatcher(amqp_url, ls, env, models, broker, priorities=[0, 1])) as dispatcher,
+    ):
+
+        def work() -> bool:
+            # What each node does with its queue: run the job, then release the lease.
+            for node in nodes:
+                for _, lease in broker.take(node_queue(node)):
+                    assert isinstance(lease, dict) and lease["node_id"] == node
+                    assert lease["job"]["payload"]["prompt"].startswith("p")
+                    got.setdefault(lease["job_id"], []).append(lease["fencing_token"])
+                    nodes_side.release(
+                        lease_pb2.Lease(lease_id=lease["lease_id"], fencing_token=lease["fencing_token"])
+                    )
+            return len(got) == len(jobs)
+
+        wait_for(work, timeout=60, interval=0.1)
+        assert dispatcher.counts["delivered"] == len(jobs)
+    assert {job: len(tokens) for job, tokens in got.items()} == dict.fromkeys(jobs, 1)
+    for model, p in ((m, p) for m in models for p in (0, 1)):
+        assert broker.take(job_queue(env, model, p)) == []  # every message acked
+    assert broker.take(dead_queue(env)) == []
+
+
+def test_bad_messages_are_dead_lettered_with_a_reason_and_never_block_the_queue(
+    slow_beats: Harness, broker: Broker, amqp_url: str, env: str
+) -> None:
+    ls = slow_beats
+    ls.register(f"{env}-n0", env=env)
+    q = job_queue(env, "llama-3-8b", 0)
+    broker.publish(q, b"{not json")
+    broker.publish(q, {"payload": "no job_id"})
+    broker.publish(q, {"job_id": "job-wrong-model", "model": "other-model"})
+    broker.publish(q, {"job_id": "job-bad-ttl", "ttl_s": -1})
+    broker.publish(q, {"job_id": "job-good"})
+    with Running(_dispatcher(amqp_url, ls, env, ["llama-3-8b"], broker)):
+        leases = wait_for(lambda: broker.take(node_queue(f"{env}-n0")), timeout=20)
+        wait_for(lambda: len(dead_acc(broker, env)) >= 4, timeout=20)
+    dead = dead_acc(broker, env)
+    assert [lease["job_id"] for _, lease in leases] == ["job-good"]
+    reasons = sorted(props.headers[REASON] for props, _ in dead)
+    assert any(r.startswith("not JSON") for r in reasons), reasons
+    assert "job_id is missing or not a string" in reasons
+    assert any("is not this queue's model" in r for r in reasons)
+    assert any(r.startswith("ttl_s must be") for r in reasons)
+
+
+_DEAD: dict[str, list[Any]] = {}
+
+
+def dead_acc(broker: Broker, env: str) -> list[Any]:
+    """Dead letters read so far (reads drain the queue, so they accumulate here)."""
+    _DEAD.setdefault(env, []).extend(broker.take(dead_queue(env)))
+    return _DEAD[env]
+
+
+def test_a_job_no_node_takes_within_its_ttl_is_cancelled_and_dead_lettered(
+    slow_beats: Harness, broker: Broker, amqp_url: str, env: str
+) -> None:
+    ls = slow_beats
+    ls.register(f"{env}-n0", env=env)  # serves llama-3-8b, not the job's model
+    broker.publish(job_queue(env, "qwen-72b", 0), {"job_id": "job-late", "ttl_s": 1})
+    started = time.monotonic()
+    with Running(_dispatcher(amqp_url, ls, env, ["qwen-72b"], broker)) as dispatcher:
+        dead = wait_for(lambda: dead_acc(broker, env), timeout=20)
+        assert dispatcher.counts["dead"] == 1
+    ((props, body),) = dead
+    assert props.headers[REASON] == "ttl expired before a node took the job"
+    assert body == {"job_id": "job-late", "ttl_s": 1}
+    assert time.monotonic() - started >= 1
+    assert props.headers.get(ATTEMPTS, 0) == 0
+
+
+def _dispatch_cli(amqp_url: str, ls: Harness, env: str, models: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "livestate.client.cli",
+            "dispatch",
+            "--server",
+            f"127.0.0.1:{ls.port}",
+            "--amqp-url",
+            amqp_url,
+            "--env",
+            env,
+            "--models",
+            models,
+            "--id",
+            f"disp-{env}",
+            "--prefetch",
+            "10",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_a_dispatcher_killed_mid_run_loses_nothing_and_nodes_see_each_job_once(
+    slow_beats: Harness, broker: Broker, amqp_url: str, env: str
+) -> None:
+    ls = slow_beats
+    nodes = [f"{env}-n{i}" for i in range(3)]
+    for node in nodes:
+        ls.register(node, env=env)
+    jobs = [f"job-{i}" for i in range(24)]
+    for job_id in jobs:
+        broker.publish(job_queue(env, "llama-3-8b", 0), {"job_id": job_id})
+    broker.queues |= {job_queue(env, "llama-3-8b", 0), dead_queue(env)}
+
+    seen: dict[str, set[int]] = {}  # job -> fencing tokens its node received
+    copies = 0
+
+    def work(release: bool) -> int:
+        nonlocal copies
+        for node in nodes:
+            for _, lease in broker.take(node_queue(node)):
+                copies += 1
+                first = lease["job_id"] not in seen
+                seen.setdefault(lease["job_id"], set()).add(lease["fencing_token"])
+                if first and release:  # a node drops a (job_id, token) it has seen
+                    nodes_side.release(
+                        lease_pb2.Lease(lease_id=lease["lease_id"], fencing_token=lease["fencing_token"])
+                    )
+        return len(seen)
+
+    with Scheduler(f"127.0.0.1:{ls.port}", "node-side") as nodes_side:
+        first = _dispatch_cli(amqp_url, ls, env, "llama-3-8b")
+        try:
+            wait_for(lambda: work(release=True) >= 8, timeout=30, interval=0.05)
+        finally:
+            first.kill()  # SIGKILL: whatever it held unacked goes back to the queue
+            first.communicate(timeout=30)
+        second = _dispatch_cli(amqp_url, ls, env, "llama-3-8b")
+        try:
+            wait_for(lambda: work(release=True) == len(jobs), timeout=60, interval=0.05)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            _, err = second.communicate(timeout=30)
+        assert second.returncode == 0, err
+    assert sorted(seen) == sorted(jobs)
+    # Copies come only from what the killed dispatcher held unacked (at most its prefetch), and
+    # a node drops a job_id it has already run.
+    assert copies - len(jobs) <= 10, (copies, seen)
+    assert broker.take(job_queue(env, "llama-3-8b", 0)) == []
+    assert broker.take(dead_queue(env)) == []
+    counts = json.loads(err.strip().splitlines()[-1])
+    assert counts["dead"] == 0
