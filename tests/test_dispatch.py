@@ -7,6 +7,7 @@ test uses an env of its own, so its queues are its own, and deletes them at the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -21,13 +22,14 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 import pytest
 
 from conftest import ServerFactory
 from harness import Harness, wait_for
 from livestate.client import Scheduler
 from livestate.client.dispatch import ATTEMPTS, REASON, Dispatcher, dead_queue, job_queue, node_queue
-from livestate.server.embedded import free_port
+from livestate.server.embedded import EmbeddedRedis, free_port
 from livestate.v1 import lease_pb2
 
 pika = pytest.importorskip("pika", reason="pika is not installed (pip install 'livestate[dispatch]')")
@@ -314,3 +316,62 @@ def test_a_dispatcher_killed_mid_run_loses_nothing_and_nodes_see_each_job_once(
     assert broker.take(dead_queue(env)) == []
     counts = json.loads(err.strip().splitlines()[-1])
     assert counts["dead"] == 0
+
+
+@pytest.fixture
+def own_redis() -> Iterator[EmbeddedRedis]:
+    with EmbeddedRedis() as embedded:
+        yield embedded
+
+
+@pytest.mark.single_redis
+def test_redis_killed_and_restarted_empty_mid_run_every_job_still_reaches_a_node(
+    make_server: ServerFactory, own_redis: EmbeddedRedis, broker: Broker, amqp_url: str, env: str
+) -> None:
+    ls = make_server(url=own_redis.url, heartbeat_interval=20.0, suspect_after=60.0, offline_after=120.0)
+    nodes = [f"{env}-n{i}" for i in range(2)]
+    for node in nodes:
+        ls.register(node, env=env)
+    jobs = [f"job-{i}" for i in range(12)]
+    for job_id in jobs:
+        broker.publish(job_queue(env, "llama-3-8b", 0), {"job_id": job_id})
+
+    seen: dict[str, list[int]] = {}
+    releasing = threading.Event()
+
+    def work() -> int:
+        for node in nodes:
+            for _, lease in broker.take(node_queue(node)):
+                first = lease["job_id"] not in seen
+                seen.setdefault(lease["job_id"], []).append(lease["fencing_token"])
+                if first and releasing.is_set():
+                    with contextlib.suppress(grpc.RpcError):  # a lease from before the wipe is gone
+                        nodes_side.release(
+                            lease_pb2.Lease(lease_id=lease["lease_id"], fencing_token=lease["fencing_token"])
+                        )
+        return len(seen)
+
+    with (
+        Scheduler(f"127.0.0.1:{ls.port}", "node-side") as nodes_side,
+        Running(_dispatcher(amqp_url, ls, env, ["llama-3-8b"], broker)) as dispatcher,
+    ):
+        wait_for(lambda: work() == 2, timeout=20)  # two nodes busy, ten jobs waiting in livestate
+        wait_for(lambda: len(dispatcher.held) == 10, timeout=20)
+        own_redis.kill()
+        own_redis.start()  # empty: the ten waiting jobs are gone from livestate
+        for node in nodes:  # the agents register again on their next beat
+            wait_for(lambda node=node: _registered(ls, node, env), timeout=20)  # type: ignore[misc]
+        releasing.set()
+        wait_for(lambda: work() == len(jobs), timeout=60, interval=0.1)
+        assert dispatcher.counts["requeued_after_loss"] >= 10
+    assert sorted(seen) == sorted(jobs)
+    assert broker.take(job_queue(env, "llama-3-8b", 0)) == []
+    assert broker.take(dead_queue(env)) == []
+
+
+def _registered(ls: Harness, node: str, env: str) -> bool:
+    try:
+        ls.register(node, env=env)
+    except grpc.RpcError:
+        return False
+    return True

@@ -364,7 +364,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--priorities", default="0", help="comma-separated priorities to consume (default 0)")
     p.add_argument("--id", default="dispatch", help="the dispatcher's scheduler_id (one per dispatcher)")
     p.add_argument("--prefetch", type=int, default=100, help="unacked jobs held at most")
-    p.add_argument("--max-attempts", type=int, default=5, help="tries before a job is dead-lettered")
+    p.add_argument(
+        "--max-attempts", type=int, default=5, help="deliveries of one message before it is dead-lettered"
+    )
     return parser
 
 

@@ -16,10 +16,13 @@ done and its lease released by the time the copy comes, gives the job a second l
 drops a job_id it has already run (the lease message names it).
 
 Failures. A message that is not a job goes to `livestate.jobs.<env>.dead` at once, with the reason in
-the `x-livestate-reason` header; it never blocks its queue. A job livestate cannot take now
-(UNAVAILABLE, no partition yet) goes back to the end of its queue with `x-livestate-attempts`
-raised, and to the dead-letter queue after `max_attempts`. A job whose ttl passes before a node
-takes it is cancelled in livestate and dead-lettered ("ttl expired"). When livestate reports its
+the `x-livestate-reason` header; it never blocks its queue. A job livestate refuses (an invalid
+field, a job_id reused for another job) is dead-lettered with livestate's reason. A job livestate
+cannot take now (it is unavailable, or no node has registered in the env yet, as after a wipe)
+stays held and is tried again with a backoff, for as long as its ttl lasts. A job whose ttl passes
+before a node takes it is cancelled in livestate and dead-lettered ("ttl expired"). A message the
+broker has delivered `max_attempts` times (a dispatcher died on it each time: the quorum queue's
+`x-delivery-count`, or our `x-livestate-attempts` header) is dead-lettered. When livestate reports its
 queue lost (Redis lost its state), every job the dispatcher holds unacked is enqueued again.
 
 JOB FORMAT (JSON object): job_id (required, the idempotency key), model (default: the queue's),
@@ -56,6 +59,13 @@ log = logging.getLogger(__name__)
 
 ATTEMPTS = "x-livestate-attempts"
 REASON = "x-livestate-reason"
+# What livestate answers for a job that will never be placed as it is.
+PERMANENT = (
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.UNAUTHENTICATED,
+)
 JOB_FIELDS = ("regions", "min_vram_mb", "gpu_models", "subcloud", "labels", "exclude_node_ids")
 
 
@@ -90,6 +100,8 @@ class Held:
     reply_to: str | None
     correlation_id: str | None
     deadline: float  # monotonic
+    retry_at: float = 0.0  # monotonic; 0 = enqueued (or being enqueued)
+    backoff: float = 0.25
 
 
 def parse_job(raw: bytes, model: str) -> dict[str, Any]:
@@ -138,7 +150,7 @@ class Dispatcher:
         self.held: dict[str, Held] = {}
         self.waiting: dict[str, qpb.AssignmentsResponse] = {}  # assigned before its message came
         self.delivered: dict[str, int] = {}  # job_id -> fencing token delivered (replays dropped)
-        self.counts = {"delivered": 0, "dead": 0, "retried": 0, "requeued_after_loss": 0}
+        self.counts = {"delivered": 0, "dead": 0, "requeued_after_loss": 0}
         self._assigned: queue.SimpleQueue[qpb.AssignmentsResponse | QueueLost] = queue.SimpleQueue()
         self.stop = threading.Event()
         self.connection: Any = None
@@ -172,6 +184,7 @@ class Dispatcher:
                     while not self.stop.is_set():
                         self.connection.process_data_events(time_limit=0.05)
                         self._drain_assignments()
+                        self._retry_due()
                         self._expire()
                 except self._pika.exceptions.AMQPError as exc:
                     log.warning("broker connection lost (%r); reconnecting in %.1fs", exc, backoff)
@@ -190,11 +203,16 @@ class Dispatcher:
 
     def _on_message(self, channel: Any, method: Any, props: Any, raw: bytes) -> None:
         model, priority = self.queues[method.routing_key]
-        attempts = int((props.headers or {}).get(ATTEMPTS, 0))
+        headers = props.headers or {}
+        attempts = max(int(headers.get(ATTEMPTS, 0)), int(headers.get("x-delivery-count", 0)))
         try:
             body = parse_job(raw, model)
         except BadJob as bad:
             self._dead(method.routing_key, raw, props, str(bad), method.delivery_tag)
+            return
+        if attempts >= self.max_attempts:
+            reason = f"delivered {attempts} times without being placed"
+            self._dead(method.routing_key, raw, props, reason, method.delivery_tag)
             return
         held = Held(
             job_id=body["job_id"],
@@ -231,13 +249,28 @@ class Dispatcher:
             )
         except QueueLost:
             self._requeue_all()  # this job is in; the ones enqueued before the loss are not
+            return
         except (ValueError, TypeError) as bad:  # a field of the wrong type for the request
             self._give_up(held, f"bad job field: {bad}")
+            return
         except grpc.RpcError as err:
-            if err.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                self._give_up(held, f"livestate refused it: {err.details()}")
-            else:
-                self._retry(held, f"{err.code().name}: {err.details()}")
+            if err.code() in PERMANENT:
+                self._give_up(held, f"livestate refused it: {err.code().name}: {err.details()}")
+                return
+            # Unavailable, or no node in the env yet: it stays held (and with the broker) and is
+            # tried again later, until its ttl ends.
+            held.retry_at = time.monotonic() + held.backoff
+            held.backoff = min(10.0, held.backoff * 2)
+            log.info(
+                "job %s not enqueued yet (%s); again in %.1fs", held.job_id, err.code().name, held.backoff
+            )
+            return
+        held.retry_at = 0.0
+
+    def _retry_due(self) -> None:
+        now = time.monotonic()
+        for held in [h for h in self.held.values() if 0 < h.retry_at <= now]:
+            self._enqueue(held)
 
     # -- assignments out -----------------------------------------------------------------------
 
@@ -328,23 +361,6 @@ class Dispatcher:
             headers={ATTEMPTS: held.attempts}, correlation_id=held.correlation_id
         )
         self._dead(held.queue, held.raw, props, reason, held.tag)
-
-    def _retry(self, held: Held, reason: str) -> None:
-        """Back to the end of its queue with one more attempt counted (or dead at the last)."""
-        if held.attempts + 1 >= self.max_attempts:
-            self._give_up(held, f"gave up after {held.attempts + 1} attempts: {reason}")
-            return
-        self.held.pop(held.job_id, None)
-        props = self._pika.BasicProperties(
-            delivery_mode=2,
-            headers={ATTEMPTS: held.attempts + 1},
-            reply_to=held.reply_to,
-            correlation_id=held.correlation_id,
-            content_type="application/json",
-        )
-        self.channel.basic_publish("", held.queue, held.raw, props, mandatory=True)
-        self.channel.basic_ack(held.tag)
-        self.counts["retried"] += 1
 
     def _expire(self) -> None:
         now = time.monotonic()
