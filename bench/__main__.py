@@ -29,7 +29,7 @@ from typing import Any
 import grpc
 import redis
 
-from bench import bare, fleet, liveness, memory, procs, profile, report, unary
+from bench import bare, dispatch, fleet, liveness, memory, procs, profile, report, unary
 from bench.stats import pct_ms
 from livestate.server.embedded import EmbeddedRedis, free_port
 from livestate.v1 import heartbeat_service_pb2 as hb
@@ -223,6 +223,12 @@ def main() -> None:
         help="directory to write <date>.json and <date>.md to (FULL=1: bench/results)",
     )
     parser.add_argument("--match-fleet", type=int, default=2000, help="agent streams during --match-rates")
+    parser.add_argument(
+        "--amqp-url",
+        default=os.environ.get("LIVESTATE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"),
+        help="RabbitMQ for the jobs-through-the-broker figure (skipped when none answers)",
+    )
+    parser.add_argument("--dispatch-jobs", type=int, default=2000, help="jobs in the broker burst")
     parser.add_argument("--fleet-agents", help=argparse.SUPPRESS)
     parser.add_argument("--fleet-scheduler", help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=float, help=argparse.SUPPRESS)
@@ -352,6 +358,15 @@ def main() -> None:
             pair_profile = profile.during(
                 server.pid, ["--match-load", f"127.0.0.1:{ls_port}", *common], args.seconds
             )
+            # Jobs through RabbitMQ end to end: a burst for throughput, then spread at half of it.
+            jobs_burst = dispatch.run(ls_port, args.amqp_url, jobs=args.dispatch_jobs)
+            jobs_paced = (
+                dispatch.run(
+                    ls_port, args.amqp_url, jobs=args.dispatch_jobs // 3, rate=jobs_burst["jobs_per_s"] / 2
+                )
+                if "skipped" not in jobs_burst
+                else jobs_burst
+            )
             burst_runs = [
                 _client(
                     "--burst",
@@ -476,6 +491,15 @@ def main() -> None:
             f"max {burst['max_ms']:.0f} ms  "
             f"whole burst p50 {burst['burst_p50_ms']:.1f} ms  errors {burst['errors'] or 'none'}"
         )
+    if "skipped" in jobs_burst:
+        print(f"Jobs through RabbitMQ: skipped ({jobs_burst['skipped']})")
+    else:
+        print(
+            f"Jobs through RabbitMQ -> livestate dispatch -> livestate -> node queues ({jobs_burst['nodes']} "
+            f"nodes): a burst of {jobs_burst['jobs']} at {jobs_burst['jobs_per_s']:.0f} jobs/s; spread at "
+            f"{jobs_paced['rate']:.0f}/s, publish to node p50 {jobs_paced['p50_ms']:.1f} ms  "
+            f"p99 {jobs_paced['p99_ms']:.1f} ms; dead-lettered {jobs_burst['dead'] + jobs_paced['dead']}"
+        )
     results = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": report.machine(server_info),
@@ -526,6 +550,7 @@ def main() -> None:
         ],
         "open_loop": [{"processes": n, "rate": rate, **run} for n, rate, run in open_loop],
         "bursts": burst_runs,
+        "dispatch": {"burst": jobs_burst, "paced": jobs_paced},
         "memory": sizes,
         "liveness": silent,
     }

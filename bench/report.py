@@ -160,6 +160,7 @@ def markdown(r: dict[str, Any]) -> str:
             for b in r["bursts"]
         ),
         "",
+        *_dispatch(r.get("dispatch")),
         *_memory(r["memory"]),
     ]
     if r.get("liveness"):
@@ -322,6 +323,27 @@ def _pair_cost(c: dict[str, Any]) -> list[str]:
             *(f"| `{leaf}` | {share:.1%} |" for leaf, share in prof["top_livestate"]),
         ]
     return out
+
+
+def _dispatch(d: dict[str, Any] | None) -> list[str]:
+    if not d:
+        return []
+    burst, paced = d["burst"], d["paced"]
+    if "skipped" in burst:
+        return ["## Jobs through RabbitMQ", "", f"Skipped: {burst['skipped']}.", ""]
+    return [
+        "## Jobs through RabbitMQ (broker -> livestate dispatch -> livestate -> node queues)",
+        "",
+        f"{burst['nodes']} nodes, each releasing its lease as soon as the lease reaches its queue.",
+        "",
+        "| run | jobs | jobs/s | publish to node p50 / p99 (ms) | dead-lettered |",
+        "|---|---|---|---|---|",
+        f"| burst (all published at once) | {burst['jobs']} | {_f(burst['jobs_per_s'], 0)} | "
+        f"{_f(burst['p50_ms'], 0)} / {_f(burst['p99_ms'], 0)} | {burst['dead']} |",
+        f"| spread at {_f(paced['rate'], 0)}/s | {paced['jobs']} | {_f(paced['jobs_per_s'], 0)} | "
+        f"{_f(paced['p50_ms'])} / {_f(paced['p99_ms'])} | {paced['dead']} |",
+        "",
+    ]
 
 
 def _memory(sizes: list[dict[str, Any]]) -> list[str]:
