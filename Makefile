@@ -79,7 +79,7 @@ typecheck: $(STAMP)
 BENCH_STAMP := $(VENV)/.bench-installed
 
 $(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e ''.[server,demo,dispatch,dev,bench]'
+	$(PY) -m pip install --quiet -e '.[server,demo,dispatch,dev,bench]'
 	@touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
