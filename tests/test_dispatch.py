@@ -28,7 +28,7 @@ import pytest
 from conftest import ServerFactory
 from harness import Harness, wait_for
 from livestate.client import Scheduler
-from livestate.client.dispatch import ATTEMPTS, REASON, Dispatcher, dead_queue, job_queue, node_queue
+from livestate.client.dispatch import DELIVERY_COUNT, REASON, Dispatcher, dead_queue, job_queue, node_queue
 from livestate.server.embedded import EmbeddedRedis, free_port
 from livestate.v1 import lease_pb2
 
@@ -238,7 +238,7 @@ def test_a_job_no_node_takes_within_its_ttl_is_cancelled_and_dead_lettered(
     assert props.headers[REASON] == "ttl expired before a node took the job"
     assert body == {"job_id": "job-late", "ttl_s": 1}
     assert time.monotonic() - started >= 1
-    assert props.headers.get(ATTEMPTS, 0) == 0
+    assert props.headers.get(DELIVERY_COUNT, 0) == 0
 
 
 def _dispatch_cli(amqp_url: str, ls: Harness, env: str, models: str) -> subprocess.Popen[str]:
@@ -421,3 +421,21 @@ def test_a_thousand_jobs_over_three_models_and_two_priorities_to_fifty_nodes(
     mean = {p: sum(rank[j] for j, (_, q) in jobs.items() if q == p) / 500 for p in (0, 1)}
     assert mean[1] < mean[0], mean
     assert broker.take(dead_queue(env)) == []
+
+
+def test_a_message_delivered_max_attempts_times_is_dead_lettered(
+    slow_beats: Harness, broker: Broker, amqp_url: str, env: str
+) -> None:
+    # What a quorum queue says of a message dispatchers kept dying on (x-delivery-count).
+    ls = slow_beats
+    ls.register(f"{env}-n0", env=env)
+    q = job_queue(env, "llama-3-8b", 0)
+    broker.publish(q, {"job_id": "job-poison"}, headers={DELIVERY_COUNT: 5})
+    broker.publish(q, {"job_id": "job-fine"}, headers={DELIVERY_COUNT: 1})
+    with Running(_dispatcher(amqp_url, ls, env, ["llama-3-8b"], broker, max_attempts=5)):
+        leases = wait_for(lambda: broker.take(node_queue(f"{env}-n0")), timeout=20)
+        wait_for(lambda: dead_acc(broker, env), timeout=20)
+    assert [lease["job_id"] for _, lease in leases] == ["job-fine"]
+    ((props, body),) = dead_acc(broker, env)
+    assert body == {"job_id": "job-poison"}
+    assert props.headers[REASON] == "delivered 5 times without being placed"

@@ -21,9 +21,11 @@ field, a job_id reused for another job) is dead-lettered with livestate's reason
 cannot take now (it is unavailable, or no node has registered in the env yet, as after a wipe)
 stays held and is tried again with a backoff, for as long as its ttl lasts. A job whose ttl passes
 before a node takes it is cancelled in livestate and dead-lettered ("ttl expired"). A message the
-broker has delivered `max_attempts` times (a dispatcher died on it each time: the quorum queue's
-`x-delivery-count`, or our `x-livestate-attempts` header) is dead-lettered. When livestate reports its
-queue lost (Redis lost its state), every job the dispatcher holds unacked is enqueued again.
+broker has delivered `max_attempts` times (a dispatcher died on it each time) is dead-lettered;
+RabbitMQ counts deliveries (`x-delivery-count`) on quorum queues only, so declare the job queues
+as quorum queues for that guard (the dispatcher declares classic durable ones when none exist).
+When livestate reports its queue lost (Redis lost its state), every job the dispatcher holds
+unacked is enqueued again.
 
 JOB FORMAT (JSON object): job_id (required, the idempotency key), model (default: the queue's),
 regions, min_vram_mb, gpu_models, subcloud, labels, exclude_node_ids, ttl_s (default 300), and
@@ -57,7 +59,7 @@ from livestate.v1 import queue_service_pb2 as qpb
 
 log = logging.getLogger(__name__)
 
-ATTEMPTS = "x-livestate-attempts"
+DELIVERY_COUNT = "x-delivery-count"
 REASON = "x-livestate-reason"
 # What livestate answers for a job that will never be placed as it is.
 PERMANENT = (
@@ -102,6 +104,13 @@ class Held:
     deadline: float  # monotonic
     retry_at: float = 0.0  # monotonic; 0 = enqueued (or being enqueued)
     backoff: float = 0.25
+
+
+def _delivery_count(headers: dict[str, Any]) -> int:
+    try:
+        return int(headers.get(DELIVERY_COUNT, 0))
+    except (TypeError, ValueError):
+        return 0
 
 
 def parse_job(raw: bytes, model: str) -> dict[str, Any]:
@@ -203,8 +212,7 @@ class Dispatcher:
 
     def _on_message(self, channel: Any, method: Any, props: Any, raw: bytes) -> None:
         model, priority = self.queues[method.routing_key]
-        headers = props.headers or {}
-        attempts = max(int(headers.get(ATTEMPTS, 0)), int(headers.get("x-delivery-count", 0)))
+        attempts = _delivery_count(props.headers or {})
         try:
             body = parse_job(raw, model)
         except BadJob as bad:
@@ -358,7 +366,7 @@ class Dispatcher:
     def _give_up(self, held: Held, reason: str) -> None:
         self.held.pop(held.job_id, None)
         props = self._pika.BasicProperties(
-            headers={ATTEMPTS: held.attempts}, correlation_id=held.correlation_id
+            headers={DELIVERY_COUNT: held.attempts}, correlation_id=held.correlation_id
         )
         self._dead(held.queue, held.raw, props, reason, held.tag)
 
