@@ -325,14 +325,21 @@ def own_redis() -> Iterator[EmbeddedRedis]:
 
 
 @pytest.mark.single_redis
+@pytest.mark.parametrize(("node_count", "job_count"), [(2, 12), (20, 300)])
 def test_redis_killed_and_restarted_empty_mid_run_every_job_still_reaches_a_node(
-    make_server: ServerFactory, own_redis: EmbeddedRedis, broker: Broker, amqp_url: str, env: str
+    make_server: ServerFactory,
+    own_redis: EmbeddedRedis,
+    broker: Broker,
+    amqp_url: str,
+    env: str,
+    node_count: int,
+    job_count: int,
 ) -> None:
     ls = make_server(url=own_redis.url, heartbeat_interval=20.0, suspect_after=60.0, offline_after=120.0)
-    nodes = [f"{env}-n{i}" for i in range(2)]
+    nodes = [f"{env}-n{i}" for i in range(node_count)]
     for node in nodes:
         ls.register(node, env=env)
-    jobs = [f"job-{i}" for i in range(12)]
+    jobs = [f"job-{i}" for i in range(job_count)]
     for job_id in jobs:
         broker.publish(job_queue(env, "llama-3-8b", 0), {"job_id": job_id})
 
@@ -355,15 +362,16 @@ def test_redis_killed_and_restarted_empty_mid_run_every_job_still_reaches_a_node
         Scheduler(f"127.0.0.1:{ls.port}", "node-side") as nodes_side,
         Running(_dispatcher(amqp_url, ls, env, ["llama-3-8b"], broker)) as dispatcher,
     ):
-        wait_for(lambda: work() == 2, timeout=20)  # two nodes busy, ten jobs waiting in livestate
-        wait_for(lambda: len(dispatcher.held) == 10, timeout=20)
+        # Every node busy (nobody releases yet), the rest of the held jobs waiting in livestate.
+        wait_for(lambda: work() == node_count, timeout=20)
+        wait_for(lambda: len(dispatcher.held) == min(job_count - node_count, 100), timeout=20)
         own_redis.kill()
         own_redis.start()  # empty: the ten waiting jobs are gone from livestate
         for node in nodes:  # the agents register again on their next beat
             wait_for(lambda node=node: _registered(ls, node, env), timeout=20)  # type: ignore[misc]
         releasing.set()
         wait_for(lambda: work() == len(jobs), timeout=60, interval=0.1)
-        assert dispatcher.counts["requeued_after_loss"] >= 10
+        assert dispatcher.counts["requeued_after_loss"] >= min(job_count - node_count, 100)
     assert sorted(seen) == sorted(jobs)
     assert broker.take(job_queue(env, "llama-3-8b", 0)) == []
     assert broker.take(dead_queue(env)) == []
