@@ -45,32 +45,52 @@ def _answers(port: int) -> bool:
 
 @pytest.fixture(scope="session")
 def amqp_url() -> Iterator[str]:
-    if _answers(5672):
+    """The machine's broker; or, when none answers (or LIVESTATE_TEST_AMQP=own), one started
+    here from Debian's rabbitmq-server on free ports, in a directory of its own."""
+    if _answers(5672) and os.environ.get("LIVESTATE_TEST_AMQP") != "own":
         yield "amqp://guest:guest@127.0.0.1:5672/%2F"
         return
-    binary = shutil.which("rabbitmq-server") or (
-        "/usr/sbin/rabbitmq-server" if os.path.exists("/usr/sbin/rabbitmq-server") else None
-    )
+    binary = shutil.which("rabbitmq-server", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
     if binary is None:
         pytest.skip("no RabbitMQ answers on 127.0.0.1:5672 and rabbitmq-server is not installed")
     port, dist = free_port(), free_port()
     base = tempfile.mkdtemp(prefix="livestate-rabbit-")
+    os.chmod(base, 0o777)  # Debian's script runs the broker as the rabbitmq user
     env = {
         **os.environ,
+        "HOME": base,
         "RABBITMQ_NODENAME": f"livestate-test-{port}@localhost",
         "RABBITMQ_NODE_PORT": str(port),
         "RABBITMQ_DIST_PORT": str(dist),
-        "RABBITMQ_MNESIA_BASE": f"{base}/mnesia",
-        "RABBITMQ_LOG_BASE": f"{base}/log",
-        "RABBITMQ_ENABLED_PLUGINS_FILE": f"{base}/enabled_plugins",
+        "ERL_CRASH_DUMP": f"{base}/erl_crash.dump",
+        **{
+            f"RABBITMQ_{name}": f"{base}/{path}"
+            for name, path in (
+                ("MNESIA_BASE", "mnesia"),
+                ("LOG_BASE", "log"),
+                ("ENABLED_PLUGINS_FILE", "enabled_plugins"),
+                ("FEATURE_FLAGS_FILE", "feature_flags"),
+                ("PID_FILE", "pid"),
+                ("PLUGINS_EXPAND_DIR", "plugins-expand"),
+                ("CONFIG_FILE", "rabbitmq"),
+                ("ADVANCED_CONFIG_FILE", "advanced.config"),
+                ("GENERATED_CONFIG_DIR", "config"),
+                ("SCHEMA_DIR", "schema"),
+                ("QUORUM_DIR", "quorum"),
+                ("STREAM_DIR", "stream"),
+            )
+        },
     }
     proc = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: _answers(port), timeout=60, interval=0.2)
+        wait_for(lambda: _answers(port) or proc.poll() is not None, timeout=60, interval=0.2)
+        if proc.poll() is not None:
+            pytest.skip(f"rabbitmq-server would not start here (exit {proc.returncode})")
         yield f"amqp://guest:guest@127.0.0.1:{port}/%2F"
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=60)
         shutil.rmtree(base, ignore_errors=True)
 
 
