@@ -32,6 +32,9 @@ class Catalogue:
         self._lock = threading.Lock()
         self._cached: list[Partition] = []
         self._read_at = -1.0
+        # Bumped by invalidate(): a read that began before it must not leave its (older) answer
+        # looking fresh, or a partition this process just catalogued would be missing for `ttl`.
+        self._generation = 0
         self._depths: dict[str, tuple[float, dict[Partition, int]]] = {}
 
     def partitions(self, env: str = "", region: str | None = None, *, fresh: bool = False) -> list[Partition]:
@@ -44,8 +47,9 @@ class Catalogue:
         """`partitions` from the event loop: a read that is due goes through `pipeline` (the
         batcher's), never a blocking client."""
         if self._stale():
+            began = self._began()
             _, (labels,) = await pipeline([], [("SMEMBERS", self._keys.partitions)])
-            self._store(labels)
+            self._store(labels, began)
         return self._filtered(env, None)
 
     def _filtered(self, env: str, region: str | None) -> list[Partition]:
@@ -102,11 +106,17 @@ class Catalogue:
     def invalidate(self) -> None:
         with self._lock:
             self._read_at = -1.0
+            self._generation += 1
+
+    def _began(self) -> tuple[int, float]:
+        with self._lock:
+            return self._generation, time.monotonic()
 
     def _load(self) -> None:
-        self._store(self._client.smembers(self._keys.partitions))
+        began = self._began()
+        self._store(self._client.smembers(self._keys.partitions), began)
 
-    def _store(self, labels: Iterable[Any]) -> None:
+    def _store(self, labels: Iterable[Any], began: tuple[int, float]) -> None:
         found = []
         for label in labels:
             try:
@@ -114,6 +124,8 @@ class Catalogue:
             except ValueError:
                 continue
         found.sort(key=lambda p: p.label)
+        generation, started = began
         with self._lock:
             self._cached = found
-            self._read_at = time.monotonic()
+            # Fresh from when the read began, and only if nothing was invalidated meanwhile.
+            self._read_at = started if generation == self._generation else -1.0
