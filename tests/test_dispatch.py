@@ -7,7 +7,6 @@ test uses an env of its own, so its queues are its own, and deletes them at the 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -101,6 +100,7 @@ class Broker:
         self.connection = pika.BlockingConnection(pika.URLParameters(url))
         self.channel = self.connection.channel()
         self.queues: set[str] = set()
+        self.dead: list[tuple[Any, Any]] = []
 
     def declare(self, name: str) -> str:
         self.channel.queue_declare(name, durable=True)
@@ -124,6 +124,11 @@ class Broker:
             except ValueError:
                 out.append((props, body))
 
+    def dead_letters(self, env: str) -> list[tuple[Any, Any]]:
+        """Every dead letter of the env so far (reading drains the queue, so they are kept)."""
+        self.dead += self.take(dead_queue(env))
+        return self.dead
+
     def close(self) -> None:
         for name in self.queues:
             self.channel.queue_delete(name)
@@ -146,6 +151,51 @@ def env() -> str:
 def slow_beats(make_server: ServerFactory) -> Harness:
     """A server on which registered nodes stay ONLINE for the test without beating."""
     return make_server(heartbeat_interval=20.0, suspect_after=60.0, offline_after=120.0)
+
+
+class Nodes:
+    """What nodes do with their queues: note every lease that reaches them and, the first time
+    a job_id comes, run the job (at once) and release its lease; a copy of a job already run is
+    dropped (by job_id: see dispatch.py)."""
+
+    def __init__(self, ls: Harness, broker: Broker, node_ids: list[str], *, releasing: bool = True) -> None:
+        self.broker = broker
+        self.node_ids = node_ids
+        self.scheduler = Scheduler(f"127.0.0.1:{ls.port}", "node-side")
+        self.releasing = releasing
+        self.lost_ok = False  # a lease from before a Redis wipe is gone: its Release may fail
+        self.tokens: dict[str, list[int]] = {}  # job_id -> the fencing token of each copy
+        self.order: list[str] = []  # job_ids as they first reached a node
+        self.leases: list[dict[str, Any]] = []
+
+    def work(self) -> int:
+        """Takes what is in the node queues now; returns how many jobs have reached a node."""
+        for node in self.node_ids:
+            for _, lease in self.broker.take(node_queue(node)):
+                assert lease["node_id"] == node
+                self.leases.append(lease)
+                first = lease["job_id"] not in self.tokens
+                self.tokens.setdefault(lease["job_id"], []).append(lease["fencing_token"])
+                if first:
+                    self.order.append(lease["job_id"])
+                    if self.releasing:
+                        self._release(lease)
+        return len(self.tokens)
+
+    def _release(self, lease: dict[str, Any]) -> None:
+        try:
+            self.scheduler.release(
+                lease_pb2.Lease(lease_id=lease["lease_id"], fencing_token=lease["fencing_token"])
+            )
+        except grpc.RpcError:
+            if not self.lost_ok:
+                raise
+
+    def __enter__(self) -> Nodes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.scheduler.close()
 
 
 class Running:
@@ -186,27 +236,14 @@ def test_jobs_from_the_broker_reach_nodes_exactly_once(
     for i, (job_id, model) in enumerate(jobs.items()):
         broker.publish(job_queue(env, model, i % 2), {"job_id": job_id, "payload": {"prompt": f"p{i}"}})
 
-    got: dict[str, list[int]] = {}
     with (
-        Scheduler(f"127.0.0.1:{ls.port}", "node-side") as nodes_side,
+        Nodes(ls, broker, nodes) as side,
         Running(_dispatcher(amqp_url, ls, env, models, broker, priorities=[0, 1])) as dispatcher,
     ):
-
-        def work() -> bool:
-            # What each node does with its queue: run the job, then release the lease.
-            for node in nodes:
-                for _, lease in broker.take(node_queue(node)):
-                    assert isinstance(lease, dict) and lease["node_id"] == node
-                    assert lease["job"]["payload"]["prompt"].startswith("p")
-                    got.setdefault(lease["job_id"], []).append(lease["fencing_token"])
-                    nodes_side.release(
-                        lease_pb2.Lease(lease_id=lease["lease_id"], fencing_token=lease["fencing_token"])
-                    )
-            return len(got) == len(jobs)
-
-        wait_for(work, timeout=60, interval=0.1)
+        wait_for(lambda: side.work() == len(jobs), timeout=60, interval=0.1)
         assert dispatcher.counts["delivered"] == len(jobs)
-    assert {job: len(tokens) for job, tokens in got.items()} == dict.fromkeys(jobs, 1)
+    assert {job: len(tokens) for job, tokens in side.tokens.items()} == dict.fromkeys(jobs, 1)
+    assert all(lease["job"]["payload"]["prompt"].startswith("p") for lease in side.leases)
     for model, p in ((m, p) for m in models for p in (0, 1)):
         assert broker.take(job_queue(env, model, p)) == []  # every message acked
     assert broker.take(dead_queue(env)) == []
@@ -225,23 +262,14 @@ def test_bad_messages_are_dead_lettered_with_a_reason_and_never_block_the_queue(
     broker.publish(q, {"job_id": "job-good"})
     with Running(_dispatcher(amqp_url, ls, env, ["llama-3-8b"], broker)):
         leases = wait_for(lambda: broker.take(node_queue(f"{env}-n0")), timeout=20)
-        wait_for(lambda: len(dead_acc(broker, env)) >= 4, timeout=20)
-    dead = dead_acc(broker, env)
+        wait_for(lambda: len(broker.dead_letters(env)) >= 4, timeout=20)
+    dead = broker.dead_letters(env)
     assert [lease["job_id"] for _, lease in leases] == ["job-good"]
     reasons = sorted(props.headers[REASON] for props, _ in dead)
     assert any(r.startswith("not JSON") for r in reasons), reasons
     assert "job_id is missing or not a string" in reasons
     assert any("is not this queue's model" in r for r in reasons)
     assert any(r.startswith("ttl_s must be") for r in reasons)
-
-
-_DEAD: dict[str, list[Any]] = {}
-
-
-def dead_acc(broker: Broker, env: str) -> list[Any]:
-    """Dead letters read so far (reads drain the queue, so they accumulate here)."""
-    _DEAD.setdefault(env, []).extend(broker.take(dead_queue(env)))
-    return _DEAD[env]
 
 
 def test_a_job_no_node_takes_within_its_ttl_is_cancelled_and_dead_lettered(
@@ -252,13 +280,13 @@ def test_a_job_no_node_takes_within_its_ttl_is_cancelled_and_dead_lettered(
     broker.publish(job_queue(env, "qwen-72b", 0), {"job_id": "job-late", "ttl_s": 1})
     started = time.monotonic()
     with Running(_dispatcher(amqp_url, ls, env, ["qwen-72b"], broker)) as dispatcher:
-        dead = wait_for(lambda: dead_acc(broker, env), timeout=20)
+        dead = wait_for(lambda: broker.dead_letters(env), timeout=20)
         assert dispatcher.counts["dead"] == 1
     ((props, body),) = dead
     assert props.headers[REASON] == "ttl expired before a node took the job"
     assert body == {"job_id": "job-late", "ttl_s": 1}
     assert time.monotonic() - started >= 1
-    assert props.headers.get(DELIVERY_COUNT, 0) == 0
+    assert DELIVERY_COUNT not in props.headers
 
 
 def _dispatch_cli(amqp_url: str, ls: Harness, env: str, models: str) -> subprocess.Popen[str]:
@@ -298,40 +326,24 @@ def test_a_dispatcher_killed_mid_run_loses_nothing_and_nodes_see_each_job_once(
         broker.publish(job_queue(env, "llama-3-8b", 0), {"job_id": job_id})
     broker.queues |= {job_queue(env, "llama-3-8b", 0), dead_queue(env)}
 
-    seen: dict[str, set[int]] = {}  # job -> fencing tokens its node received
-    copies = 0
-
-    def work(release: bool) -> int:
-        nonlocal copies
-        for node in nodes:
-            for _, lease in broker.take(node_queue(node)):
-                copies += 1
-                first = lease["job_id"] not in seen
-                seen.setdefault(lease["job_id"], set()).add(lease["fencing_token"])
-                if first and release:  # a node drops a (job_id, token) it has seen
-                    nodes_side.release(
-                        lease_pb2.Lease(lease_id=lease["lease_id"], fencing_token=lease["fencing_token"])
-                    )
-        return len(seen)
-
-    with Scheduler(f"127.0.0.1:{ls.port}", "node-side") as nodes_side:
+    with Nodes(ls, broker, nodes) as side:
         first = _dispatch_cli(amqp_url, ls, env, "llama-3-8b")
         try:
-            wait_for(lambda: work(release=True) >= 8, timeout=30, interval=0.05)
+            wait_for(lambda: side.work() >= 8, timeout=30, interval=0.05)
         finally:
             first.kill()  # SIGKILL: whatever it held unacked goes back to the queue
             first.communicate(timeout=30)
         second = _dispatch_cli(amqp_url, ls, env, "llama-3-8b")
         try:
-            wait_for(lambda: work(release=True) == len(jobs), timeout=60, interval=0.05)
+            wait_for(lambda: side.work() == len(jobs), timeout=60, interval=0.05)
         finally:
             second.send_signal(signal.SIGTERM)
             _, err = second.communicate(timeout=30)
         assert second.returncode == 0, err
-    assert sorted(seen) == sorted(jobs)
+    assert sorted(side.tokens) == sorted(jobs)
     # Copies come only from what the killed dispatcher held unacked (at most its prefetch), and
     # a node drops a job_id it has already run.
-    assert copies - len(jobs) <= 10, (copies, seen)
+    assert len(side.leases) - len(jobs) <= 10, side.tokens
     assert broker.take(job_queue(env, "llama-3-8b", 0)) == []
     assert broker.take(dead_queue(env)) == []
     counts = json.loads(err.strip().splitlines()[-1])
@@ -363,36 +375,21 @@ def test_redis_killed_and_restarted_empty_mid_run_every_job_still_reaches_a_node
     for job_id in jobs:
         broker.publish(job_queue(env, "llama-3-8b", 0), {"job_id": job_id})
 
-    seen: dict[str, list[int]] = {}
-    releasing = threading.Event()
-
-    def work() -> int:
-        for node in nodes:
-            for _, lease in broker.take(node_queue(node)):
-                first = lease["job_id"] not in seen
-                seen.setdefault(lease["job_id"], []).append(lease["fencing_token"])
-                if first and releasing.is_set():
-                    with contextlib.suppress(grpc.RpcError):  # a lease from before the wipe is gone
-                        nodes_side.release(
-                            lease_pb2.Lease(lease_id=lease["lease_id"], fencing_token=lease["fencing_token"])
-                        )
-        return len(seen)
-
     with (
-        Scheduler(f"127.0.0.1:{ls.port}", "node-side") as nodes_side,
+        Nodes(ls, broker, nodes, releasing=False) as side,
         Running(_dispatcher(amqp_url, ls, env, ["llama-3-8b"], broker)) as dispatcher,
     ):
         # Every node busy (nobody releases yet), the rest of the held jobs waiting in livestate.
-        wait_for(lambda: work() == node_count, timeout=20)
+        wait_for(lambda: side.work() == node_count, timeout=20)
         wait_for(lambda: len(dispatcher.held) == min(job_count - node_count, 100), timeout=20)
         own_redis.kill()
-        own_redis.start()  # empty: the ten waiting jobs are gone from livestate
+        own_redis.start()  # empty: the jobs waiting in livestate are gone from it
         for node in nodes:  # the agents register again on their next beat
             wait_for(lambda node=node: _registered(ls, node, env), timeout=20)  # type: ignore[misc]
-        releasing.set()
-        wait_for(lambda: work() == len(jobs), timeout=60, interval=0.1)
+        side.releasing = side.lost_ok = True
+        wait_for(lambda: side.work() == len(jobs), timeout=60, interval=0.1)
         assert dispatcher.counts["requeued_after_loss"] >= min(job_count - node_count, 100)
-    assert sorted(seen) == sorted(jobs)
+    assert sorted(side.tokens) == sorted(jobs)
     assert broker.take(job_queue(env, "llama-3-8b", 0)) == []
     assert broker.take(dead_queue(env)) == []
 
@@ -417,35 +414,21 @@ def test_a_thousand_jobs_over_three_models_and_two_priorities_to_fifty_nodes(
     for job_id, (model, priority) in jobs.items():
         broker.publish(job_queue(env, model, priority), {"job_id": job_id})
 
-    order: list[str] = []
-    tokens: dict[str, set[int]] = {}
     with (
-        Scheduler(f"127.0.0.1:{ls.port}", "node-side") as nodes_side,
+        Nodes(ls, broker, nodes) as side,
         Running(
             _dispatcher(amqp_url, ls, env, models, broker, priorities=[0, 1], prefetch=300)
         ) as dispatcher,
     ):
-
-        def work() -> int:
-            for node in nodes:
-                for _, lease in broker.take(node_queue(node)):
-                    if lease["job_id"] not in tokens:
-                        order.append(lease["job_id"])
-                        nodes_side.release(
-                            lease_pb2.Lease(lease_id=lease["lease_id"], fencing_token=lease["fencing_token"])
-                        )
-                    tokens.setdefault(lease["job_id"], set()).add(lease["fencing_token"])
-            return len(tokens)
-
         started = time.monotonic()
-        wait_for(lambda: work() == len(jobs), timeout=240, interval=0.05)
+        wait_for(lambda: side.work() == len(jobs), timeout=240, interval=0.05)
         took = time.monotonic() - started
         assert dispatcher.counts["delivered"] == len(jobs)
     print(f"dispatch: 1,000 jobs broker -> livestate -> nodes in {took:.1f}s ({len(jobs) / took:.0f} jobs/s)")
-    assert sorted(tokens) == sorted(jobs) and all(len(t) == 1 for t in tokens.values())
+    assert {job: len(tokens) for job, tokens in side.tokens.items()} == dict.fromkeys(jobs, 1)
     # Nodes are scarce (50 for 1,000 jobs): among the jobs livestate held at once, the higher
     # priority went first, so priority-1 jobs sit earlier in the delivery order on the whole.
-    rank = {job_id: i for i, job_id in enumerate(order)}
+    rank = {job_id: i for i, job_id in enumerate(side.order)}
     mean = {p: sum(rank[j] for j, (_, q) in jobs.items() if q == p) / 500 for p in (0, 1)}
     assert mean[1] < mean[0], mean
     assert broker.take(dead_queue(env)) == []
@@ -462,8 +445,8 @@ def test_a_message_delivered_max_attempts_times_is_dead_lettered(
     broker.publish(q, {"job_id": "job-fine"}, headers={DELIVERY_COUNT: 1})
     with Running(_dispatcher(amqp_url, ls, env, ["llama-3-8b"], broker, max_attempts=5)):
         leases = wait_for(lambda: broker.take(node_queue(f"{env}-n0")), timeout=20)
-        wait_for(lambda: dead_acc(broker, env), timeout=20)
+        wait_for(lambda: broker.dead_letters(env), timeout=20)
     assert [lease["job_id"] for _, lease in leases] == ["job-fine"]
-    ((props, body),) = dead_acc(broker, env)
+    ((props, body),) = broker.dead_letters(env)
     assert body == {"job_id": "job-poison"}
     assert props.headers[REASON] == "delivered 5 times without being placed"

@@ -7,7 +7,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import grpc
 import pytest
@@ -17,7 +17,7 @@ from conftest import ServerFactory
 from harness import IDLE, OFFLINE, ONLINE, Harness, enqueue, error_reason, spec, wait_for
 from livestate.server.app import SERVICE_NAMES
 from livestate.server.embedded import EmbeddedRedis
-from livestate.server.keys import Partition
+from livestate.server.keys import Partition, PartitionKeys
 from livestate.v1 import heartbeat_service_pb2 as hb
 from livestate.v1 import node_service_pb2 as ns
 from livestate.v1 import queue_service_pb2 as qpb
@@ -82,22 +82,28 @@ def test_reloaded_stale_snapshot_starts_new_epoch_without_false_offlines(ls: Har
     rt = ls.server.rt
     with Agents(ls, 10) as agents:
         wait_for(lambda: len(ls.events()) >= 10)
-        # What a restart from an old RDB looks like: the same keys, another run_id, a state marker
-        # behind the one the server has seen, and last-seen times far in the past.
         wait_for(lambda: rt.epoch.mark > 3)
         pk = rt.keys.partition(rt.locator.lookup("agent-0"))  # type: ignore[arg-type]
-        old = int(ls.redis.time()[0] * 1000) - 60_000
-        pipe = ls.redis.pipeline()
-        pipe.hset(rt.keys.epoch, mapping={"run_id": "run-id-of-another-life", "mark": 1})
-        for node_id in agents.boots:
-            pipe.hset(pk.node(node_id), "seen", old)
-            pipe.zadd(pk.alive, {node_id: old})
-        pipe.execute()
+        _as_if_back_from_an_old_snapshot(ls, rt.keys.epoch, pk, agents.boots)
 
         wait_for(lambda: all(agents.resyncs.values()), timeout=3)
         time.sleep(ls.config.offline_after + 0.3)
         assert all(ls.liveness(n) == ONLINE for n in agents.boots)
     assert not [e for e in ls.events() if e["type"] in ("2", "3")]
+
+
+def _as_if_back_from_an_old_snapshot(
+    ls: Harness, epoch_key: str, pk: PartitionKeys, node_ids: Iterable[str]
+) -> None:
+    """What a restart from an old RDB looks like to the epoch at `epoch_key`: the same keys,
+    another run_id, a state marker behind the one the server has seen, last-seen times long past."""
+    old = int(ls.redis.time()[0] * 1000) - 60_000
+    pipe = ls.redis.pipeline()
+    pipe.hset(epoch_key, mapping={"run_id": "run-id-of-another-life", "mark": 1})
+    for node_id in node_ids:
+        pipe.hset(pk.node(node_id), "seen", old)
+        pipe.zadd(pk.alive, {node_id: old})
+    pipe.execute()
 
 
 @pytest.fixture
@@ -265,15 +271,8 @@ def test_a_partition_restored_from_an_older_snapshot_resyncs_its_agents(ls: Harn
         assert partition is not None
         pk = rt.keys.partition(partition)
         wait_for(lambda: rt.epoch.partition_seen(partition)[1] > 3)
-        # One shard back from an old RDB: its run_id changed and its marker is behind what the
-        # server saw, while the global epoch (on another shard) saw nothing happen.
-        old = int(ls.redis.time()[0] * 1000) - 60_000
-        pipe = ls.redis.pipeline()
-        pipe.hset(pk.epoch, mapping={"run_id": "run-id-of-another-life", "mark": 1})
-        for node_id in agents.boots:
-            pipe.hset(pk.node(node_id), "seen", old)
-            pipe.zadd(pk.alive, {node_id: old})
-        pipe.execute()
+        # One shard back from an old RDB, while the global epoch (on another shard) saw nothing.
+        _as_if_back_from_an_old_snapshot(ls, pk.epoch, pk, agents.boots)
 
         wait_for(lambda: all(agents.resyncs.values()), timeout=3)
         time.sleep(ls.config.offline_after + 0.3)

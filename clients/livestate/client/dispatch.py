@@ -98,7 +98,6 @@ class Held:
     body: dict[str, Any]
     raw: bytes
     tag: int
-    attempts: int
     reply_to: str | None
     correlation_id: str | None
     deadline: float  # monotonic
@@ -230,7 +229,6 @@ class Dispatcher:
             body=body,
             raw=raw,
             tag=method.delivery_tag,
-            attempts=attempts,
             reply_to=props.reply_to,
             correlation_id=props.correlation_id,
             deadline=time.monotonic() + float(body["ttl_s"]),
@@ -365,9 +363,7 @@ class Dispatcher:
 
     def _give_up(self, held: Held, reason: str) -> None:
         self.held.pop(held.job_id, None)
-        props = self._pika.BasicProperties(
-            headers={DELIVERY_COUNT: held.attempts}, correlation_id=held.correlation_id
-        )
+        props = self._pika.BasicProperties(correlation_id=held.correlation_id)
         self._dead(held.queue, held.raw, props, reason, held.tag)
 
     def _expire(self) -> None:
