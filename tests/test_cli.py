@@ -63,6 +63,20 @@ def test_subcloud_put_get_ls_rm(ls: Harness, capsys: pytest.CaptureFixture[str])
     assert run(ls, capsys, "subcloud", "rm", "acme")[1].strip() == "deleted"
 
 
+def test_subcloud_grant_members_revoke_and_log(ls: Harness, capsys: pytest.CaptureFixture[str]) -> None:
+    ls.register("gpu-1", subclouds=["acme"])
+    code, out = run(ls, capsys, "subcloud", "put", "acme", "--isolate")
+    assert code == 0 and "granted" in out.splitlines()[1]
+
+    assert run(ls, capsys, "subcloud", "grant", "acme", "gpu-1", "gpu-2", "--reason", "pilot")[0] == 0
+    code, out = run(ls, capsys, "subcloud", "members", "acme")
+    assert [line.split()[0] for line in out.splitlines()] == ["NODE", "gpu-1", "gpu-2"]
+    assert "acme" in json.loads(run(ls, capsys, "nodes", "get", "gpu-1", "--json")[1])["subclouds"]
+    assert json.loads(run(ls, capsys, "subcloud", "revoke", "acme", "gpu-2", "--json")[1]) == {"removed": 1}
+    code, out = run(ls, capsys, "subcloud", "log", "--subcloud", "acme")
+    assert [line.split()[4] for line in out.splitlines()[1:]] == ["revoke", "grant", "grant"]
+
+
 def test_nodes_ls_and_get(ls: Harness, capsys: pytest.CaptureFixture[str]) -> None:
     ls.register("gpu-1")
     ls.register("gpu-2", region="us")

@@ -27,7 +27,10 @@ PARTITION_SCRIPTS: dict[str, Callable[[PartitionKeys], list[str]]] = {
     "release": lambda pk: pk.release_keys(),
     "unwait": lambda pk: pk.unwait_keys(),
     "setflag": lambda pk: pk.setflag_keys(),
+    "membership": lambda pk: [pk.control(NODE), pk.control("other-node")],
 }
+# Scripts that take one key per item (KEYS[1..n]) instead of a fixed list.
+PER_ITEM_KEYS = {"membership"}
 
 
 def _declared_keys(name: str) -> int:
@@ -51,7 +54,10 @@ def test_every_key_of_a_partition_script_hashes_to_one_slot(script: str, partiti
 @pytest.mark.parametrize("script", sorted(PARTITION_SCRIPTS))
 def test_script_headers_declare_the_keys_the_server_passes(script: str) -> None:
     pk = Keys("ls").partition(PARTITIONS[0])
-    assert _declared_keys(script) == len(PARTITION_SCRIPTS[script](pk))
+    if script in PER_ITEM_KEYS:
+        assert re.search(r"^-- KEYS\[1\.\.n\]", _read(script), flags=re.M)
+    else:
+        assert _declared_keys(script) == len(PARTITION_SCRIPTS[script](pk))
     # Every partition script reads its partition context first, as lib.lua's context() does.
     assert "-- ARGV[1..18] partition context (lib.lua)" in _read(script)
     assert "local C = context()" in _read(script)
@@ -82,6 +88,7 @@ def test_single_key_scripts_declare_one_key() -> None:
     assert _declared_keys("epoch") == 1
     assert _declared_keys("del_if_equal") == 1
     assert _declared_keys("settle") == 1
+    assert _declared_keys("grant") == 1
 
 
 def test_partitions_land_in_different_slots() -> None:

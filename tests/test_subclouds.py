@@ -41,6 +41,9 @@ def test_put_get_list_delete(ls: Harness) -> None:
 def test_isolated_members_serve_only_their_subcloud(ls: Harness) -> None:
     ls.register("private", subclouds=["acme"])
     _put(ls, "acme", isolate=True)
+    _stub(ls).AddSubcloudMembers(
+        spb.AddSubcloudMembersRequest(subcloud="acme", node_ids=["private"]), timeout=5
+    )
 
     assert ls.try_match("public-job") is None
     assert ls.try_match("acme-job", subcloud="acme") == "private"
@@ -89,7 +92,7 @@ def test_a_put_reaches_every_server_within_the_cache_time(make_server: ServerFac
     assert b.try_match("j0") == "private"
     b.release(b.match("j0").lease)
 
-    _put(a, "acme", isolate=True)
+    _put(a, "acme", isolate=True, membership=spb.SUBCLOUD_MEMBERSHIP_OPEN)
     attempts = iter(range(10_000))
 
     def isolated_on_b() -> bool:

@@ -5,9 +5,12 @@ only the client install.
     livestate flag clear NODE KIND
     livestate flag ls [--node NODE] [--kind KIND]
     livestate flag log [--node NODE]
-    livestate subcloud put NAME [--isolate] [--model M ...] [--region R ...] [--min-vram MB]
-                                [--gpu G ...] [--ban NODE ...]
+    livestate subcloud put NAME [--isolate] [--membership open|granted] [--model M ...] [--region R ...]
+                                [--min-vram MB] [--gpu G ...] [--ban NODE ...]
     livestate subcloud get NAME | ls | rm NAME
+    livestate subcloud grant NAME NODE ... [--reason R] | revoke NAME NODE ... [--reason R]
+    livestate subcloud members NAME
+    livestate subcloud log [--subcloud NAME] [--node NODE]
     livestate nodes ls [--env E] [--model M] [--region R] [--liveness L] [--state S] [--subcloud C]
     livestate nodes get NODE
     livestate watch [--env E] [--region R] [--type T ...]
@@ -175,6 +178,7 @@ def _subcloud_row(s: spb.Subcloud) -> Sequence[object]:
     return (
         s.name,
         "yes" if s.isolate else "no",
+        spb.SubcloudMembership.Name(s.membership)[len("SUBCLOUD_MEMBERSHIP_") :].lower(),
         ",".join(s.allowed_models) or "*",
         ",".join(s.allowed_regions) or "*",
         s.min_vram_mb or "-",
@@ -183,7 +187,23 @@ def _subcloud_row(s: spb.Subcloud) -> Sequence[object]:
     )
 
 
-SUBCLOUD_HEADERS = ("NAME", "ISOLATE", "MODELS", "REGIONS", "MIN_VRAM_MB", "GPUS", "BANNED")
+MEMBERSHIP = {
+    "": spb.SUBCLOUD_MEMBERSHIP_UNSPECIFIED,
+    "open": spb.SUBCLOUD_MEMBERSHIP_OPEN,
+    "granted": spb.SUBCLOUD_MEMBERSHIP_GRANTED,
+}
+SUBCLOUD_HEADERS = ("NAME", "ISOLATE", "MEMBERSHIP", "MODELS", "REGIONS", "MIN_VRAM_MB", "GPUS", "BANNED")
+MEMBER_HEADERS = ("NODE", "GRANTED", "BY", "REASON")
+MEMBERSHIP_CHANGE_HEADERS = ("TIME", "SUBCLOUD", "NODE", "ACTION", "BY", "REASON")
+
+
+def _member_row(m: spb.SubcloudMember) -> Sequence[object]:
+    return (m.node_id, _ts(m.grant_time), m.actor, m.reason or "-")
+
+
+def _membership_change_row(c: spb.MembershipChange) -> Sequence[object]:
+    action = spb.MembershipAction.Name(c.action)[len("MEMBERSHIP_ACTION_") :].lower()
+    return (_ts(c.change_time), c.subcloud, c.node_id, action, c.actor, c.reason or "-")
 
 
 def cmd_subcloud(args: argparse.Namespace, channel: grpc.Channel) -> None:
@@ -193,6 +213,7 @@ def cmd_subcloud(args: argparse.Namespace, channel: grpc.Channel) -> None:
         subcloud = spb.Subcloud(
             name=args.name,
             isolate=args.isolate,
+            membership=MEMBERSHIP[args.membership],
             allowed_models=args.model,
             allowed_regions=args.region,
             min_vram_mb=args.min_vram,
@@ -207,6 +228,38 @@ def cmd_subcloud(args: argparse.Namespace, channel: grpc.Channel) -> None:
     elif args.action == "ls":
         listed = stub.ListSubclouds(spb.ListSubcloudsRequest(), timeout=10, metadata=md).subclouds
         _emit(args, list(listed), SUBCLOUD_HEADERS, _subcloud_row)
+    elif args.action == "grant":
+        added = stub.AddSubcloudMembers(
+            spb.AddSubcloudMembersRequest(subcloud=args.name, node_ids=args.nodes, reason=args.reason),
+            timeout=10,
+            metadata=md,
+        ).added
+        print(json.dumps({"added": added}) if args.json else f"granted; {added} new member(s)")
+    elif args.action == "revoke":
+        removed = stub.RemoveSubcloudMembers(
+            spb.RemoveSubcloudMembersRequest(subcloud=args.name, node_ids=args.nodes, reason=args.reason),
+            timeout=10,
+            metadata=md,
+        ).removed
+        print(json.dumps({"removed": removed}) if args.json else f"revoked; {removed} member(s) removed")
+    elif args.action == "members":
+        members, token = [], ""
+        while True:
+            page = stub.ListSubcloudMembers(
+                spb.ListSubcloudMembersRequest(subcloud=args.name, page_token=token), timeout=10, metadata=md
+            )
+            members += list(page.members)
+            token = page.next_page_token
+            if not token:
+                break
+        _emit(args, members, MEMBER_HEADERS, _member_row)
+    elif args.action == "log":
+        changes = stub.ListMembershipChanges(
+            spb.ListMembershipChangesRequest(subcloud=args.subcloud, node_id=args.node, page_size=args.limit),
+            timeout=10,
+            metadata=md,
+        ).changes
+        _emit(args, list(changes), MEMBERSHIP_CHANGE_HEADERS, _membership_change_row)
     else:  # rm
         deleted = stub.DeleteSubcloud(
             spb.DeleteSubcloudRequest(name=args.name), timeout=10, metadata=md
@@ -329,6 +382,13 @@ def _parser() -> argparse.ArgumentParser:
     p = subcloud.add_parser("put", parents=[common])
     p.add_argument("name")
     p.add_argument("--isolate", action="store_true")
+    p.add_argument(
+        "--membership",
+        choices=["open", "granted"],
+        default="",
+        help="granted (the default with --isolate): a node must be granted membership too; "
+        "open: listing it is enough",
+    )
     p.add_argument("--model", action="append", default=[])
     p.add_argument("--region", action="append", default=[])
     p.add_argument("--min-vram", type=int, default=0)
@@ -337,6 +397,16 @@ def _parser() -> argparse.ArgumentParser:
     for action in ("get", "rm"):
         subcloud.add_parser(action, parents=[common]).add_argument("name")
     subcloud.add_parser("ls", parents=[common])
+    for action in ("grant", "revoke"):
+        p = subcloud.add_parser(action, parents=[common], help=f"{action} nodes membership")
+        p.add_argument("name")
+        p.add_argument("nodes", nargs="+")
+        p.add_argument("--reason", default="")
+    subcloud.add_parser("members", parents=[common], help="nodes granted membership").add_argument("name")
+    p = subcloud.add_parser("log", parents=[common], help="the membership audit trail, newest first")
+    p.add_argument("--subcloud", default="")
+    p.add_argument("--node", default="")
+    p.add_argument("--limit", type=int, default=50)
 
     nodes = sub.add_parser("nodes", help="list and show nodes").add_subparsers(dest="action", required=True)
     p = nodes.add_parser("ls", parents=[common])

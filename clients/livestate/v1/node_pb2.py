@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from livestate.v1 import flag_pb2 as livestate_dot_v1_dot_flag__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17livestate/v1/node.proto\x12\x0clivestate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17livestate/v1/flag.proto\"\xb8\x02\n\x08NodeSpec\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0b\n\x03\x65nv\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\x12\x0e\n\x06models\x18\x04 \x03(\t\x12\x11\n\tgpu_model\x18\x05 \x01(\t\x12\x11\n\tgpu_count\x18\x06 \x01(\r\x12\x15\n\rvram_total_mb\x18\x07 \x01(\x04\x12\r\n\x05slots\x18\x08 \x01(\r\x12\x11\n\tsubclouds\x18\t \x03(\t\x12\x32\n\x06labels\x18\n \x03(\x0b\x32\".livestate.v1.NodeSpec.LabelsEntry\x12\x15\n\ragent_version\x18\x0b \x01(\t\x12\x15\n\rconfig_digest\x18\x0c \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x98\x03\n\x04Node\x12$\n\x04spec\x18\x01 \x01(\x0b\x32\x16.livestate.v1.NodeSpec\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.livestate.v1.NodeState\x12(\n\x08liveness\x18\x03 \x01(\x0e\x32\x16.livestate.v1.Liveness\x12\x32\n\x0elast_seen_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x05\x66lags\x18\x05 \x03(\x0b\x32\x12.livestate.v1.Flag\x12\x14\n\x0cvram_free_mb\x18\x06 \x01(\x04\x12\x14\n\x0crunning_jobs\x18\x07 \x01(\r\x12\x31\n\rregister_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x62oot_id\x18\t \x01(\t\x12\x0b\n\x03seq\x18\n \x01(\x04\x12\x14\n\x0cleased_slots\x18\x0b \x01(\r\x12\x15\n\rfailure_score\x18\x0c \x01(\x01\x12\x17\n\x0foperator_paused\x18\r \x01(\x08\"\xba\x01\n\tNodeEvent\x12\x14\n\x0cresume_token\x18\x01 \x01(\t\x12)\n\x04type\x18\x02 \x01(\x0e\x32\x1b.livestate.v1.NodeEventType\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x0b\n\x03\x65nv\x18\x04 \x01(\t\x12\x0e\n\x06region\x18\x05 \x01(\t\x12.\n\nevent_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t*\x82\x01\n\tNodeState\x12\x1a\n\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x13\n\x0fNODE_STATE_IDLE\x10\x01\x12\x13\n\x0fNODE_STATE_BUSY\x10\x02\x12\x16\n\x12NODE_STATE_LOADING\x10\x03\x12\x17\n\x13NODE_STATE_DRAINING\x10\x04*e\n\x08Liveness\x12\x18\n\x14LIVENESS_UNSPECIFIED\x10\x00\x12\x13\n\x0fLIVENESS_ONLINE\x10\x01\x12\x14\n\x10LIVENESS_SUSPECT\x10\x02\x12\x14\n\x10LIVENESS_OFFLINE\x10\x03*\xff\x01\n\rNodeEventType\x12\x1f\n\x1bNODE_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16NODE_EVENT_TYPE_ONLINE\x10\x01\x12\x1b\n\x17NODE_EVENT_TYPE_SUSPECT\x10\x02\x12\x1b\n\x17NODE_EVENT_TYPE_OFFLINE\x10\x03\x12\x1b\n\x17NODE_EVENT_TYPE_FLAGGED\x10\x04\x12\x1d\n\x19NODE_EVENT_TYPE_UNFLAGGED\x10\x05\x12\x1e\n\x1aNODE_EVENT_TYPE_LEASE_LOST\x10\x06\x12\x1b\n\x17NODE_EVENT_TYPE_DRAINED\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17livestate/v1/node.proto\x12\x0clivestate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17livestate/v1/flag.proto\"\xb8\x02\n\x08NodeSpec\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0b\n\x03\x65nv\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\x12\x0e\n\x06models\x18\x04 \x03(\t\x12\x11\n\tgpu_model\x18\x05 \x01(\t\x12\x11\n\tgpu_count\x18\x06 \x01(\r\x12\x15\n\rvram_total_mb\x18\x07 \x01(\x04\x12\r\n\x05slots\x18\x08 \x01(\r\x12\x11\n\tsubclouds\x18\t \x03(\t\x12\x32\n\x06labels\x18\n \x03(\x0b\x32\".livestate.v1.NodeSpec.LabelsEntry\x12\x15\n\ragent_version\x18\x0b \x01(\t\x12\x15\n\rconfig_digest\x18\x0c \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xab\x03\n\x04Node\x12$\n\x04spec\x18\x01 \x01(\x0b\x32\x16.livestate.v1.NodeSpec\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.livestate.v1.NodeState\x12(\n\x08liveness\x18\x03 \x01(\x0e\x32\x16.livestate.v1.Liveness\x12\x32\n\x0elast_seen_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x05\x66lags\x18\x05 \x03(\x0b\x32\x12.livestate.v1.Flag\x12\x14\n\x0cvram_free_mb\x18\x06 \x01(\x04\x12\x14\n\x0crunning_jobs\x18\x07 \x01(\r\x12\x31\n\rregister_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x62oot_id\x18\t \x01(\t\x12\x0b\n\x03seq\x18\n \x01(\x04\x12\x14\n\x0cleased_slots\x18\x0b \x01(\r\x12\x15\n\rfailure_score\x18\x0c \x01(\x01\x12\x17\n\x0foperator_paused\x18\r \x01(\x08\x12\x11\n\tsubclouds\x18\x0e \x03(\t\"\xba\x01\n\tNodeEvent\x12\x14\n\x0cresume_token\x18\x01 \x01(\t\x12)\n\x04type\x18\x02 \x01(\x0e\x32\x1b.livestate.v1.NodeEventType\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x0b\n\x03\x65nv\x18\x04 \x01(\t\x12\x0e\n\x06region\x18\x05 \x01(\t\x12.\n\nevent_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t*\x82\x01\n\tNodeState\x12\x1a\n\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x13\n\x0fNODE_STATE_IDLE\x10\x01\x12\x13\n\x0fNODE_STATE_BUSY\x10\x02\x12\x16\n\x12NODE_STATE_LOADING\x10\x03\x12\x17\n\x13NODE_STATE_DRAINING\x10\x04*e\n\x08Liveness\x12\x18\n\x14LIVENESS_UNSPECIFIED\x10\x00\x12\x13\n\x0fLIVENESS_ONLINE\x10\x01\x12\x14\n\x10LIVENESS_SUSPECT\x10\x02\x12\x14\n\x10LIVENESS_OFFLINE\x10\x03*\xff\x01\n\rNodeEventType\x12\x1f\n\x1bNODE_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16NODE_EVENT_TYPE_ONLINE\x10\x01\x12\x1b\n\x17NODE_EVENT_TYPE_SUSPECT\x10\x02\x12\x1b\n\x17NODE_EVENT_TYPE_OFFLINE\x10\x03\x12\x1b\n\x17NODE_EVENT_TYPE_FLAGGED\x10\x04\x12\x1d\n\x19NODE_EVENT_TYPE_UNFLAGGED\x10\x05\x12\x1e\n\x1aNODE_EVENT_TYPE_LEASE_LOST\x10\x06\x12\x1b\n\x17NODE_EVENT_TYPE_DRAINED\x10\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,18 +35,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_NODESPEC_LABELSENTRY']._loaded_options = None
   _globals['_NODESPEC_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_NODESTATE']._serialized_start=1015
-  _globals['_NODESTATE']._serialized_end=1145
-  _globals['_LIVENESS']._serialized_start=1147
-  _globals['_LIVENESS']._serialized_end=1248
-  _globals['_NODEEVENTTYPE']._serialized_start=1251
-  _globals['_NODEEVENTTYPE']._serialized_end=1506
+  _globals['_NODESTATE']._serialized_start=1034
+  _globals['_NODESTATE']._serialized_end=1164
+  _globals['_LIVENESS']._serialized_start=1166
+  _globals['_LIVENESS']._serialized_end=1267
+  _globals['_NODEEVENTTYPE']._serialized_start=1270
+  _globals['_NODEEVENTTYPE']._serialized_end=1525
   _globals['_NODESPEC']._serialized_start=100
   _globals['_NODESPEC']._serialized_end=412
   _globals['_NODESPEC_LABELSENTRY']._serialized_start=367
   _globals['_NODESPEC_LABELSENTRY']._serialized_end=412
   _globals['_NODE']._serialized_start=415
-  _globals['_NODE']._serialized_end=823
-  _globals['_NODEEVENT']._serialized_start=826
-  _globals['_NODEEVENT']._serialized_end=1012
+  _globals['_NODE']._serialized_end=842
+  _globals['_NODEEVENT']._serialized_start=845
+  _globals['_NODEEVENT']._serialized_end=1031
 # @@protoc_insertion_point(module_scope)

@@ -90,7 +90,7 @@ class NodeSpec(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., env: _Optional[str] = ..., region: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., gpu_model: _Optional[str] = ..., gpu_count: _Optional[int] = ..., vram_total_mb: _Optional[int] = ..., slots: _Optional[int] = ..., subclouds: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., agent_version: _Optional[str] = ..., config_digest: _Optional[str] = ...) -> None: ...
 
 class Node(_message.Message):
-    __slots__ = ("spec", "state", "liveness", "last_seen_time", "flags", "vram_free_mb", "running_jobs", "register_time", "boot_id", "seq", "leased_slots", "failure_score", "operator_paused")
+    __slots__ = ("spec", "state", "liveness", "last_seen_time", "flags", "vram_free_mb", "running_jobs", "register_time", "boot_id", "seq", "leased_slots", "failure_score", "operator_paused", "subclouds")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     LIVENESS_FIELD_NUMBER: _ClassVar[int]
@@ -104,6 +104,7 @@ class Node(_message.Message):
     LEASED_SLOTS_FIELD_NUMBER: _ClassVar[int]
     FAILURE_SCORE_FIELD_NUMBER: _ClassVar[int]
     OPERATOR_PAUSED_FIELD_NUMBER: _ClassVar[int]
+    SUBCLOUDS_FIELD_NUMBER: _ClassVar[int]
     spec: NodeSpec
     state: NodeState
     liveness: Liveness
@@ -117,7 +118,8 @@ class Node(_message.Message):
     leased_slots: int
     failure_score: float
     operator_paused: bool
-    def __init__(self, spec: _Optional[_Union[NodeSpec, _Mapping]] = ..., state: _Optional[_Union[NodeState, str]] = ..., liveness: _Optional[_Union[Liveness, str]] = ..., last_seen_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., flags: _Optional[_Iterable[_Union[_flag_pb2.Flag, _Mapping]]] = ..., vram_free_mb: _Optional[int] = ..., running_jobs: _Optional[int] = ..., register_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., boot_id: _Optional[str] = ..., seq: _Optional[int] = ..., leased_slots: _Optional[int] = ..., failure_score: _Optional[float] = ..., operator_paused: _Optional[bool] = ...) -> None: ...
+    subclouds: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, spec: _Optional[_Union[NodeSpec, _Mapping]] = ..., state: _Optional[_Union[NodeState, str]] = ..., liveness: _Optional[_Union[Liveness, str]] = ..., last_seen_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., flags: _Optional[_Iterable[_Union[_flag_pb2.Flag, _Mapping]]] = ..., vram_free_mb: _Optional[int] = ..., running_jobs: _Optional[int] = ..., register_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., boot_id: _Optional[str] = ..., seq: _Optional[int] = ..., leased_slots: _Optional[int] = ..., failure_score: _Optional[float] = ..., operator_paused: _Optional[bool] = ..., subclouds: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class NodeEvent(_message.Message):
     __slots__ = ("resume_token", "type", "node_id", "env", "region", "event_time", "detail")

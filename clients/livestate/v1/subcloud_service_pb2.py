@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#livestate/v1/subcloud_service.proto\x12\x0clivestate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\">\n\x12PutSubcloudRequest\x12(\n\x08subcloud\x18\x01 \x01(\x0b\x32\x16.livestate.v1.Subcloud\"?\n\x13PutSubcloudResponse\x12(\n\x08subcloud\x18\x01 \x01(\x0b\x32\x16.livestate.v1.Subcloud\"\"\n\x12GetSubcloudRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"?\n\x13GetSubcloudResponse\x12(\n\x08subcloud\x18\x01 \x01(\x0b\x32\x16.livestate.v1.Subcloud\"\x16\n\x14ListSubcloudsRequest\"B\n\x15ListSubcloudsResponse\x12)\n\tsubclouds\x18\x01 \x03(\x0b\x32\x16.livestate.v1.Subcloud\"%\n\x15\x44\x65leteSubcloudRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\")\n\x16\x44\x65leteSubcloudResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"\xd5\x01\n\x08Subcloud\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07isolate\x18\x02 \x01(\x08\x12\x16\n\x0e\x61llowed_models\x18\x03 \x03(\t\x12\x17\n\x0f\x61llowed_regions\x18\x04 \x03(\t\x12\x13\n\x0bmin_vram_mb\x18\x05 \x01(\x04\x12\x1a\n\x12\x61llowed_gpu_models\x18\x06 \x03(\t\x12\x17\n\x0f\x62\x61nned_node_ids\x18\x07 \x03(\t\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\x84\x03\n\x0fSubcloudService\x12W\n\x0bPutSubcloud\x12 .livestate.v1.PutSubcloudRequest\x1a!.livestate.v1.PutSubcloudResponse\"\x03\x90\x02\x02\x12W\n\x0bGetSubcloud\x12 .livestate.v1.GetSubcloudRequest\x1a!.livestate.v1.GetSubcloudResponse\"\x03\x90\x02\x01\x12]\n\rListSubclouds\x12\".livestate.v1.ListSubcloudsRequest\x1a#.livestate.v1.ListSubcloudsResponse\"\x03\x90\x02\x01\x12`\n\x0e\x44\x65leteSubcloud\x12#.livestate.v1.DeleteSubcloudRequest\x1a$.livestate.v1.DeleteSubcloudResponse\"\x03\x90\x02\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#livestate/v1/subcloud_service.proto\x12\x0clivestate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\">\n\x12PutSubcloudRequest\x12(\n\x08subcloud\x18\x01 \x01(\x0b\x32\x16.livestate.v1.Subcloud\"?\n\x13PutSubcloudResponse\x12(\n\x08subcloud\x18\x01 \x01(\x0b\x32\x16.livestate.v1.Subcloud\"\"\n\x12GetSubcloudRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"?\n\x13GetSubcloudResponse\x12(\n\x08subcloud\x18\x01 \x01(\x0b\x32\x16.livestate.v1.Subcloud\"\x16\n\x14ListSubcloudsRequest\"B\n\x15ListSubcloudsResponse\x12)\n\tsubclouds\x18\x01 \x03(\x0b\x32\x16.livestate.v1.Subcloud\"%\n\x15\x44\x65leteSubcloudRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\")\n\x16\x44\x65leteSubcloudResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"O\n\x19\x41\x64\x64SubcloudMembersRequest\x12\x10\n\x08subcloud\x18\x01 \x01(\t\x12\x10\n\x08node_ids\x18\x02 \x03(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"+\n\x1a\x41\x64\x64SubcloudMembersResponse\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\r\"R\n\x1cRemoveSubcloudMembersRequest\x12\x10\n\x08subcloud\x18\x01 \x01(\t\x12\x10\n\x08node_ids\x18\x02 \x03(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"0\n\x1dRemoveSubcloudMembersResponse\x12\x0f\n\x07removed\x18\x01 \x01(\r\"U\n\x1aListSubcloudMembersRequest\x12\x10\n\x08subcloud\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"e\n\x1bListSubcloudMembersResponse\x12-\n\x07members\x18\x01 \x03(\x0b\x32\x1c.livestate.v1.SubcloudMember\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"h\n\x1cListMembershipChangesRequest\x12\x10\n\x08subcloud\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\"i\n\x1dListMembershipChangesResponse\x12/\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x1e.livestate.v1.MembershipChange\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"p\n\x0eSubcloudMember\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12.\n\ngrant_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc8\x01\n\x10MembershipChange\x12\x11\n\tchange_id\x18\x01 \x01(\t\x12\x10\n\x08subcloud\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12.\n\x06\x61\x63tion\x18\x04 \x01(\x0e\x32\x1e.livestate.v1.MembershipAction\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12/\n\x0b\x63hange_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8b\x02\n\x08Subcloud\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07isolate\x18\x02 \x01(\x08\x12\x16\n\x0e\x61llowed_models\x18\x03 \x03(\t\x12\x17\n\x0f\x61llowed_regions\x18\x04 \x03(\t\x12\x13\n\x0bmin_vram_mb\x18\x05 \x01(\x04\x12\x1a\n\x12\x61llowed_gpu_models\x18\x06 \x03(\t\x12\x17\n\x0f\x62\x61nned_node_ids\x18\x07 \x03(\t\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\nmembership\x18\t \x01(\x0e\x32 .livestate.v1.SubcloudMembership*\x8f\x01\n\x10MembershipAction\x12!\n\x1dMEMBERSHIP_ACTION_UNSPECIFIED\x10\x00\x12\x1b\n\x17MEMBERSHIP_ACTION_GRANT\x10\x01\x12\x1c\n\x18MEMBERSHIP_ACTION_REVOKE\x10\x02\x12\x1d\n\x19MEMBERSHIP_ACTION_REFUSED\x10\x03*x\n\x12SubcloudMembership\x12#\n\x1fSUBCLOUD_MEMBERSHIP_UNSPECIFIED\x10\x00\x12\x1c\n\x18SUBCLOUD_MEMBERSHIP_OPEN\x10\x01\x12\x1f\n\x1bSUBCLOUD_MEMBERSHIP_GRANTED\x10\x02\x32\xd1\x06\n\x0fSubcloudService\x12W\n\x0bPutSubcloud\x12 .livestate.v1.PutSubcloudRequest\x1a!.livestate.v1.PutSubcloudResponse\"\x03\x90\x02\x02\x12W\n\x0bGetSubcloud\x12 .livestate.v1.GetSubcloudRequest\x1a!.livestate.v1.GetSubcloudResponse\"\x03\x90\x02\x01\x12]\n\rListSubclouds\x12\".livestate.v1.ListSubcloudsRequest\x1a#.livestate.v1.ListSubcloudsResponse\"\x03\x90\x02\x01\x12`\n\x0e\x44\x65leteSubcloud\x12#.livestate.v1.DeleteSubcloudRequest\x1a$.livestate.v1.DeleteSubcloudResponse\"\x03\x90\x02\x02\x12l\n\x12\x41\x64\x64SubcloudMembers\x12\'.livestate.v1.AddSubcloudMembersRequest\x1a(.livestate.v1.AddSubcloudMembersResponse\"\x03\x90\x02\x02\x12u\n\x15RemoveSubcloudMembers\x12*.livestate.v1.RemoveSubcloudMembersRequest\x1a+.livestate.v1.RemoveSubcloudMembersResponse\"\x03\x90\x02\x02\x12o\n\x13ListSubcloudMembers\x12(.livestate.v1.ListSubcloudMembersRequest\x1a).livestate.v1.ListSubcloudMembersResponse\"\x03\x90\x02\x01\x12u\n\x15ListMembershipChanges\x12*.livestate.v1.ListMembershipChangesRequest\x1a+.livestate.v1.ListMembershipChangesResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,6 +40,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBCLOUDSERVICE'].methods_by_name['ListSubclouds']._serialized_options = b'\220\002\001'
   _globals['_SUBCLOUDSERVICE'].methods_by_name['DeleteSubcloud']._loaded_options = None
   _globals['_SUBCLOUDSERVICE'].methods_by_name['DeleteSubcloud']._serialized_options = b'\220\002\002'
+  _globals['_SUBCLOUDSERVICE'].methods_by_name['AddSubcloudMembers']._loaded_options = None
+  _globals['_SUBCLOUDSERVICE'].methods_by_name['AddSubcloudMembers']._serialized_options = b'\220\002\002'
+  _globals['_SUBCLOUDSERVICE'].methods_by_name['RemoveSubcloudMembers']._loaded_options = None
+  _globals['_SUBCLOUDSERVICE'].methods_by_name['RemoveSubcloudMembers']._serialized_options = b'\220\002\002'
+  _globals['_SUBCLOUDSERVICE'].methods_by_name['ListSubcloudMembers']._loaded_options = None
+  _globals['_SUBCLOUDSERVICE'].methods_by_name['ListSubcloudMembers']._serialized_options = b'\220\002\001'
+  _globals['_SUBCLOUDSERVICE'].methods_by_name['ListMembershipChanges']._loaded_options = None
+  _globals['_SUBCLOUDSERVICE'].methods_by_name['ListMembershipChanges']._serialized_options = b'\220\002\001'
+  _globals['_MEMBERSHIPACTION']._serialized_start=1741
+  _globals['_MEMBERSHIPACTION']._serialized_end=1884
+  _globals['_SUBCLOUDMEMBERSHIP']._serialized_start=1886
+  _globals['_SUBCLOUDMEMBERSHIP']._serialized_end=2006
   _globals['_PUTSUBCLOUDREQUEST']._serialized_start=86
   _globals['_PUTSUBCLOUDREQUEST']._serialized_end=148
   _globals['_PUTSUBCLOUDRESPONSE']._serialized_start=150
@@ -56,8 +68,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETESUBCLOUDREQUEST']._serialized_end=445
   _globals['_DELETESUBCLOUDRESPONSE']._serialized_start=447
   _globals['_DELETESUBCLOUDRESPONSE']._serialized_end=488
-  _globals['_SUBCLOUD']._serialized_start=491
-  _globals['_SUBCLOUD']._serialized_end=704
-  _globals['_SUBCLOUDSERVICE']._serialized_start=707
-  _globals['_SUBCLOUDSERVICE']._serialized_end=1095
+  _globals['_ADDSUBCLOUDMEMBERSREQUEST']._serialized_start=490
+  _globals['_ADDSUBCLOUDMEMBERSREQUEST']._serialized_end=569
+  _globals['_ADDSUBCLOUDMEMBERSRESPONSE']._serialized_start=571
+  _globals['_ADDSUBCLOUDMEMBERSRESPONSE']._serialized_end=614
+  _globals['_REMOVESUBCLOUDMEMBERSREQUEST']._serialized_start=616
+  _globals['_REMOVESUBCLOUDMEMBERSREQUEST']._serialized_end=698
+  _globals['_REMOVESUBCLOUDMEMBERSRESPONSE']._serialized_start=700
+  _globals['_REMOVESUBCLOUDMEMBERSRESPONSE']._serialized_end=748
+  _globals['_LISTSUBCLOUDMEMBERSREQUEST']._serialized_start=750
+  _globals['_LISTSUBCLOUDMEMBERSREQUEST']._serialized_end=835
+  _globals['_LISTSUBCLOUDMEMBERSRESPONSE']._serialized_start=837
+  _globals['_LISTSUBCLOUDMEMBERSRESPONSE']._serialized_end=938
+  _globals['_LISTMEMBERSHIPCHANGESREQUEST']._serialized_start=940
+  _globals['_LISTMEMBERSHIPCHANGESREQUEST']._serialized_end=1044
+  _globals['_LISTMEMBERSHIPCHANGESRESPONSE']._serialized_start=1046
+  _globals['_LISTMEMBERSHIPCHANGESRESPONSE']._serialized_end=1151
+  _globals['_SUBCLOUDMEMBER']._serialized_start=1153
+  _globals['_SUBCLOUDMEMBER']._serialized_end=1265
+  _globals['_MEMBERSHIPCHANGE']._serialized_start=1268
+  _globals['_MEMBERSHIPCHANGE']._serialized_end=1468
+  _globals['_SUBCLOUD']._serialized_start=1471
+  _globals['_SUBCLOUD']._serialized_end=1738
+  _globals['_SUBCLOUDSERVICE']._serialized_start=2009
+  _globals['_SUBCLOUDSERVICE']._serialized_end=2858
 # @@protoc_insertion_point(module_scope)

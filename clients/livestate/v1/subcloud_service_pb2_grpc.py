@@ -26,8 +26,9 @@ if _version_not_supported:
 
 
 class SubcloudServiceStub:
-    """Administrators define subclouds: named groups of nodes (membership comes from each node's
-    spec) with a policy that Match applies to jobs sent to them.
+    """Administrators define subclouds: named groups of nodes with a policy that Match applies to
+    jobs sent to them. A node asks to join by listing the subcloud in NodeSpec.subclouds; whether
+    asking is enough depends on the policy's membership (see SubcloudMembership).
     """
 
     def __init__(self, channel):
@@ -56,11 +57,32 @@ class SubcloudServiceStub:
                 request_serializer=livestate_dot_v1_dot_subcloud__service__pb2.DeleteSubcloudRequest.SerializeToString,
                 response_deserializer=livestate_dot_v1_dot_subcloud__service__pb2.DeleteSubcloudResponse.FromString,
                 _registered_method=True)
+        self.AddSubcloudMembers = channel.unary_unary(
+                '/livestate.v1.SubcloudService/AddSubcloudMembers',
+                request_serializer=livestate_dot_v1_dot_subcloud__service__pb2.AddSubcloudMembersRequest.SerializeToString,
+                response_deserializer=livestate_dot_v1_dot_subcloud__service__pb2.AddSubcloudMembersResponse.FromString,
+                _registered_method=True)
+        self.RemoveSubcloudMembers = channel.unary_unary(
+                '/livestate.v1.SubcloudService/RemoveSubcloudMembers',
+                request_serializer=livestate_dot_v1_dot_subcloud__service__pb2.RemoveSubcloudMembersRequest.SerializeToString,
+                response_deserializer=livestate_dot_v1_dot_subcloud__service__pb2.RemoveSubcloudMembersResponse.FromString,
+                _registered_method=True)
+        self.ListSubcloudMembers = channel.unary_unary(
+                '/livestate.v1.SubcloudService/ListSubcloudMembers',
+                request_serializer=livestate_dot_v1_dot_subcloud__service__pb2.ListSubcloudMembersRequest.SerializeToString,
+                response_deserializer=livestate_dot_v1_dot_subcloud__service__pb2.ListSubcloudMembersResponse.FromString,
+                _registered_method=True)
+        self.ListMembershipChanges = channel.unary_unary(
+                '/livestate.v1.SubcloudService/ListMembershipChanges',
+                request_serializer=livestate_dot_v1_dot_subcloud__service__pb2.ListMembershipChangesRequest.SerializeToString,
+                response_deserializer=livestate_dot_v1_dot_subcloud__service__pb2.ListMembershipChangesResponse.FromString,
+                _registered_method=True)
 
 
 class SubcloudServiceServicer:
-    """Administrators define subclouds: named groups of nodes (membership comes from each node's
-    spec) with a policy that Match applies to jobs sent to them.
+    """Administrators define subclouds: named groups of nodes with a policy that Match applies to
+    jobs sent to them. A node asks to join by listing the subcloud in NodeSpec.subclouds; whether
+    asking is enough depends on the policy's membership (see SubcloudMembership).
     """
 
     def PutSubcloud(self, request, context):
@@ -85,7 +107,39 @@ class SubcloudServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteSubcloud(self, request, context):
-        """Removes a subcloud's policy (its members keep their membership).
+        """Removes a subcloud's policy. Its grants are kept (a later Put of a granted policy finds
+        them again), but without a policy the subcloud's membership is open.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddSubcloudMembers(self, request, context):
+        """Grants nodes membership of a subcloud (registered or not). In force for every Match that
+        starts after the call returns. NOT_FOUND when the subcloud has no policy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveSubcloudMembers(self, request, context):
+        """Revokes nodes' membership of a subcloud. No Match that starts after the call returns picks
+        them for it; leases they already hold run on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSubcloudMembers(self, request, context):
+        """The nodes granted membership of a subcloud, by node id, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMembershipChanges(self, request, context):
+        """The membership audit trail, newest first: grants, revocations, and claims refused at
+        registration.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -114,6 +168,26 @@ def add_SubcloudServiceServicer_to_server(servicer, server):
                     request_deserializer=livestate_dot_v1_dot_subcloud__service__pb2.DeleteSubcloudRequest.FromString,
                     response_serializer=livestate_dot_v1_dot_subcloud__service__pb2.DeleteSubcloudResponse.SerializeToString,
             ),
+            'AddSubcloudMembers': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddSubcloudMembers,
+                    request_deserializer=livestate_dot_v1_dot_subcloud__service__pb2.AddSubcloudMembersRequest.FromString,
+                    response_serializer=livestate_dot_v1_dot_subcloud__service__pb2.AddSubcloudMembersResponse.SerializeToString,
+            ),
+            'RemoveSubcloudMembers': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveSubcloudMembers,
+                    request_deserializer=livestate_dot_v1_dot_subcloud__service__pb2.RemoveSubcloudMembersRequest.FromString,
+                    response_serializer=livestate_dot_v1_dot_subcloud__service__pb2.RemoveSubcloudMembersResponse.SerializeToString,
+            ),
+            'ListSubcloudMembers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSubcloudMembers,
+                    request_deserializer=livestate_dot_v1_dot_subcloud__service__pb2.ListSubcloudMembersRequest.FromString,
+                    response_serializer=livestate_dot_v1_dot_subcloud__service__pb2.ListSubcloudMembersResponse.SerializeToString,
+            ),
+            'ListMembershipChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMembershipChanges,
+                    request_deserializer=livestate_dot_v1_dot_subcloud__service__pb2.ListMembershipChangesRequest.FromString,
+                    response_serializer=livestate_dot_v1_dot_subcloud__service__pb2.ListMembershipChangesResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'livestate.v1.SubcloudService', rpc_method_handlers)
@@ -123,8 +197,9 @@ def add_SubcloudServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class SubcloudService:
-    """Administrators define subclouds: named groups of nodes (membership comes from each node's
-    spec) with a policy that Match applies to jobs sent to them.
+    """Administrators define subclouds: named groups of nodes with a policy that Match applies to
+    jobs sent to them. A node asks to join by listing the subcloud in NodeSpec.subclouds; whether
+    asking is enough depends on the policy's membership (see SubcloudMembership).
     """
 
     @staticmethod
@@ -225,6 +300,114 @@ class SubcloudService:
             '/livestate.v1.SubcloudService/DeleteSubcloud',
             livestate_dot_v1_dot_subcloud__service__pb2.DeleteSubcloudRequest.SerializeToString,
             livestate_dot_v1_dot_subcloud__service__pb2.DeleteSubcloudResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddSubcloudMembers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/livestate.v1.SubcloudService/AddSubcloudMembers',
+            livestate_dot_v1_dot_subcloud__service__pb2.AddSubcloudMembersRequest.SerializeToString,
+            livestate_dot_v1_dot_subcloud__service__pb2.AddSubcloudMembersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveSubcloudMembers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/livestate.v1.SubcloudService/RemoveSubcloudMembers',
+            livestate_dot_v1_dot_subcloud__service__pb2.RemoveSubcloudMembersRequest.SerializeToString,
+            livestate_dot_v1_dot_subcloud__service__pb2.RemoveSubcloudMembersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSubcloudMembers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/livestate.v1.SubcloudService/ListSubcloudMembers',
+            livestate_dot_v1_dot_subcloud__service__pb2.ListSubcloudMembersRequest.SerializeToString,
+            livestate_dot_v1_dot_subcloud__service__pb2.ListSubcloudMembersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMembershipChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/livestate.v1.SubcloudService/ListMembershipChanges',
+            livestate_dot_v1_dot_subcloud__service__pb2.ListMembershipChangesRequest.SerializeToString,
+            livestate_dot_v1_dot_subcloud__service__pb2.ListMembershipChangesResponse.FromString,
             options,
             channel_credentials,
             insecure,

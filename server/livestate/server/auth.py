@@ -35,7 +35,7 @@ from typing import Any
 import grpc
 
 from livestate.server.errors import LivestateError, PermissionDenied, ResourceExhausted, to_status
-from livestate.server.validate import ID_RE
+from livestate.server.validate import ID_RE, text
 from livestate.v1 import (
     flag_service_pb2,
     heartbeat_service_pb2,
@@ -188,7 +188,14 @@ def _methods() -> dict[str, set[str]]:
         table[method] = ADMIN
     for method in full(subcloud_service_pb2, "SubcloudService"):
         table[method] = READ
-    for method in full(subcloud_service_pb2, "SubcloudService", "PutSubcloud", "DeleteSubcloud"):
+    for method in full(
+        subcloud_service_pb2,
+        "SubcloudService",
+        "PutSubcloud",
+        "DeleteSubcloud",
+        "AddSubcloudMembers",
+        "RemoveSubcloudMembers",
+    ):
         table[method] = ADMIN
     return table
 
@@ -217,6 +224,18 @@ def require_scheduler(scheduler_id: str) -> None:
 def actor() -> str | None:
     identity = current.get()
     return identity.name if identity is not None else None
+
+
+def actor_of(context: grpc.ServicerContext) -> str:
+    """Who is calling: the token's name when access control is on; else the advisory
+    `livestate-actor` header, else "anonymous"."""
+    named = actor()
+    if named:
+        return named
+    for key, value in context.invocation_metadata() or ():
+        if key == "livestate-actor" and isinstance(value, str):
+            return text(value[:128], "livestate-actor", max_len=128) or "anonymous"
+    return "anonymous"
 
 
 class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]

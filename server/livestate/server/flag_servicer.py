@@ -8,14 +8,11 @@ change is appended to a capped audit stream.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-from collections.abc import Callable
 
 import grpc
 
-from livestate.server import auth, errors, validate
+from livestate.server import auth, errors, flag_audit, paging, validate
 from livestate.server.errors import InvalidArgument, Unavailable
 from livestate.server.jobs import timestamp
 from livestate.server.keys import Partition
@@ -27,22 +24,9 @@ from livestate.v1 import flag_service_pb2 as pb
 from livestate.v1 import flag_service_pb2_grpc as pb_grpc
 
 FLAG_KINDS = set(flag_pb2.FlagKind.values()) - {flag_pb2.FLAG_KIND_UNSPECIFIED}
-AUDIT_MAXLEN = 100_000
 MAX_FLAG_TTL = 366 * 86_400.0
 # Audit entries one ListFlagChanges call reads at most while filtering for a node.
 AUDIT_SCAN = 5_000
-
-
-def actor_of(context: grpc.ServicerContext) -> str:
-    """Who is calling: the token's name when access control is on; else the advisory
-    `livestate-actor` header, else "anonymous"."""
-    named = auth.actor()
-    if named:
-        return named
-    for key, value in context.invocation_metadata() or ():
-        if key == "livestate-actor" and isinstance(value, str):
-            return validate.text(value[:128], "livestate-actor", max_len=128) or "anonymous"
-    return "anonymous"
 
 
 def _message(value: str, field: str) -> str:
@@ -72,7 +56,7 @@ class FlagServicer(pb_grpc.FlagServiceServicer):
         if deadline and request.kind != flag_pb2.FLAG_KIND_DRAIN:
             raise InvalidArgument("drain_deadline", "only a DRAIN flag has a deadline")
 
-        actor = actor_of(context)
+        actor = auth.actor_of(context)
         partition, now = self._locate(request.node_id)
         expire_ms = now + int(ttl * 1000) if ttl else 0
         start_ms = (
@@ -104,7 +88,7 @@ class FlagServicer(pb_grpc.FlagServiceServicer):
         validate.node_id(request.node_id)
         validate.enum_set(request.kind, FLAG_KINDS, "kind", required=True)
 
-        actor = actor_of(context)
+        actor = auth.actor_of(context)
         partition, _ = self._locate(request.node_id)
         had = self._write(request.node_id, partition, request.kind, "clear", 0, 0, "{}")
         self._audit(request.node_id, request.kind, "clear", actor, "", "", 0)
@@ -116,7 +100,7 @@ class FlagServicer(pb_grpc.FlagServiceServicer):
             validate.node_id(request.node_id)
         validate.enum_set(request.kind, FLAG_KINDS, "kind", required=False)
         page_size = validate.page_size(request.page_size)
-        after = _decode(request.page_token, _after_node)
+        after = paging.decode(request.page_token, paging.after_node)
 
         rt = self.rt
         if request.node_id:
@@ -136,7 +120,7 @@ class FlagServicer(pb_grpc.FlagServiceServicer):
             if not flags_from_control(node_id, control, now) and not request.node_id:
                 rt.client.zrem(rt.keys.flagged, node_id)  # nothing left in force: off the index
         more = not request.node_id and len(node_ids) == page_size
-        return pb.ListFlagsResponse(flags=flags, next_page_token=_encode(last) if more else "")
+        return pb.ListFlagsResponse(flags=flags, next_page_token=paging.encode(last) if more else "")
 
     @errors.unary
     def ListFlagChanges(
@@ -145,7 +129,7 @@ class FlagServicer(pb_grpc.FlagServiceServicer):
         if request.node_id:
             validate.node_id(request.node_id)
         page_size = validate.page_size(request.page_size)
-        before = _decode(request.page_token, _before_change)
+        before = paging.decode(request.page_token, paging.before_entry)
 
         changes: list[pb.FlagChange] = []
         cursor, scanned = (f"({before}" if before else "+"), 0
@@ -163,7 +147,7 @@ class FlagServicer(pb_grpc.FlagServiceServicer):
                 changes.append(_change(entry_id, fields))
                 if len(changes) == page_size:
                     break
-        return pb.ListFlagChangesResponse(changes=changes, next_page_token=_encode(cursor[1:]))
+        return pb.ListFlagChangesResponse(changes=changes, next_page_token=paging.encode(cursor[1:]))
 
     def _locate(self, node_id: str) -> tuple[Partition | None, int]:
         pipe = self.rt.client.pipeline(transaction=False)
@@ -236,26 +220,7 @@ class FlagServicer(pb_grpc.FlagServiceServicer):
     def _audit(
         self, node_id: str, kind: int, action: str, actor: str, reason: str, message: str, expire_ms: int
     ) -> None:
-        audit(self.rt, node_id, kind, action, actor, reason, message, expire_ms)
-
-
-def audit(
-    rt: Runtime, node_id: str, kind: int, action: str, actor: str, reason: str, message: str, expire_ms: int
-) -> None:
-    """Appends one change to the audit trail and keeps the node on the ListFlags index."""
-    pipe = rt.client.pipeline(transaction=False)
-    entry = {
-        "node": node_id,
-        "kind": kind,
-        "action": action,
-        "actor": actor,
-        "reason": reason,
-        "message": message,
-        "expire": expire_ms,
-    }
-    pipe.xadd(rt.keys.flag_audit, entry, maxlen=AUDIT_MAXLEN, approximate=True)  # type: ignore[arg-type]
-    pipe.zadd(rt.keys.flagged, {node_id: 0})
-    pipe.execute()
+        flag_audit.append(self.rt, node_id, kind, action, actor, reason, message, expire_ms)
 
 
 def _change(entry_id: str, fields: dict[str, str]) -> pb.FlagChange:
@@ -272,33 +237,3 @@ def _change(entry_id: str, fields: dict[str, str]) -> pb.FlagChange:
     if int(fields.get("expire", "0")):
         change.expire_time.FromMilliseconds(int(fields["expire"]))
     return change
-
-
-def _encode(value: str) -> str:
-    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=") if value else ""
-
-
-def _decode(token: str, valid: Callable[[str], bool]) -> str:
-    """The value a page token carries, "" for the first page. It goes into a Redis range bound,
-    so it must be exactly what the server issues (`valid`): anything else is INVALID_ARGUMENT
-    here, not a Redis error later."""
-    if not token:
-        return ""
-    try:
-        value = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise InvalidArgument("page_token", "not a token this server issued") from exc
-    if not valid(value):
-        raise InvalidArgument("page_token", "not a token this server issued")
-    return value
-
-
-def _after_node(value: str) -> bool:
-    """ListFlags pages by node id."""
-    return validate.ID_RE.fullmatch(value) is not None
-
-
-def _before_change(value: str) -> bool:
-    """ListFlagChanges pages by audit entry id, read newest first. 0-0 has nothing before it:
-    XREVRANGE refuses it as an exclusive bound, and no entry has it, so no page ends on it."""
-    return validate.is_stream_id(value) and value != "0-0"

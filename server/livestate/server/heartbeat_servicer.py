@@ -11,7 +11,7 @@ import grpc
 import redis
 from google.protobuf import duration_pb2
 
-from livestate.server import auth, errors, validate
+from livestate.server import auth, errors, membership, validate
 from livestate.server.assignments import parse, settle
 from livestate.server.edge import StreamCall
 from livestate.server.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -105,14 +105,21 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
         # wrote its flag too late for this read finds the locator when it checks again, and puts
         # the flag into the partition itself (flag_servicer). Either way register.lua, or that
         # SetFlag before it returns, has the flag in force.
+        # Grants are read after the locator is set too, for the same reason (membership.py).
+        listed = list(spec.subclouds)
+
         def prepare(pipe: redis.client.Pipeline) -> None:
             pipe.set(rt.keys.locator(node_id), partition.label, px=rt.locator.ttl_ms, get=True)
             pipe.hgetall(rt.keys.pending_flags(node_id))
             # Catalogue the partition before the node lands in it: the sweeper visits listed ones.
             pipe.sadd(rt.keys.partitions, partition.label)
             rt.epoch.queue(pipe, partition)
+            membership.queue_grant_reads(pipe, rt.keys, node_id, listed)
 
-        previous_label, pending, new_partition, epoch_reply, part_reply = rt.scripts.pipeline(prepare)
+        previous_label, pending, new_partition, epoch_reply, part_reply, *grant_replies = rt.scripts.pipeline(
+            prepare
+        )
+        grants = membership.grants_read(listed, grant_replies)
         if new_partition:
             rt.catalogue.invalidate()
         rt.epoch.observe_registration(partition, epoch_reply, part_reply)  # rt.context stamps it
@@ -131,6 +138,7 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
             joined(list(spec.subclouds)),
             request.running_jobs,
             json.dumps(flags) if flags else "",
+            json.dumps(grants) if grants else "",
             *spec_fields(spec),
         ]
 
@@ -144,6 +152,8 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
             rt.client.delete(rt.keys.pending_flags(node_id))
 
         settle(rt, parse(handed))
+        refused = [s for s in listed if s in rt.subclouds.granted() and not membership.holds(grants, s)]
+        membership.audit(rt, [(s, node_id, membership.REFUSED) for s in refused], auth.actor_of(context), "")
         (node,) = nodes_from_replies(rt, [node_id], reads)
         if node is not None:
             # Node-facing: a shadow-banned node must not learn of its ban from its own registration.
@@ -165,7 +175,12 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
         between leaving and arriving loses none: the next registration brings them in."""
         rt = self.rt
         old = rt.keys.partition(previous)
-        carried = {str(k): str(v) for k, v in rt.client.hgetall(old.control(node_id)).items()}
+        # Memberships stay behind: the registration read them from their truth (membership.py).
+        carried = {
+            str(k): str(v)
+            for k, v in rt.client.hgetall(old.control(node_id)).items()
+            if not str(k).startswith("g:")
+        }
         flags = {**carried, **pending}
         if carried:
             rt.client.hset(rt.keys.pending_flags(node_id), mapping={k: v for k, v in flags.items()})

@@ -65,6 +65,8 @@ class JobSpec:
     priority: int = 0
     # Subclouds whose members are not for this job (isolated ones it does not name).
     isolated: frozenset[str] = frozenset()
+    # Of `subcloud` and `isolated`, those whose members need a grant (the claim script reads it).
+    granted: frozenset[str] = frozenset()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -290,6 +292,7 @@ def _match_args(
         job.priority,
         wait_ms,
         ",".join(sorted(job.isolated)),
+        ",".join(sorted(job.granted)),
     ]
 
 

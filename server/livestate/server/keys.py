@@ -205,6 +205,9 @@ class PartitionKeys:
     def setflag_keys(self) -> list[str]:
         return [self.events, self.drains, self.flagexp]
 
+    def membership_keys(self) -> list[str]:
+        return [self.events]
+
 
 class Keys:
     def __init__(self, prefix: str) -> None:
@@ -238,6 +241,17 @@ class Keys:
     def subcloud_policies(self) -> str:
         """Subcloud policies: name -> JSON of livestate.v1.Subcloud."""
         return f"{self.prefix}:subcloudpolicies"
+
+    def grants(self, subcloud: str) -> str:
+        """Nodes granted membership of the subcloud: node_id -> JSON {v, actor, reason, ms}, and
+        '#v', the last version handed out (lua/grant.lua). The truth each registration reads;
+        the claim script reads the copy in the node's control hash (lua/membership.lua)."""
+        return f"{self.prefix}:grants:{subcloud}"
+
+    @property
+    def membership_audit(self) -> str:
+        """The membership audit trail (capped stream): grants, revocations, refused claims."""
+        return f"{self.prefix}:memberaudit"
 
     @property
     def flagged(self) -> str:

@@ -16,7 +16,7 @@ import time
 
 import grpc
 
-from livestate.server import errors, jobs, validate
+from livestate.server import errors, flag_audit, jobs, validate
 from livestate.server.assignments import ENDED, ENDED_BEFORE, Ended, end_lease, end_lease_on_loop, unwait
 from livestate.server.edge import LoopCall
 from livestate.server.errors import (
@@ -26,12 +26,12 @@ from livestate.server.errors import (
     NotFound,
     ResourceExhausted,
 )
-from livestate.server.flag_servicer import audit
 from livestate.server.keys import lease_partition
 from livestate.server.notify import job_topic
 from livestate.server.runtime import Runtime
 from livestate.server.store import text
-from livestate.v1 import lease_pb2, queue_service_pb2
+from livestate.server.subclouds import membership_of
+from livestate.v1 import lease_pb2, queue_service_pb2, subcloud_service_pb2
 from livestate.v1 import match_service_pb2 as pb
 from livestate.v1 import match_service_pb2_grpc as pb_grpc
 
@@ -69,6 +69,7 @@ def job_spec(rt: Runtime, request: pb.MatchRequest | queue_service_pb2.EnqueueRe
         raise InvalidArgument("policy", f"unknown value {request.policy}")
     if not -MAX_PRIORITY <= request.priority <= MAX_PRIORITY:
         raise InvalidArgument("priority", f"must be within [-{MAX_PRIORITY}, {MAX_PRIORITY}]")
+    isolated = frozenset(rt.subclouds.isolated() - {request.subcloud})
     job = jobs.JobSpec(
         job_id=request.job_id,
         env=request.env,
@@ -82,17 +83,20 @@ def job_spec(rt: Runtime, request: pb.MatchRequest | queue_service_pb2.EnqueueRe
         lease_ttl_ms=int(ttl * 1000),
         policy=request.policy,
         priority=request.priority,
-        isolated=frozenset(rt.subclouds.isolated() - {request.subcloud}),
+        isolated=isolated,
+        granted=frozenset(rt.subclouds.granted() & isolated),
     )
     return with_subcloud_policy(rt, job)
 
 
 def with_subcloud_policy(rt: Runtime, job: jobs.JobSpec) -> jobs.JobSpec:
     """Narrows a job sent to a subcloud by that subcloud's policy (a subcloud without one is
-    plain membership). A job the policy can never serve is NOT_FOUND (SUBCLOUD_POLICY)."""
+    plain, open membership). A job the policy can never serve is NOT_FOUND (SUBCLOUD_POLICY)."""
     policy = rt.subclouds.get(job.subcloud) if job.subcloud else None
     if policy is None:
         return job
+    if membership_of(policy) == subcloud_service_pb2.SUBCLOUD_MEMBERSHIP_GRANTED:
+        job = dataclasses.replace(job, granted=job.granted | {job.subcloud})
 
     def refuse(why: str) -> NotFound:
         return NotFound(f"subcloud {job.subcloud!r} {why}", reason="SUBCLOUD_POLICY")
@@ -160,6 +164,8 @@ class MatchServicer(pb_grpc.MatchServiceServicer):
         """A plain Match (no wait) on the event loop, its round trips through the batcher (see
         Edge.try_on_loop); None leaves the call to `Match`, on a worker thread."""
         rt = self.rt
+        if request.subcloud and not rt.subclouds.knows(request.subcloud):
+            return None  # its policy is looked up afresh, a blocking read: not on the loop
         job = job_spec(rt, request)
         if validate.duration(request.wait, "wait", maximum=rt.config.max_wait):
             return None
@@ -291,7 +297,7 @@ class MatchServicer(pb_grpc.MatchServiceServicer):
         if ended.code == ENDED and ended.flag:
             control = rt.keys.partition(lease_partition(request.lease_id)).control(ended.node_id)
             expire_ms = int(rt.client.hget(control, str(ended.flag)) or 0)
-            audit(
+            flag_audit.append(
                 rt,
                 ended.node_id,
                 ended.flag,

@@ -143,7 +143,7 @@ def _matches(node: node_pb2.Node, request: pb.ListNodesRequest) -> bool:
         return False
     if request.model and request.model not in node.spec.models:
         return False
-    return not (request.subcloud and request.subcloud not in node.spec.subclouds)
+    return not (request.subcloud and request.subcloud not in node.subclouds)
 
 
 def _filter_digest(request: pb.ListNodesRequest) -> str:

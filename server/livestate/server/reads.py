@@ -51,8 +51,11 @@ def nodes_from_replies(
     records, controls = pairs[0::2], pairs[1::2]
     now = redis_now_ms(now_reply)
     hearing = Hearing.read(meta, now, rt.epoch.current, rt.config)
+    granted = rt.subclouds.granted()
     return [
-        node_from_record(node_id, record, now, hearing, rt.config, control) if record else None
+        node_from_record(node_id, record, now, hearing, rt.config, control, granted=granted)
+        if record
+        else None
         for node_id, record, control in zip(node_ids, records, controls, strict=True)
     ]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from google.protobuf import timestamp_pb2
 
@@ -129,6 +129,13 @@ def failure_score(control: Mapping[str, str], now_ms: int, config: Config) -> fl
     return float(score * 2 ** (-(now_ms - since) / (config.failure_half_life * 1000)))
 
 
+def held_subclouds(listed: Sequence[str], control: Mapping[str, str], granted: Collection[str]) -> list[str]:
+    """Of the subclouds a node lists, those it is a member of: the open ones, and those among
+    `granted` (membership must be granted) whose grant its control hash holds ('g:<subcloud>' =
+    '<version>:1'; member in lua/lib.lua)."""
+    return [s for s in listed if s not in granted or control.get(f"g:{s}", "").endswith(":1")]
+
+
 def node_from_record(
     node_id: str,
     record: Mapping[str, str],
@@ -136,6 +143,8 @@ def node_from_record(
     hearing: Hearing,
     config: Config,
     control: Mapping[str, str] | None = None,
+    *,
+    granted: Collection[str],
 ) -> node_pb2.Node:
     spec = node_pb2.NodeSpec(
         node_id=node_id,
@@ -165,4 +174,5 @@ def node_from_record(
         operator_paused=record.get("opause") == "1",
         flags=flags_from_control(node_id, control or {}, now_ms),
         failure_score=failure_score(control or {}, now_ms, config),
+        subclouds=held_subclouds(spec.subclouds, control or {}, granted),
     )

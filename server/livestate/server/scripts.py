@@ -35,6 +35,8 @@ ScriptName = Literal[
     "settle",
     "setflag",
     "hold",
+    "grant",
+    "membership",
 ]
 SCRIPT_NAMES: tuple[ScriptName, ...] = get_args(ScriptName)
 

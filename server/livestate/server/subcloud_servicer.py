@@ -1,20 +1,36 @@
-"""SubcloudService: Put, Get, List, Delete subcloud policies (see subclouds.py)."""
+"""SubcloudService: Put, Get, List, Delete subcloud policies (see subclouds.py), and the members
+of subclouds whose membership is granted (see membership.py)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+
 import grpc
 
-from livestate.server import errors, validate
-from livestate.server.errors import NotFound
+from livestate.server import auth, errors, membership, paging, validate
+from livestate.server.errors import InvalidArgument, NotFound
+from livestate.server.jobs import timestamp
 from livestate.server.reads import redis_now_ms
 from livestate.server.runtime import Runtime
-from livestate.server.subclouds import from_json, to_json
+from livestate.server.subclouds import from_json, membership_of, to_json
 from livestate.v1 import subcloud_service_pb2 as pb
 from livestate.v1 import subcloud_service_pb2_grpc as pb_grpc
+
+MEMBERSHIPS = set(pb.SubcloudMembership.values())
+MAX_MEMBERS_PER_CALL = 1000
+# Audit entries one ListMembershipChanges call reads at most while filtering.
+AUDIT_SCAN = 5_000
+ACTIONS = {
+    membership.GRANT: pb.MEMBERSHIP_ACTION_GRANT,
+    membership.REVOKE: pb.MEMBERSHIP_ACTION_REVOKE,
+    membership.REFUSED: pb.MEMBERSHIP_ACTION_REFUSED,
+}
 
 
 def _validate(subcloud: pb.Subcloud) -> None:
     validate.name(subcloud.name, "subcloud.name", required=True)
+    validate.enum_set(subcloud.membership, MEMBERSHIPS, "subcloud.membership", required=False)
     for i, model in enumerate(
         validate.distinct(subcloud.allowed_models, "subcloud.allowed_models", max_items=256)
     ):
@@ -46,6 +62,7 @@ class SubcloudServicer(pb_grpc.SubcloudServiceServicer):
         subcloud = pb.Subcloud()
         subcloud.CopyFrom(request.subcloud)
         subcloud.update_time.FromMilliseconds(redis_now_ms(rt.client.time()))
+        subcloud.membership = membership_of(subcloud)  # type: ignore[assignment]
         rt.client.hset(rt.keys.subcloud_policies, subcloud.name, to_json(subcloud))
         rt.subclouds.invalidate()
         return pb.PutSubcloudResponse(subcloud=subcloud)
@@ -78,3 +95,111 @@ class SubcloudServicer(pb_grpc.SubcloudServiceServicer):
         deleted = self.rt.client.hdel(self.rt.keys.subcloud_policies, request.name)
         self.rt.subclouds.invalidate()
         return pb.DeleteSubcloudResponse(deleted=bool(deleted))
+
+    @errors.unary
+    def AddSubcloudMembers(
+        self, request: pb.AddSubcloudMembersRequest, context: grpc.ServicerContext
+    ) -> pb.AddSubcloudMembersResponse:
+        node_ids = self._validate_members(request.subcloud, request.node_ids, request.reason)
+        self._require_policy(request.subcloud)
+
+        done = membership.change(
+            self.rt, request.subcloud, node_ids, membership.GRANT, auth.actor_of(context), request.reason
+        )
+        return pb.AddSubcloudMembersResponse(added=done.changed)
+
+    @errors.unary
+    def RemoveSubcloudMembers(
+        self, request: pb.RemoveSubcloudMembersRequest, context: grpc.ServicerContext
+    ) -> pb.RemoveSubcloudMembersResponse:
+        # No policy needed: revoking is always allowed, and grants outlive a deleted policy.
+        node_ids = self._validate_members(request.subcloud, request.node_ids, request.reason)
+
+        done = membership.change(
+            self.rt, request.subcloud, node_ids, membership.REVOKE, auth.actor_of(context), request.reason
+        )
+        return pb.RemoveSubcloudMembersResponse(removed=done.changed)
+
+    @errors.unary
+    def ListSubcloudMembers(
+        self, request: pb.ListSubcloudMembersRequest, context: grpc.ServicerContext
+    ) -> pb.ListSubcloudMembersResponse:
+        validate.name(request.subcloud, "subcloud", required=True)
+        page_size = validate.page_size(request.page_size)
+        after = paging.decode(request.page_token, paging.after_node)
+
+        # Grant records hold at most a few thousand nodes; one read, sorted here, keeps pages stable.
+        raw = self.rt.client.hgetall(self.rt.keys.grants(request.subcloud))
+        node_ids = sorted(str(n) for n in raw if str(n) != membership.VERSION_FIELD and str(n) > after)
+        page = node_ids[:page_size]
+        members = [_member(node_id, str(raw[node_id])) for node_id in page]
+        more = len(node_ids) > page_size
+        return pb.ListSubcloudMembersResponse(
+            members=members, next_page_token=paging.encode(page[-1]) if more else ""
+        )
+
+    @errors.unary
+    def ListMembershipChanges(
+        self, request: pb.ListMembershipChangesRequest, context: grpc.ServicerContext
+    ) -> pb.ListMembershipChangesResponse:
+        validate.name(request.subcloud, "subcloud", required=False)
+        if request.node_id:
+            validate.node_id(request.node_id)
+        page_size = validate.page_size(request.page_size)
+        before = paging.decode(request.page_token, paging.before_entry)
+
+        changes: list[pb.MembershipChange] = []
+        cursor, scanned = (f"({before}" if before else "+"), 0
+        while len(changes) < page_size and scanned < AUDIT_SCAN:
+            entries = self.rt.client.xrevrange(self.rt.keys.membership_audit, cursor, "-", count=page_size)
+            if not entries:
+                return pb.ListMembershipChangesResponse(changes=changes)
+            for raw_id, raw_fields in entries:
+                scanned += 1
+                entry_id = str(raw_id)
+                fields = {str(k): str(v) for k, v in (raw_fields or {}).items()}
+                cursor = f"({entry_id}"
+                if request.subcloud and fields.get("sub") != request.subcloud:
+                    continue
+                if request.node_id and fields.get("node") != request.node_id:
+                    continue
+                changes.append(_change(entry_id, fields))
+                if len(changes) == page_size:
+                    break
+        return pb.ListMembershipChangesResponse(changes=changes, next_page_token=paging.encode(cursor[1:]))
+
+    def _validate_members(self, subcloud: str, node_ids: Sequence[str], reason: str) -> list[str]:
+        validate.name(subcloud, "subcloud", required=True)
+        ids = validate.distinct(node_ids, "node_ids", max_items=MAX_MEMBERS_PER_CALL)
+        if not ids:
+            raise InvalidArgument("node_ids", "required: at least one node id")
+        for i, node_id in enumerate(ids):
+            validate.node_id(node_id, f"node_ids[{i}]")
+        validate.text(reason, "reason", max_len=128)
+        return ids
+
+    def _require_policy(self, subcloud: str) -> None:
+        if not self.rt.client.hexists(self.rt.keys.subcloud_policies, subcloud):
+            raise NotFound(f"subcloud {subcloud!r} has no policy: put one first", reason="SUBCLOUD_NOT_FOUND")
+
+
+def _member(node_id: str, raw: str) -> pb.SubcloudMember:
+    entry = json.loads(raw)
+    return pb.SubcloudMember(
+        node_id=node_id,
+        actor=str(entry.get("actor", "")),
+        reason=str(entry.get("reason", "")),
+        grant_time=timestamp(int(entry.get("ms", 0))),
+    )
+
+
+def _change(entry_id: str, fields: dict[str, str]) -> pb.MembershipChange:
+    return pb.MembershipChange(
+        change_id=entry_id,
+        subcloud=fields.get("sub", ""),
+        node_id=fields.get("node", ""),
+        action=ACTIONS.get(fields.get("action", ""), pb.MEMBERSHIP_ACTION_UNSPECIFIED),
+        actor=fields.get("actor", ""),
+        reason=fields.get("reason", ""),
+        change_time=timestamp(int(entry_id.split("-")[0])),
+    )

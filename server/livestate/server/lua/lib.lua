@@ -242,20 +242,46 @@ local function blocked(C, id, now)
   return false
 end
 
--- Keeps a node's control hash as long as what it holds: no expiry while a flag without TTL is
--- set, else until its last flag lapses (plus margin) or `keep` ms from now, whichever is later.
+-- Subcloud membership granted to a node, as its control hash keeps it: 'g:<subcloud>' =
+-- '<version>:1' (granted) or '<version>:0' (revoked). Versions come from the subcloud's grant
+-- record (grant.lua) and only grow, so a write carrying an older version (a registration that
+-- read the grants just before a revocation) never undoes a newer one.
+local function grant_parse(value)
+  local v, st = string.match(value or '', '^(%d+):([01])$')
+  return tonumber(v or '0'), st == '1'
+end
+
+-- Writes a grant or revocation, `value` = '<version>:<0|1>', unless the hash holds a newer one
+-- (versions stay strings: past 2^53 / 1000 a Lua number would print in exponent form). Returns
+-- true when written.
+local function grant_apply(key, sub, value)
+  local have = grant_parse(redis.call('HGET', key, 'g:' .. sub))
+  local version = grant_parse(value)
+  if version == 0 or have >= version then return false end
+  redis.call('HSET', key, 'g:' .. sub, value)
+  return true
+end
+
+-- Keeps a node's control hash as long as what it holds: no expiry while a flag without TTL or a
+-- membership grant is held, else until its last flag lapses (plus margin) or `keep` ms from
+-- now, whichever is later. A revocation is kept a margin at least: long enough to outlast any
+-- registration that read the grants before it.
 local function ctl_keep(key, now, margin, keep)
   local raw = redis.call('HGETALL', key)
   local last = now + (keep or 0)
   for i = 1, #raw, 2 do
+    local e
     if string.match(raw[i], '^%d+$') then
-      local e = tonumber(raw[i + 1])
-      if e == 0 then
-        redis.call('PERSIST', key)
-        return
-      end
-      last = math.max(last, e + margin)
+      e = tonumber(raw[i + 1])
+    elseif string.sub(raw[i], 1, 2) == 'g:' then
+      local _, granted = grant_parse(raw[i + 1])
+      e = granted and 0 or now
     end
+    if e == 0 then
+      redis.call('PERSIST', key)
+      return
+    end
+    if e then last = math.max(last, e + margin) end
   end
   if #raw > 0 and redis.call('PTTL', key) < last - now then redis.call('PEXPIREAT', key, last) end
 end
@@ -293,10 +319,13 @@ end
 
 -- A job's node requirements, from their wire form (also how a waiting job stores them).
 -- isolated_csv: subclouds whose members only jobs naming them may use (the job's own excepted).
-local function requirements(min_vram, gpus_csv, subcloud, label_lines, excluded_csv, isolated_csv)
+-- granted_csv: of the job's subcloud and the isolated ones, those whose membership is granted:
+-- a node is a member of those only while its control hash holds a grant.
+local function requirements(min_vram, gpus_csv, subcloud, label_lines, excluded_csv, isolated_csv,
+                            granted_csv)
   local req = {min_vram = tonumber(min_vram), gpus = as_set(split(gpus_csv)), want_gpu = gpus_csv ~= '',
                subcloud = subcloud, labels = {}, excluded = as_set(split(excluded_csv)),
-               isolated = split(isolated_csv),
+               isolated = split(isolated_csv), granted = as_set(split(granted_csv)),
                fields = {'state', 'live', 'seen', 'used', 'slots', 'vram', 'gpu', 'subs', 'vfree', 'opause',
                          'ghost', 'epoch'}}
   for _, line in ipairs(split(label_lines, '\n')) do
@@ -305,6 +334,16 @@ local function requirements(min_vram, gpus_csv, subcloud, label_lines, excluded_
     req.fields[#req.fields + 1] = 'l:' .. k
   end
   return req
+end
+
+-- Is node `id` (which listed the subclouds `subs`) a member of subcloud `s`? Listing it is
+-- enough for an open subcloud; a granted one also needs the grant, read here, in the claim, so
+-- a revocation holds for every Match that starts after it.
+local function member(C, id, req, subs, s)
+  if not subs[s] then return false end
+  if not req.granted[s] then return true end
+  local _, granted = grant_parse(redis.call('HGET', C.ctl .. id, 'g:' .. s))
+  return granted
 end
 
 -- Can node `id` take a job with requirements `req` now?
@@ -324,9 +363,9 @@ local function eligible(C, id, req, now, H)
   if req.want_gpu and not req.gpus[r[7]] then return nil end
   if req.subcloud ~= '' or #req.isolated > 0 then
     local subs = as_set(split(r[8]))
-    if req.subcloud ~= '' and not subs[req.subcloud] then return nil end
+    if req.subcloud ~= '' and not member(C, id, req, subs, req.subcloud) then return nil end
     for _, s in ipairs(req.isolated) do
-      if subs[s] then return nil end
+      if member(C, id, req, subs, s) then return nil end
     end
   end
   if r[10] == '1' then return nil end  -- paused by its operator
@@ -405,7 +444,8 @@ local function serve_waiting(C, K, id, now)
         redis.call('ZREM', C.wait .. m, job)
         unwait(C, K, job)
       else
-        local req = exclude_tried(C, requirements(w.vram, w.gpus, w.sub, w.labels, w.excl, w.iso), job)
+        local req = exclude_tried(C, requirements(w.vram, w.gpus, w.sub, w.labels, w.excl, w.iso, w.grant),
+                                  job)
         local ok = eligible(C, id, req, now, H)
         if ok == false then return out end
         if ok then

@@ -26,6 +26,7 @@
 -- ARGV[33] priority (-1000..1000; higher is served first)
 -- ARGV[34] how long the job may wait (ms)
 -- ARGV[35] isolated subclouds, comma-joined: their members are not for this job
+-- ARGV[36] of ARGV[23] and ARGV[35], the subclouds whose membership is granted, comma-joined
 --
 -- Returns
 --   {0, lease_id, fencing_token, expire_ms, node_id}  claimed, or the lease the job already
@@ -57,7 +58,8 @@ if held then return {0, held, held_token, held_exp, held_node} end
 local waiting_for = redis.call('HGET', C.wjob .. job, 'model')
 if waiting_for and waiting_for ~= model then return {4, waiting_for} end
 
-local req = exclude_tried(C, requirements(ARGV[21], ARGV[22], ARGV[23], ARGV[24], ARGV[25], ARGV[35]), job)
+local req = requirements(ARGV[21], ARGV[22], ARGV[23], ARGV[24], ARGV[25], ARGV[35], ARGV[36])
+req = exclude_tried(C, req, job)
 local policy = ARGV[27]
 local H = hearing(K.meta, now, C)
 local budget = tonumber(ARGV[28])
@@ -115,7 +117,7 @@ if #found == 0 then
     local expire = now + tonumber(ARGV[34])
     redis.call('HSET', C.wjob .. job, 'job', job, 'sched', ARGV[31], 'model', model, 'prio', ARGV[33],
       'enq', now, 'exp', expire, 'lttl', ARGV[26], 'vram', ARGV[21], 'gpus', ARGV[22], 'sub', ARGV[23],
-      'labels', ARGV[24], 'excl', ARGV[25], 'iso', ARGV[35])
+      'labels', ARGV[24], 'excl', ARGV[25], 'iso', ARGV[35], 'grant', ARGV[36])
     redis.call('PEXPIREAT', C.wjob .. job, expire + C.margin)
     redis.call('ZADD', wkey, -tonumber(ARGV[33]) * 2199023255552 + now, job)
     redis.call('PEXPIRE', wkey, C.ttl)

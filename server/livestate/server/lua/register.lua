@@ -27,7 +27,9 @@
 --          or 0, '<kind>:meta', '<kind>:from', '<kind>:until' = DRAIN deadline, 'score', ...):
 --          flags set while the node was not registered, or carried from the partition it left;
 --          "" for none
--- ARGV[27..] spec fields as field, value pairs (env, region, gpu, ...; labels as "l:<key>")
+-- ARGV[27] memberships of granted subclouds the node lists, JSON {subcloud: '<version>:<0|1>'}
+--          as the grant records said when read (see grant_apply in lib.lua); "" for none
+-- ARGV[28..] spec fields as field, value pairs (env, region, gpu, ...; labels as "l:<key>")
 --
 -- Returns {code, restarted, now_ms, assignment...}: code 0 = registered; restarted 1 when a
 -- previous boot of the node was replaced (its leases are dropped, LEASE_LOST), 0 otherwise; then
@@ -92,13 +94,20 @@ if ARGV[26] ~= '' then
   end
   ctl_keep(ctl, now, C.margin)
 end
+-- Memberships too, before the node is matchable; a version older than the one the control hash
+-- holds was read before a change that already reached this partition, and is dropped.
+if ARGV[27] ~= '' then
+  local ctl = C.ctl .. id
+  for sub, value in pairs(cjson.decode(ARGV[27])) do grant_apply(ctl, sub, value) end
+  ctl_keep(ctl, now, C.margin)
+end
 
 -- Rewrite the record whole: a new spec may have dropped labels.
 redis.call('DEL', KEYS[1])
 local fields = {'boot', ARGV[20], 'epoch', C.epoch, 'seq', seq, 'reg', reg, 'seen', now,
   'live', 1, 'state', ARGV[21], 'vfree', ARGV[22], 'jobs', ARGV[25], 'used', used, 'ghost', ghost,
   'models', ARGV[23], 'subs', ARGV[24]}
-for i = 27, #ARGV, 2 do
+for i = 28, #ARGV, 2 do
   fields[#fields + 1] = ARGV[i]
   fields[#fields + 1] = ARGV[i + 1]
 end

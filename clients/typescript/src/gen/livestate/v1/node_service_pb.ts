@@ -98,7 +98,8 @@ export type ListNodesRequest = Message<"livestate.v1.ListNodesRequest"> & {
   state: NodeState;
 
   /**
-   * Only members of this subcloud.
+   * Only members of this subcloud (Node.subclouds: listed, and granted where membership is
+   * granted).
    *
    * @generated from field: string subcloud = 6;
    */

@@ -2,8 +2,8 @@
 // @generated from file livestate/v1/subcloud_service.proto (package livestate.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file livestate/v1/subcloud_service.proto.
  */
 export const file_livestate_v1_subcloud_service: GenFile = /*@__PURE__*/
-  fileDesc("CiNsaXZlc3RhdGUvdjEvc3ViY2xvdWRfc2VydmljZS5wcm90bxIMbGl2ZXN0YXRlLnYxIj4KElB1dFN1YmNsb3VkUmVxdWVzdBIoCghzdWJjbG91ZBgBIAEoCzIWLmxpdmVzdGF0ZS52MS5TdWJjbG91ZCI/ChNQdXRTdWJjbG91ZFJlc3BvbnNlEigKCHN1YmNsb3VkGAEgASgLMhYubGl2ZXN0YXRlLnYxLlN1YmNsb3VkIiIKEkdldFN1YmNsb3VkUmVxdWVzdBIMCgRuYW1lGAEgASgJIj8KE0dldFN1YmNsb3VkUmVzcG9uc2USKAoIc3ViY2xvdWQYASABKAsyFi5saXZlc3RhdGUudjEuU3ViY2xvdWQiFgoUTGlzdFN1YmNsb3Vkc1JlcXVlc3QiQgoVTGlzdFN1YmNsb3Vkc1Jlc3BvbnNlEikKCXN1YmNsb3VkcxgBIAMoCzIWLmxpdmVzdGF0ZS52MS5TdWJjbG91ZCIlChVEZWxldGVTdWJjbG91ZFJlcXVlc3QSDAoEbmFtZRgBIAEoCSIpChZEZWxldGVTdWJjbG91ZFJlc3BvbnNlEg8KB2RlbGV0ZWQYASABKAgi1QEKCFN1YmNsb3VkEgwKBG5hbWUYASABKAkSDwoHaXNvbGF0ZRgCIAEoCBIWCg5hbGxvd2VkX21vZGVscxgDIAMoCRIXCg9hbGxvd2VkX3JlZ2lvbnMYBCADKAkSEwoLbWluX3ZyYW1fbWIYBSABKAQSGgoSYWxsb3dlZF9ncHVfbW9kZWxzGAYgAygJEhcKD2Jhbm5lZF9ub2RlX2lkcxgHIAMoCRIvCgt1cGRhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAyhAMKD1N1YmNsb3VkU2VydmljZRJXCgtQdXRTdWJjbG91ZBIgLmxpdmVzdGF0ZS52MS5QdXRTdWJjbG91ZFJlcXVlc3QaIS5saXZlc3RhdGUudjEuUHV0U3ViY2xvdWRSZXNwb25zZSIDkAICElcKC0dldFN1YmNsb3VkEiAubGl2ZXN0YXRlLnYxLkdldFN1YmNsb3VkUmVxdWVzdBohLmxpdmVzdGF0ZS52MS5HZXRTdWJjbG91ZFJlc3BvbnNlIgOQAgESXQoNTGlzdFN1YmNsb3VkcxIiLmxpdmVzdGF0ZS52MS5MaXN0U3ViY2xvdWRzUmVxdWVzdBojLmxpdmVzdGF0ZS52MS5MaXN0U3ViY2xvdWRzUmVzcG9uc2UiA5ACARJgCg5EZWxldGVTdWJjbG91ZBIjLmxpdmVzdGF0ZS52MS5EZWxldGVTdWJjbG91ZFJlcXVlc3QaJC5saXZlc3RhdGUudjEuRGVsZXRlU3ViY2xvdWRSZXNwb25zZSIDkAICYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("CiNsaXZlc3RhdGUvdjEvc3ViY2xvdWRfc2VydmljZS5wcm90bxIMbGl2ZXN0YXRlLnYxIj4KElB1dFN1YmNsb3VkUmVxdWVzdBIoCghzdWJjbG91ZBgBIAEoCzIWLmxpdmVzdGF0ZS52MS5TdWJjbG91ZCI/ChNQdXRTdWJjbG91ZFJlc3BvbnNlEigKCHN1YmNsb3VkGAEgASgLMhYubGl2ZXN0YXRlLnYxLlN1YmNsb3VkIiIKEkdldFN1YmNsb3VkUmVxdWVzdBIMCgRuYW1lGAEgASgJIj8KE0dldFN1YmNsb3VkUmVzcG9uc2USKAoIc3ViY2xvdWQYASABKAsyFi5saXZlc3RhdGUudjEuU3ViY2xvdWQiFgoUTGlzdFN1YmNsb3Vkc1JlcXVlc3QiQgoVTGlzdFN1YmNsb3Vkc1Jlc3BvbnNlEikKCXN1YmNsb3VkcxgBIAMoCzIWLmxpdmVzdGF0ZS52MS5TdWJjbG91ZCIlChVEZWxldGVTdWJjbG91ZFJlcXVlc3QSDAoEbmFtZRgBIAEoCSIpChZEZWxldGVTdWJjbG91ZFJlc3BvbnNlEg8KB2RlbGV0ZWQYASABKAgiTwoZQWRkU3ViY2xvdWRNZW1iZXJzUmVxdWVzdBIQCghzdWJjbG91ZBgBIAEoCRIQCghub2RlX2lkcxgCIAMoCRIOCgZyZWFzb24YAyABKAkiKwoaQWRkU3ViY2xvdWRNZW1iZXJzUmVzcG9uc2USDQoFYWRkZWQYASABKA0iUgocUmVtb3ZlU3ViY2xvdWRNZW1iZXJzUmVxdWVzdBIQCghzdWJjbG91ZBgBIAEoCRIQCghub2RlX2lkcxgCIAMoCRIOCgZyZWFzb24YAyABKAkiMAodUmVtb3ZlU3ViY2xvdWRNZW1iZXJzUmVzcG9uc2USDwoHcmVtb3ZlZBgBIAEoDSJVChpMaXN0U3ViY2xvdWRNZW1iZXJzUmVxdWVzdBIQCghzdWJjbG91ZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKA0SEgoKcGFnZV90b2tlbhgDIAEoCSJlChtMaXN0U3ViY2xvdWRNZW1iZXJzUmVzcG9uc2USLQoHbWVtYmVycxgBIAMoCzIcLmxpdmVzdGF0ZS52MS5TdWJjbG91ZE1lbWJlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiaAocTGlzdE1lbWJlcnNoaXBDaGFuZ2VzUmVxdWVzdBIQCghzdWJjbG91ZBgBIAEoCRIPCgdub2RlX2lkGAIgASgJEhEKCXBhZ2Vfc2l6ZRgDIAEoDRISCgpwYWdlX3Rva2VuGAQgASgJImkKHUxpc3RNZW1iZXJzaGlwQ2hhbmdlc1Jlc3BvbnNlEi8KB2NoYW5nZXMYASADKAsyHi5saXZlc3RhdGUudjEuTWVtYmVyc2hpcENoYW5nZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkicAoOU3ViY2xvdWRNZW1iZXISDwoHbm9kZV9pZBgBIAEoCRINCgVhY3RvchgCIAEoCRIOCgZyZWFzb24YAyABKAkSLgoKZ3JhbnRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiyAEKEE1lbWJlcnNoaXBDaGFuZ2USEQoJY2hhbmdlX2lkGAEgASgJEhAKCHN1YmNsb3VkGAIgASgJEg8KB25vZGVfaWQYAyABKAkSLgoGYWN0aW9uGAQgASgOMh4ubGl2ZXN0YXRlLnYxLk1lbWJlcnNoaXBBY3Rpb24SDQoFYWN0b3IYBSABKAkSDgoGcmVhc29uGAYgASgJEi8KC2NoYW5nZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKLAgoIU3ViY2xvdWQSDAoEbmFtZRgBIAEoCRIPCgdpc29sYXRlGAIgASgIEhYKDmFsbG93ZWRfbW9kZWxzGAMgAygJEhcKD2FsbG93ZWRfcmVnaW9ucxgEIAMoCRITCgttaW5fdnJhbV9tYhgFIAEoBBIaChJhbGxvd2VkX2dwdV9tb2RlbHMYBiADKAkSFwoPYmFubmVkX25vZGVfaWRzGAcgAygJEi8KC3VwZGF0ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0CgptZW1iZXJzaGlwGAkgASgOMiAubGl2ZXN0YXRlLnYxLlN1YmNsb3VkTWVtYmVyc2hpcCqPAQoQTWVtYmVyc2hpcEFjdGlvbhIhCh1NRU1CRVJTSElQX0FDVElPTl9VTlNQRUNJRklFRBAAEhsKF01FTUJFUlNISVBfQUNUSU9OX0dSQU5UEAESHAoYTUVNQkVSU0hJUF9BQ1RJT05fUkVWT0tFEAISHQoZTUVNQkVSU0hJUF9BQ1RJT05fUkVGVVNFRBADKngKElN1YmNsb3VkTWVtYmVyc2hpcBIjCh9TVUJDTE9VRF9NRU1CRVJTSElQX1VOU1BFQ0lGSUVEEAASHAoYU1VCQ0xPVURfTUVNQkVSU0hJUF9PUEVOEAESHwobU1VCQ0xPVURfTUVNQkVSU0hJUF9HUkFOVEVEEAIy0QYKD1N1YmNsb3VkU2VydmljZRJXCgtQdXRTdWJjbG91ZBIgLmxpdmVzdGF0ZS52MS5QdXRTdWJjbG91ZFJlcXVlc3QaIS5saXZlc3RhdGUudjEuUHV0U3ViY2xvdWRSZXNwb25zZSIDkAICElcKC0dldFN1YmNsb3VkEiAubGl2ZXN0YXRlLnYxLkdldFN1YmNsb3VkUmVxdWVzdBohLmxpdmVzdGF0ZS52MS5HZXRTdWJjbG91ZFJlc3BvbnNlIgOQAgESXQoNTGlzdFN1YmNsb3VkcxIiLmxpdmVzdGF0ZS52MS5MaXN0U3ViY2xvdWRzUmVxdWVzdBojLmxpdmVzdGF0ZS52MS5MaXN0U3ViY2xvdWRzUmVzcG9uc2UiA5ACARJgCg5EZWxldGVTdWJjbG91ZBIjLmxpdmVzdGF0ZS52MS5EZWxldGVTdWJjbG91ZFJlcXVlc3QaJC5saXZlc3RhdGUudjEuRGVsZXRlU3ViY2xvdWRSZXNwb25zZSIDkAICEmwKEkFkZFN1YmNsb3VkTWVtYmVycxInLmxpdmVzdGF0ZS52MS5BZGRTdWJjbG91ZE1lbWJlcnNSZXF1ZXN0GigubGl2ZXN0YXRlLnYxLkFkZFN1YmNsb3VkTWVtYmVyc1Jlc3BvbnNlIgOQAgISdQoVUmVtb3ZlU3ViY2xvdWRNZW1iZXJzEioubGl2ZXN0YXRlLnYxLlJlbW92ZVN1YmNsb3VkTWVtYmVyc1JlcXVlc3QaKy5saXZlc3RhdGUudjEuUmVtb3ZlU3ViY2xvdWRNZW1iZXJzUmVzcG9uc2UiA5ACAhJvChNMaXN0U3ViY2xvdWRNZW1iZXJzEigubGl2ZXN0YXRlLnYxLkxpc3RTdWJjbG91ZE1lbWJlcnNSZXF1ZXN0GikubGl2ZXN0YXRlLnYxLkxpc3RTdWJjbG91ZE1lbWJlcnNSZXNwb25zZSIDkAIBEnUKFUxpc3RNZW1iZXJzaGlwQ2hhbmdlcxIqLmxpdmVzdGF0ZS52MS5MaXN0TWVtYmVyc2hpcENoYW5nZXNSZXF1ZXN0GisubGl2ZXN0YXRlLnYxLkxpc3RNZW1iZXJzaGlwQ2hhbmdlc1Jlc3BvbnNlIgOQAgFiBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * Request for SubcloudService.PutSubcloud.
@@ -177,13 +177,364 @@ export const DeleteSubcloudResponseSchema: GenMessage<DeleteSubcloudResponse> = 
   messageDesc(file_livestate_v1_subcloud_service, 7);
 
 /**
+ * Request for SubcloudService.AddSubcloudMembers.
+ *
+ * @generated from message livestate.v1.AddSubcloudMembersRequest
+ */
+export type AddSubcloudMembersRequest = Message<"livestate.v1.AddSubcloudMembersRequest"> & {
+  /**
+   * The subcloud (it must have a policy).
+   *
+   * @generated from field: string subcloud = 1;
+   */
+  subcloud: string;
+
+  /**
+   * Nodes to grant membership to; 1-1000 distinct node ids.
+   *
+   * @generated from field: repeated string node_ids = 2;
+   */
+  nodeIds: string[];
+
+  /**
+   * Why, for the audit trail (at most 128 characters).
+   *
+   * @generated from field: string reason = 3;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message livestate.v1.AddSubcloudMembersRequest.
+ * Use `create(AddSubcloudMembersRequestSchema)` to create a new message.
+ */
+export const AddSubcloudMembersRequestSchema: GenMessage<AddSubcloudMembersRequest> = /*@__PURE__*/
+  messageDesc(file_livestate_v1_subcloud_service, 8);
+
+/**
+ * Response for SubcloudService.AddSubcloudMembers.
+ *
+ * @generated from message livestate.v1.AddSubcloudMembersResponse
+ */
+export type AddSubcloudMembersResponse = Message<"livestate.v1.AddSubcloudMembersResponse"> & {
+  /**
+   * How many of the nodes were not members before.
+   *
+   * @generated from field: uint32 added = 1;
+   */
+  added: number;
+};
+
+/**
+ * Describes the message livestate.v1.AddSubcloudMembersResponse.
+ * Use `create(AddSubcloudMembersResponseSchema)` to create a new message.
+ */
+export const AddSubcloudMembersResponseSchema: GenMessage<AddSubcloudMembersResponse> = /*@__PURE__*/
+  messageDesc(file_livestate_v1_subcloud_service, 9);
+
+/**
+ * Request for SubcloudService.RemoveSubcloudMembers.
+ *
+ * @generated from message livestate.v1.RemoveSubcloudMembersRequest
+ */
+export type RemoveSubcloudMembersRequest = Message<"livestate.v1.RemoveSubcloudMembersRequest"> & {
+  /**
+   * The subcloud.
+   *
+   * @generated from field: string subcloud = 1;
+   */
+  subcloud: string;
+
+  /**
+   * Nodes whose membership is revoked; 1-1000 distinct node ids.
+   *
+   * @generated from field: repeated string node_ids = 2;
+   */
+  nodeIds: string[];
+
+  /**
+   * Why, for the audit trail (at most 128 characters).
+   *
+   * @generated from field: string reason = 3;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message livestate.v1.RemoveSubcloudMembersRequest.
+ * Use `create(RemoveSubcloudMembersRequestSchema)` to create a new message.
+ */
+export const RemoveSubcloudMembersRequestSchema: GenMessage<RemoveSubcloudMembersRequest> = /*@__PURE__*/
+  messageDesc(file_livestate_v1_subcloud_service, 10);
+
+/**
+ * Response for SubcloudService.RemoveSubcloudMembers.
+ *
+ * @generated from message livestate.v1.RemoveSubcloudMembersResponse
+ */
+export type RemoveSubcloudMembersResponse = Message<"livestate.v1.RemoveSubcloudMembersResponse"> & {
+  /**
+   * How many of the nodes were members before.
+   *
+   * @generated from field: uint32 removed = 1;
+   */
+  removed: number;
+};
+
+/**
+ * Describes the message livestate.v1.RemoveSubcloudMembersResponse.
+ * Use `create(RemoveSubcloudMembersResponseSchema)` to create a new message.
+ */
+export const RemoveSubcloudMembersResponseSchema: GenMessage<RemoveSubcloudMembersResponse> = /*@__PURE__*/
+  messageDesc(file_livestate_v1_subcloud_service, 11);
+
+/**
+ * Request for SubcloudService.ListSubcloudMembers.
+ *
+ * @generated from message livestate.v1.ListSubcloudMembersRequest
+ */
+export type ListSubcloudMembersRequest = Message<"livestate.v1.ListSubcloudMembersRequest"> & {
+  /**
+   * The subcloud.
+   *
+   * @generated from field: string subcloud = 1;
+   */
+  subcloud: string;
+
+  /**
+   * At most this many members (default 100, at most 1000).
+   *
+   * @generated from field: uint32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * From a previous response's next_page_token.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message livestate.v1.ListSubcloudMembersRequest.
+ * Use `create(ListSubcloudMembersRequestSchema)` to create a new message.
+ */
+export const ListSubcloudMembersRequestSchema: GenMessage<ListSubcloudMembersRequest> = /*@__PURE__*/
+  messageDesc(file_livestate_v1_subcloud_service, 12);
+
+/**
+ * Response for SubcloudService.ListSubcloudMembers.
+ *
+ * @generated from message livestate.v1.ListSubcloudMembersResponse
+ */
+export type ListSubcloudMembersResponse = Message<"livestate.v1.ListSubcloudMembersResponse"> & {
+  /**
+   * Members, by node id.
+   *
+   * @generated from field: repeated livestate.v1.SubcloudMember members = 1;
+   */
+  members: SubcloudMember[];
+
+  /**
+   * Empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message livestate.v1.ListSubcloudMembersResponse.
+ * Use `create(ListSubcloudMembersResponseSchema)` to create a new message.
+ */
+export const ListSubcloudMembersResponseSchema: GenMessage<ListSubcloudMembersResponse> = /*@__PURE__*/
+  messageDesc(file_livestate_v1_subcloud_service, 13);
+
+/**
+ * Request for SubcloudService.ListMembershipChanges.
+ *
+ * @generated from message livestate.v1.ListMembershipChangesRequest
+ */
+export type ListMembershipChangesRequest = Message<"livestate.v1.ListMembershipChangesRequest"> & {
+  /**
+   * Only changes of this subcloud ("" = every subcloud).
+   *
+   * @generated from field: string subcloud = 1;
+   */
+  subcloud: string;
+
+  /**
+   * Only changes of this node ("" = every node).
+   *
+   * @generated from field: string node_id = 2;
+   */
+  nodeId: string;
+
+  /**
+   * At most this many changes (default 100, at most 1000).
+   *
+   * @generated from field: uint32 page_size = 3;
+   */
+  pageSize: number;
+
+  /**
+   * From a previous response's next_page_token.
+   *
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message livestate.v1.ListMembershipChangesRequest.
+ * Use `create(ListMembershipChangesRequestSchema)` to create a new message.
+ */
+export const ListMembershipChangesRequestSchema: GenMessage<ListMembershipChangesRequest> = /*@__PURE__*/
+  messageDesc(file_livestate_v1_subcloud_service, 14);
+
+/**
+ * Response for SubcloudService.ListMembershipChanges.
+ *
+ * @generated from message livestate.v1.ListMembershipChangesResponse
+ */
+export type ListMembershipChangesResponse = Message<"livestate.v1.ListMembershipChangesResponse"> & {
+  /**
+   * Changes, newest first.
+   *
+   * @generated from field: repeated livestate.v1.MembershipChange changes = 1;
+   */
+  changes: MembershipChange[];
+
+  /**
+   * Where the next (older) page starts.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message livestate.v1.ListMembershipChangesResponse.
+ * Use `create(ListMembershipChangesResponseSchema)` to create a new message.
+ */
+export const ListMembershipChangesResponseSchema: GenMessage<ListMembershipChangesResponse> = /*@__PURE__*/
+  messageDesc(file_livestate_v1_subcloud_service, 15);
+
+/**
+ * A node granted membership of a subcloud.
+ *
+ * @generated from message livestate.v1.SubcloudMember
+ */
+export type SubcloudMember = Message<"livestate.v1.SubcloudMember"> & {
+  /**
+   * The node.
+   *
+   * @generated from field: string node_id = 1;
+   */
+  nodeId: string;
+
+  /**
+   * Who granted it (the token's name, or the livestate-actor header).
+   *
+   * @generated from field: string actor = 2;
+   */
+  actor: string;
+
+  /**
+   * Why, as given to AddSubcloudMembers.
+   *
+   * @generated from field: string reason = 3;
+   */
+  reason: string;
+
+  /**
+   * When it was granted.
+   *
+   * @generated from field: google.protobuf.Timestamp grant_time = 4;
+   */
+  grantTime?: Timestamp;
+};
+
+/**
+ * Describes the message livestate.v1.SubcloudMember.
+ * Use `create(SubcloudMemberSchema)` to create a new message.
+ */
+export const SubcloudMemberSchema: GenMessage<SubcloudMember> = /*@__PURE__*/
+  messageDesc(file_livestate_v1_subcloud_service, 16);
+
+/**
+ * One entry of the membership audit trail.
+ *
+ * @generated from message livestate.v1.MembershipChange
+ */
+export type MembershipChange = Message<"livestate.v1.MembershipChange"> & {
+  /**
+   * Opaque, ordered id of the entry.
+   *
+   * @generated from field: string change_id = 1;
+   */
+  changeId: string;
+
+  /**
+   * The subcloud.
+   *
+   * @generated from field: string subcloud = 2;
+   */
+  subcloud: string;
+
+  /**
+   * The node.
+   *
+   * @generated from field: string node_id = 3;
+   */
+  nodeId: string;
+
+  /**
+   * What happened.
+   *
+   * @generated from field: livestate.v1.MembershipAction action = 4;
+   */
+  action: MembershipAction;
+
+  /**
+   * Who did it (for REFUSED, the registering caller).
+   *
+   * @generated from field: string actor = 5;
+   */
+  actor: string;
+
+  /**
+   * Why, as given.
+   *
+   * @generated from field: string reason = 6;
+   */
+  reason: string;
+
+  /**
+   * When.
+   *
+   * @generated from field: google.protobuf.Timestamp change_time = 7;
+   */
+  changeTime?: Timestamp;
+};
+
+/**
+ * Describes the message livestate.v1.MembershipChange.
+ * Use `create(MembershipChangeSchema)` to create a new message.
+ */
+export const MembershipChangeSchema: GenMessage<MembershipChange> = /*@__PURE__*/
+  messageDesc(file_livestate_v1_subcloud_service, 17);
+
+/**
  * A subcloud's policy. Empty lists and zero values mean "no restriction".
  *
  * @generated from message livestate.v1.Subcloud
  */
 export type Subcloud = Message<"livestate.v1.Subcloud"> & {
   /**
-   * Same alphabet as node ids, 1-64 characters. Nodes join by listing it in NodeSpec.subclouds.
+   * Same alphabet as node ids, 1-64 characters. Nodes ask to join by listing it in
+   * NodeSpec.subclouds.
    *
    * @generated from field: string name = 1;
    */
@@ -237,6 +588,14 @@ export type Subcloud = Message<"livestate.v1.Subcloud"> & {
    * @generated from field: google.protobuf.Timestamp update_time = 8;
    */
   updateTime?: Timestamp;
+
+  /**
+   * How nodes become members. Stored resolved: UNSPECIFIED is stored as GRANTED when isolate
+   * is set, else OPEN.
+   *
+   * @generated from field: livestate.v1.SubcloudMembership membership = 9;
+   */
+  membership: SubcloudMembership;
 };
 
 /**
@@ -244,11 +603,88 @@ export type Subcloud = Message<"livestate.v1.Subcloud"> & {
  * Use `create(SubcloudSchema)` to create a new message.
  */
 export const SubcloudSchema: GenMessage<Subcloud> = /*@__PURE__*/
-  messageDesc(file_livestate_v1_subcloud_service, 8);
+  messageDesc(file_livestate_v1_subcloud_service, 18);
 
 /**
- * Administrators define subclouds: named groups of nodes (membership comes from each node's
- * spec) with a policy that Match applies to jobs sent to them.
+ * What happened to a membership.
+ *
+ * @generated from enum livestate.v1.MembershipAction
+ */
+export enum MembershipAction {
+  /**
+   * @generated from enum value: MEMBERSHIP_ACTION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * An administrator granted it.
+   *
+   * @generated from enum value: MEMBERSHIP_ACTION_GRANT = 1;
+   */
+  GRANT = 1,
+
+  /**
+   * An administrator revoked it.
+   *
+   * @generated from enum value: MEMBERSHIP_ACTION_REVOKE = 2;
+   */
+  REVOKE = 2,
+
+  /**
+   * A node registered listing a subcloud whose membership is granted, without a grant: it was
+   * registered without that subcloud.
+   *
+   * @generated from enum value: MEMBERSHIP_ACTION_REFUSED = 3;
+   */
+  REFUSED = 3,
+}
+
+/**
+ * Describes the enum livestate.v1.MembershipAction.
+ */
+export const MembershipActionSchema: GenEnum<MembershipAction> = /*@__PURE__*/
+  enumDesc(file_livestate_v1_subcloud_service, 0);
+
+/**
+ * How a node becomes a member of a subcloud.
+ *
+ * @generated from enum livestate.v1.SubcloudMembership
+ */
+export enum SubcloudMembership {
+  /**
+   * GRANTED when the subcloud isolates its members, else OPEN.
+   *
+   * @generated from enum value: SUBCLOUD_MEMBERSHIP_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A node is a member by listing the subcloud in its spec.
+   *
+   * @generated from enum value: SUBCLOUD_MEMBERSHIP_OPEN = 1;
+   */
+  OPEN = 1,
+
+  /**
+   * A node is a member when it lists the subcloud in its spec and an administrator granted it
+   * membership (AddSubcloudMembers). A node that lists it without a grant is registered
+   * without it, and never matched for it.
+   *
+   * @generated from enum value: SUBCLOUD_MEMBERSHIP_GRANTED = 2;
+   */
+  GRANTED = 2,
+}
+
+/**
+ * Describes the enum livestate.v1.SubcloudMembership.
+ */
+export const SubcloudMembershipSchema: GenEnum<SubcloudMembership> = /*@__PURE__*/
+  enumDesc(file_livestate_v1_subcloud_service, 1);
+
+/**
+ * Administrators define subclouds: named groups of nodes with a policy that Match applies to
+ * jobs sent to them. A node asks to join by listing the subcloud in NodeSpec.subclouds; whether
+ * asking is enough depends on the policy's membership (see SubcloudMembership).
  *
  * @generated from service livestate.v1.SubcloudService
  */
@@ -284,7 +720,8 @@ export const SubcloudService: GenService<{
     output: typeof ListSubcloudsResponseSchema;
   },
   /**
-   * Removes a subcloud's policy (its members keep their membership).
+   * Removes a subcloud's policy. Its grants are kept (a later Put of a granted policy finds
+   * them again), but without a policy the subcloud's membership is open.
    *
    * @generated from rpc livestate.v1.SubcloudService.DeleteSubcloud
    */
@@ -292,6 +729,49 @@ export const SubcloudService: GenService<{
     methodKind: "unary";
     input: typeof DeleteSubcloudRequestSchema;
     output: typeof DeleteSubcloudResponseSchema;
+  },
+  /**
+   * Grants nodes membership of a subcloud (registered or not). In force for every Match that
+   * starts after the call returns. NOT_FOUND when the subcloud has no policy.
+   *
+   * @generated from rpc livestate.v1.SubcloudService.AddSubcloudMembers
+   */
+  addSubcloudMembers: {
+    methodKind: "unary";
+    input: typeof AddSubcloudMembersRequestSchema;
+    output: typeof AddSubcloudMembersResponseSchema;
+  },
+  /**
+   * Revokes nodes' membership of a subcloud. No Match that starts after the call returns picks
+   * them for it; leases they already hold run on.
+   *
+   * @generated from rpc livestate.v1.SubcloudService.RemoveSubcloudMembers
+   */
+  removeSubcloudMembers: {
+    methodKind: "unary";
+    input: typeof RemoveSubcloudMembersRequestSchema;
+    output: typeof RemoveSubcloudMembersResponseSchema;
+  },
+  /**
+   * The nodes granted membership of a subcloud, by node id, a page at a time.
+   *
+   * @generated from rpc livestate.v1.SubcloudService.ListSubcloudMembers
+   */
+  listSubcloudMembers: {
+    methodKind: "unary";
+    input: typeof ListSubcloudMembersRequestSchema;
+    output: typeof ListSubcloudMembersResponseSchema;
+  },
+  /**
+   * The membership audit trail, newest first: grants, revocations, and claims refused at
+   * registration.
+   *
+   * @generated from rpc livestate.v1.SubcloudService.ListMembershipChanges
+   */
+  listMembershipChanges: {
+    methodKind: "unary";
+    input: typeof ListMembershipChangesRequestSchema;
+    output: typeof ListMembershipChangesResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_livestate_v1_subcloud_service, 0);
