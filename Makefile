@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTO_FILES := $(wildcard protos/livestate/v1/*.proto)
 GEN_DIR := clients
 
-.PHONY: run demo test test-cluster faults lint typecheck proto proto-check proto-ts proto-ts-check buf-lint bench ci clean
+.PHONY: run demo test test-cluster faults lint typecheck proto proto-check proto-ts proto-ts-check api-docs api-docs-check buf-lint bench ci clean
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "livestate needs Python 3.11 or newer")'
@@ -65,6 +65,29 @@ proto-ts-check: $(STAMP) $(TS_DIR)/node_modules/.installed
 		diff -r $$tmp/$(TS_DIR)/src/gen $(TS_DIR)/src/gen && rm -rf $$tmp && \
 		echo "typescript stubs match protos/"
 
+# The API reference (docs/api/) from the proto comments, by sabledocs from PyPI, in a venv of its
+# own (it pins protobuf below what our stubs need). Committed; api-docs-check fails on drift.
+DOCS_VENV := .venv-docs
+DOCS_STAMP := $(DOCS_VENV)/.installed
+API_DIR := docs/api
+WKT_DIR = $$($(PY) -c 'import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), "_proto"))')
+API_DOCS = $(PY) -m grpc_tools.protoc -Iprotos -I$(WKT_DIR) --include_source_info --include_imports \
+	-o $(1)/descriptor.pb $(PROTO_FILES) && cp docs/sabledocs.toml $(1)/ && \
+	(cd $(1) && $(CURDIR)/$(DOCS_VENV)/bin/sabledocs >/dev/null)
+
+$(DOCS_STAMP):
+	$(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/python -m pip install --quiet sabledocs==0.19.1050
+	@touch $@
+
+api-docs: $(STAMP) $(DOCS_STAMP)
+	@tmp=$$(mktemp -d) && $(call API_DOCS,$$tmp) && rm -rf $(API_DIR) && mv $$tmp/out $(API_DIR) && \
+		rm -rf $$tmp && echo "wrote $(API_DIR)/"
+
+api-docs-check: $(STAMP) $(DOCS_STAMP)
+	@tmp=$$(mktemp -d) && $(call API_DOCS,$$tmp) && diff -r $$tmp/out $(API_DIR) && rm -rf $$tmp && \
+		echo "API reference matches protos/"
+
 buf-lint: $(STAMP)
 	$(VENV)/bin/buf lint
 
@@ -89,4 +112,4 @@ ci:
 	bash .ci/run
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(DOCS_VENV) .pytest_cache .mypy_cache .ruff_cache
