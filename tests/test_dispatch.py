@@ -7,6 +7,7 @@ test uses an env of its own, so its queues are its own, and deletes them at the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -348,6 +349,92 @@ def test_a_dispatcher_killed_mid_run_loses_nothing_and_nodes_see_each_job_once(
     assert broker.take(dead_queue(env)) == []
     counts = json.loads(err.strip().splitlines()[-1])
     assert counts["dead"] == 0
+
+
+class CuttableLink:
+    """A TCP relay to the broker whose connections the test can cut at once, as a network blip
+    or a broker restart would; it keeps listening, so a client that connects again gets through."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream = upstream_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.lock = threading.Lock()
+        self.open: list[socket.socket] = []
+        self.cuts = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.upstream))
+            with self.lock:
+                self.open += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        with self.lock:
+            doomed, self.open = self.open, []
+            self.cuts += 1
+        for sock in doomed:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut()
+
+
+def test_a_dropped_broker_connection_is_reopened_and_every_job_reaches_a_node_once(
+    slow_beats: Harness, broker: Broker, amqp_url: str, env: str
+) -> None:
+    ls = slow_beats
+    nodes = [f"{env}-n{i}" for i in range(8)]
+    for node in nodes:
+        ls.register(node, env=env)
+    jobs = [f"job-{i:03d}" for i in range(200)]
+    for job_id in jobs:
+        broker.publish(job_queue(env, "llama-3-8b", 0), {"job_id": job_id})
+    link = CuttableLink(pika.URLParameters(amqp_url).port)
+    via_link = f"amqp://guest:guest@127.0.0.1:{link.port}/%2F"
+
+    try:
+        with (
+            Nodes(ls, broker, nodes) as side,
+            Running(_dispatcher(via_link, ls, env, ["llama-3-8b"], broker, prefetch=20)) as dispatcher,
+        ):
+            for reached in (40, 100, 160):  # three cuts, each with jobs held and assignments in flight
+                wait_for(lambda reached=reached: side.work() >= reached, timeout=60, interval=0.02)  # type: ignore[misc]
+                link.cut()
+            wait_for(lambda: side.work() == len(jobs), timeout=90, interval=0.05)
+            delivered = dispatcher.counts["delivered"]
+    finally:
+        link.close()
+
+    assert link.cuts >= 3
+    assert sorted(side.tokens) == jobs
+    # A copy reaches a node only when a lease was published but its confirm was lost with the
+    # connection (then the node drops it by job_id, and it carries the same fencing token).
+    assert all(len(set(tokens)) == 1 for tokens in side.tokens.values()), side.tokens
+    assert delivered >= len(jobs)
+    assert broker.take(job_queue(env, "llama-3-8b", 0)) == []
+    assert broker.take(dead_queue(env)) == []
 
 
 @pytest.fixture

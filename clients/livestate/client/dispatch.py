@@ -25,7 +25,9 @@ broker has delivered `max_attempts` times (a dispatcher died on it each time) is
 RabbitMQ counts deliveries (`x-delivery-count`) on quorum queues only, so declare the job queues
 as quorum queues for that guard (the dispatcher declares classic durable ones when none exist).
 When livestate reports its queue lost (Redis lost its state), every job the dispatcher holds
-unacked is enqueued again.
+unacked is enqueued again. When the broker connection drops, the dispatcher connects again; the
+messages it held come back from the broker, and it hands each the assignment it already has (or
+acks at once one it had delivered but whose ack was lost with the connection).
 
 JOB FORMAT (JSON object): job_id (required, the idempotency key), model (default: the queue's),
 regions, min_vram_mb, gpu_models, subcloud, labels, exclude_node_ids, ttl_s (default 300), and
@@ -236,6 +238,9 @@ class Dispatcher:
         if held.job_id in self.held:  # the broker gave us a copy we already hold
             channel.basic_ack(method.delivery_tag)
             return
+        if held.job_id in self.delivered:  # our ack was lost with a connection: a node has it
+            channel.basic_ack(method.delivery_tag)
+            return
         self.held[held.job_id] = held
         self._enqueue(held)
         early = self.waiting.pop(held.job_id, None)
@@ -304,10 +309,16 @@ class Dispatcher:
         if held is None:  # its message has not reached us (again) yet
             self.waiting[a.job_id] = a
             return
-        self.deliver(self, held, a)
-        # Acked as soon as the broker holds the lease: the shorter the time between the two, the
-        # rarer a copy after a crash (see the module's docstring).
-        self.channel.basic_ack(held.tag)
+        try:
+            self.deliver(self, held, a)
+            # Acked as soon as the broker holds the lease: the shorter the time between the two,
+            # the rarer a copy after a crash (see the module's docstring).
+            self.channel.basic_ack(held.tag)
+        except self._pika.exceptions.AMQPError:
+            # The connection went: the message comes again, and this stream will not replay the
+            # assignment (it was sent once already), so it waits here for the message.
+            self.waiting[a.job_id] = a
+            raise
         del self.held[a.job_id]
         self.delivered[a.job_id] = token
         self.counts["delivered"] += 1
