@@ -72,13 +72,24 @@ def test_list_flag_changes_pages_with_the_tokens_it_issues(ls: Harness) -> None:
             break
     assert seen == ["gpu-3", "gpu-2", "gpu-1"]
     # The largest stream id there can be is still a token: it reads from the newest entry on.
-    biggest = _b64("18446744073709551615-18446744073709551615")
+    biggest = _json_token("18446744073709551615-18446744073709551615")
     page = ls.flags.ListFlagChanges(fpb.ListFlagChangesRequest(page_token=biggest), timeout=5)
     assert [c.node_id for c in page.changes] == ["gpu-3", "gpu-2", "gpu-1"]
 
 
 @pytest.mark.parametrize(
-    "token", [*NOT_BASE64, _b64("has space"), _b64("x" * 129), _b64("brace{tag}"), _b64("a,b"), NESTED]
+    "token",
+    [
+        *NOT_BASE64,
+        _b64("gpu-1"),  # not JSON
+        _json_token("has space"),
+        _json_token("x" * 129),
+        _json_token("brace{tag}"),
+        _json_token("a,b"),
+        _json_token(5),
+        _json_token(["gpu-1"]),
+        NESTED,
+    ],
 )
 def test_list_flags_rejects_tokens_that_are_not_node_ids(ls: Harness, token: str) -> None:
     request = fpb.ListFlagsRequest(page_token=token)
@@ -88,7 +99,7 @@ def test_list_flags_rejects_tokens_that_are_not_node_ids(ls: Harness, token: str
 def test_list_flags_accepts_a_node_id_token(ls: Harness) -> None:
     for node_id in ("gpu-1", "gpu-2"):
         ls.flags.SetFlag(fpb.SetFlagRequest(node_id=node_id, kind=flag_pb2.FLAG_KIND_PAUSE), timeout=5)
-    page = ls.flags.ListFlags(fpb.ListFlagsRequest(page_token=_b64("gpu-1")), timeout=5)
+    page = ls.flags.ListFlags(fpb.ListFlagsRequest(page_token=_json_token("gpu-1")), timeout=5)
     assert [f.node_id for f in page.flags] == ["gpu-2"]
 
 

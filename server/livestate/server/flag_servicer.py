@@ -13,10 +13,10 @@ import json
 import grpc
 
 from livestate.server import auth, errors, flag_audit, paging, validate
+from livestate.server.clock import redis_now_ms, timestamp
 from livestate.server.errors import InvalidArgument, Unavailable
-from livestate.server.jobs import timestamp
 from livestate.server.keys import Partition
-from livestate.server.reads import fetch_controls, redis_now_ms
+from livestate.server.reads import fetch_controls
 from livestate.server.records import flags_from_control
 from livestate.server.runtime import Runtime
 from livestate.v1 import flag_pb2
@@ -100,7 +100,7 @@ class FlagServicer(pb_grpc.FlagServiceServicer):
             validate.node_id(request.node_id)
         validate.enum_set(request.kind, FLAG_KINDS, "kind", required=False)
         page_size = validate.page_size(request.page_size)
-        after = paging.decode(request.page_token, paging.after_node)
+        after = paging.decode(request.page_token, paging.after_node) or ""
 
         rt = self.rt
         if request.node_id:
@@ -129,7 +129,7 @@ class FlagServicer(pb_grpc.FlagServiceServicer):
         if request.node_id:
             validate.node_id(request.node_id)
         page_size = validate.page_size(request.page_size)
-        before = paging.decode(request.page_token, paging.before_entry)
+        before = paging.decode(request.page_token, paging.before_entry) or ""
 
         changes: list[pb.FlagChange] = []
         cursor, scanned = (f"({before}" if before else "+"), 0

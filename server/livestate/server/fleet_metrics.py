@@ -20,8 +20,9 @@ import redis.exceptions
 from prometheus_client import Gauge
 
 from livestate.server import metrics
+from livestate.server.clock import redis_now_ms
 from livestate.server.keys import Partition
-from livestate.server.reads import fetch_controls, redis_now_ms
+from livestate.server.reads import fetch_controls
 from livestate.server.records import flags_from_control
 from livestate.server.runtime import Runtime
 from livestate.v1 import flag_pb2, node_pb2

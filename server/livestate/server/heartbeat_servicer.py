@@ -9,10 +9,10 @@ from typing import Any
 
 import grpc
 import redis
-from google.protobuf import duration_pb2
 
 from livestate.server import auth, errors, membership, validate
 from livestate.server.assignments import parse, settle
+from livestate.server.clock import duration
 from livestate.server.edge import StreamCall
 from livestate.server.errors import FailedPrecondition, InvalidArgument, NotFound
 from livestate.server.keys import Partition
@@ -49,12 +49,6 @@ class Answer:
 RESYNC = Answer(BEAT_RESYNC)
 
 
-def _duration(seconds: float) -> duration_pb2.Duration:
-    d = duration_pb2.Duration()
-    d.FromNanoseconds(int(seconds * 1e9))
-    return d
-
-
 def validate_spec(spec: node_pb2.NodeSpec) -> None:
     validate.node_id(spec.node_id, "node.node_id")
     validate.name(spec.env, "node.env", required=True)
@@ -85,7 +79,7 @@ def _validate_beat(request: BeatLike) -> None:
 class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
-        self._interval = _duration(rt.config.heartbeat_interval)
+        self._interval = duration(rt.config.heartbeat_interval)
 
     @errors.unary
     def Register(self, request: pb.RegisterRequest, context: grpc.ServicerContext) -> pb.RegisterResponse:
@@ -164,8 +158,8 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
             heartbeat_interval=self._interval,
             node=node,
             restarted=bool(restarted),
-            suspect_after=_duration(rt.config.suspect_after),
-            offline_after=_duration(rt.config.offline_after),
+            suspect_after=duration(rt.config.suspect_after),
+            offline_after=duration(rt.config.offline_after),
         )
 
     def _leave(self, previous: Partition, node_id: str, pending: dict[str, str]) -> dict[str, str]:

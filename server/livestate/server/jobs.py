@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
-from google.protobuf import timestamp_pb2
 
 from livestate.server.assignments import (
     HOLDS_OTHER,
@@ -34,6 +33,7 @@ from livestate.server.assignments import (
     unwait,
     wake_command,
 )
+from livestate.server.clock import timestamp
 from livestate.server.errors import FailedPrecondition
 from livestate.server.keys import Partition, PartitionKeys, lease_partition
 from livestate.server.reads import node_reads, nodes_from_replies, queue_node_reads, shaped
@@ -75,12 +75,6 @@ class Prior:
 
     tried: set[str]
     record: dict[str, str]
-
-
-def timestamp(ms: int) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromMilliseconds(ms)
-    return ts
 
 
 def live_lease(

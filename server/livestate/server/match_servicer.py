@@ -10,7 +10,6 @@ handed to it.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 
@@ -18,6 +17,7 @@ import grpc
 
 from livestate.server import errors, flag_audit, jobs, validate
 from livestate.server.assignments import ENDED, ENDED_BEFORE, Ended, end_lease, end_lease_on_loop, unwait
+from livestate.server.clock import timestamp
 from livestate.server.edge import LoopCall
 from livestate.server.errors import (
     FailedPrecondition,
@@ -26,104 +26,22 @@ from livestate.server.errors import (
     NotFound,
     ResourceExhausted,
 )
+from livestate.server.job_requests import job_spec
 from livestate.server.keys import lease_partition
-from livestate.server.notify import job_topic
+from livestate.server.notify import POLL, job_topic
 from livestate.server.runtime import Runtime
 from livestate.server.store import text
-from livestate.server.subclouds import membership_of
-from livestate.v1 import lease_pb2, queue_service_pb2, subcloud_service_pb2
+from livestate.v1 import lease_pb2
 from livestate.v1 import match_service_pb2 as pb
 from livestate.v1 import match_service_pb2_grpc as pb_grpc
 
 # renew.lua / release.lua return codes
 LEASE_OK, LEASE_GONE, LEASE_STALE = 0, 1, 2
-MAX_EXCLUDED = 1024
-MAX_PRIORITY = 1000
-# A waiting call re-reads the job record at least this often, whatever pub/sub says.
-POLL = 0.25
 
 
 class DeadlineExceeded(LivestateError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
     reason = "WAIT_EXPIRED"
-
-
-def job_spec(rt: Runtime, request: pb.MatchRequest | queue_service_pb2.EnqueueRequest) -> jobs.JobSpec:
-    """Validates the job fields shared by MatchRequest and EnqueueRequest."""
-    cfg = rt.config
-    validate.job_id(request.job_id)
-    validate.name(request.env, "env", required=True)
-    validate.model(request.model, "model", required=True)
-    for i, region in enumerate(validate.distinct(request.regions, "regions", max_items=64)):
-        validate.name(region, f"regions[{i}]", required=True)
-    validate.at_most(request.min_vram_mb, validate.MAX_VRAM_MB, "min_vram_mb")
-    for i, gpu in enumerate(validate.distinct(request.gpu_models, "gpu_models", max_items=64)):
-        validate.text(gpu, f"gpu_models[{i}]", max_len=128)
-    validate.name(request.subcloud, "subcloud", required=False)
-    validate.labels(request.labels, "labels")
-    excluded = validate.distinct(request.exclude_node_ids, "exclude_node_ids", max_items=MAX_EXCLUDED)
-    for i, node_id in enumerate(excluded):
-        validate.node_id(node_id, f"exclude_node_ids[{i}]")
-    ttl = validate.duration(request.lease_ttl, "lease_ttl", maximum=cfg.max_lease_ttl) or cfg.lease_ttl
-    if request.policy not in jobs.POLICY_NUMBERS:
-        raise InvalidArgument("policy", f"unknown value {request.policy}")
-    if not -MAX_PRIORITY <= request.priority <= MAX_PRIORITY:
-        raise InvalidArgument("priority", f"must be within [-{MAX_PRIORITY}, {MAX_PRIORITY}]")
-    isolated = frozenset(rt.subclouds.isolated() - {request.subcloud})
-    job = jobs.JobSpec(
-        job_id=request.job_id,
-        env=request.env,
-        model=request.model,
-        regions=list(request.regions),
-        min_vram_mb=request.min_vram_mb,
-        gpu_models=list(request.gpu_models),
-        subcloud=request.subcloud,
-        labels=dict(request.labels),
-        excluded=frozenset(excluded),
-        lease_ttl_ms=int(ttl * 1000),
-        policy=request.policy,
-        priority=request.priority,
-        isolated=isolated,
-        granted=frozenset(rt.subclouds.granted() & isolated),
-    )
-    return with_subcloud_policy(rt, job)
-
-
-def with_subcloud_policy(rt: Runtime, job: jobs.JobSpec) -> jobs.JobSpec:
-    """Narrows a job sent to a subcloud by that subcloud's policy (a subcloud without one is
-    plain, open membership). A job the policy can never serve is NOT_FOUND (SUBCLOUD_POLICY)."""
-    policy = rt.subclouds.get(job.subcloud) if job.subcloud else None
-    if policy is None:
-        return job
-    if membership_of(policy) == subcloud_service_pb2.SUBCLOUD_MEMBERSHIP_GRANTED:
-        job = dataclasses.replace(job, granted=job.granted | {job.subcloud})
-
-    def refuse(why: str) -> NotFound:
-        return NotFound(f"subcloud {job.subcloud!r} {why}", reason="SUBCLOUD_POLICY")
-
-    if policy.allowed_models and job.model not in policy.allowed_models:
-        raise refuse(f"does not allow model {job.model!r}")
-    regions = list(job.regions)
-    if policy.allowed_regions:
-        regions = (
-            [r for r in regions if r in policy.allowed_regions] if regions else list(policy.allowed_regions)
-        )
-        if not regions:
-            raise refuse("allows none of the job's regions")
-    gpus = list(job.gpu_models)
-    if policy.allowed_gpu_models:
-        gpus = (
-            [g for g in gpus if g in policy.allowed_gpu_models] if gpus else list(policy.allowed_gpu_models)
-        )
-        if not gpus:
-            raise refuse("allows none of the job's GPU models")
-    return dataclasses.replace(
-        job,
-        regions=regions,
-        gpu_models=gpus,
-        min_vram_mb=max(job.min_vram_mb, policy.min_vram_mb),
-        excluded=job.excluded | frozenset(policy.banned_node_ids),
-    )
 
 
 def lease_ref(lease_id: str, token: int) -> None:
@@ -255,7 +173,7 @@ class MatchServicer(pb_grpc.MatchServiceServicer):
             job_id=str(job_id),
             node_id=str(node_id),
             fencing_token=request.fencing_token,
-            expire_time=jobs.timestamp(int(expire_ms)),
+            expire_time=timestamp(int(expire_ms)),
         )
         return pb.RenewResponse(lease=lease)
 

@@ -3,7 +3,7 @@
 Assignments are announced on one Redis pub/sub channel so that every server process hears of
 them, whichever process's script made them. Pub/sub is fire-and-forget, so it only wakes
 waiters early: each waiter also re-reads the durable records (job, scheduler) at least every
-`poll` seconds, and nothing is lost when a message is.
+POLL seconds, and nothing is lost when a message is.
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ from collections.abc import Iterator
 import redis
 
 log = logging.getLogger(__name__)
+
+# A waiting call re-reads its durable records at least this often, whatever pub/sub says.
+POLL = 0.25
 
 
 def job_topic(job_id: str) -> str:

@@ -1,40 +1,49 @@
-"""Page tokens: what a listing hands back to go on from. A token carries a value that goes into
-a Redis range bound, so it must be exactly what the server issues: anything else is
-INVALID_ARGUMENT here, not a Redis error later."""
+"""Page and resume tokens, one codec for every listing and stream: a token is a JSON value in
+unpadded URL-safe base64. What it carries goes into Redis range bounds, key names and XREAD
+positions, so each caller says exactly what a token it issued holds (`valid`), and anything else
+is INVALID_ARGUMENT, naming the field, here rather than a Redis error later. (No signature: the
+server trusts nothing in a token it has not checked as strictly as it writes it.)"""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import Callable
+from typing import Any
 
 from livestate.server import validate
 from livestate.server.errors import InvalidArgument
 
-
-def encode(value: str) -> str:
-    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=") if value else ""
+NOT_OURS = "not a token this server issued"
 
 
-def decode(token: str, valid: Callable[[str], bool]) -> str:
-    """The value a page token carries, "" for the first page."""
-    if not token:
+def encode(value: Any) -> str:
+    """The token carrying `value` ("" for None or "": no further page)."""
+    if value is None or value == "":
         return ""
+    return base64.urlsafe_b64encode(json.dumps(value, sort_keys=True).encode()).decode().rstrip("=")
+
+
+def decode(token: str, valid: Callable[[Any], bool], field: str = "page_token") -> Any:
+    """The value a token carries (None for an empty token: the first page)."""
+    if not token:
+        return None
     try:
-        value = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise InvalidArgument("page_token", "not a token this server issued") from exc
+        value = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (binascii.Error, UnicodeDecodeError, ValueError, RecursionError) as exc:  # "[[[[..."
+        raise InvalidArgument(field, NOT_OURS) from exc
     if not valid(value):
-        raise InvalidArgument("page_token", "not a token this server issued")
+        raise InvalidArgument(field, NOT_OURS)
     return value
 
 
-def after_node(value: str) -> bool:
+def after_node(value: Any) -> bool:
     """Listings that page by node id."""
-    return validate.ID_RE.fullmatch(value) is not None
+    return isinstance(value, str) and validate.ID_RE.fullmatch(value) is not None
 
 
-def before_entry(value: str) -> bool:
+def before_entry(value: Any) -> bool:
     """Audit trails page by stream entry id, read newest first. 0-0 has nothing before it:
     XREVRANGE refuses it as an exclusive bound, and no entry has it, so no page ends on it."""
     return validate.is_stream_id(value) and value != "0-0"

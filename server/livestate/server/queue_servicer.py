@@ -18,26 +18,19 @@ import collections
 from collections.abc import Iterator
 
 import grpc
-from google.protobuf import duration_pb2
 
 from livestate.server import auth, errors, jobs, validate
 from livestate.server.assignments import unwait
+from livestate.server.clock import duration_ms, redis_now_ms
 from livestate.server.errors import Aborted, FailedPrecondition, NotFound
-from livestate.server.match_servicer import POLL, job_spec
-from livestate.server.notify import scheduler_topic
-from livestate.server.reads import redis_now_ms
+from livestate.server.job_requests import job_spec
+from livestate.server.notify import POLL, scheduler_topic
 from livestate.server.runtime import Runtime
 from livestate.v1 import queue_service_pb2 as pb
 from livestate.v1 import queue_service_pb2_grpc as pb_grpc
 
 PRIORITY_STRIDE = 2**41  # match.lua: score = -priority * 2^41 + enqueue ms
 MAX_CHANNEL_READ = 10_000
-
-
-def _duration_ms(ms: int) -> duration_pb2.Duration:
-    d = duration_pb2.Duration()
-    d.FromMilliseconds(max(0, ms))
-    return d
 
 
 class QueueLost(Aborted):
@@ -210,7 +203,7 @@ class QueueServicer(pb_grpc.QueueServiceServicer):
                     idle_nodes=idle,
                     waiting_jobs=len(jobs_seen),
                     depths=depths,
-                    oldest_wait=_duration_ms(now - oldest),
+                    oldest_wait=duration_ms(now - oldest),
                 )
             )
         return out

@@ -8,16 +8,12 @@ from typing import Any
 
 import redis
 
+from livestate.server.clock import redis_now_ms
 from livestate.server.keys import Partition, PartitionKeys
 from livestate.server.records import Hearing, node_from_record
 from livestate.server.runtime import Runtime
 from livestate.server.scripts import Command
 from livestate.v1 import node_pb2
-
-
-def redis_now_ms(time_reply: Sequence[int | str]) -> int:
-    seconds, micros = time_reply
-    return int(seconds) * 1000 + int(micros) // 1000
 
 
 def node_reads(pk: PartitionKeys, node_ids: Sequence[str]) -> list[Command]:

@@ -11,8 +11,7 @@ import dataclasses
 import json
 from collections.abc import Collection, Mapping, Sequence
 
-from google.protobuf import timestamp_pb2
-
+from livestate.server.clock import timestamp
 from livestate.server.config import Config
 from livestate.v1 import flag_pb2, node_pb2
 
@@ -44,12 +43,6 @@ def joined(items: list[str]) -> str:
 
 def _split(value: str | None) -> list[str]:
     return [item for item in (value or "").split(",") if item]
-
-
-def _timestamp(ms: int) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromMilliseconds(ms)
-    return ts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,10 +157,10 @@ def node_from_record(
         spec=spec,
         state=int(record.get("state", "0")),  # type: ignore[arg-type]
         liveness=liveness(record, now_ms, hearing, config),  # type: ignore[arg-type]
-        last_seen_time=_timestamp(int(record.get("seen", "0"))),
+        last_seen_time=timestamp(int(record.get("seen", "0"))),
         vram_free_mb=int(record.get("vfree", "0")),
         running_jobs=int(record.get("jobs", "0")),
-        register_time=_timestamp(int(record.get("reg", "0"))),
+        register_time=timestamp(int(record.get("reg", "0"))),
         boot_id=record.get("boot", ""),
         seq=int(record.get("seq", "0")),
         leased_slots=int(record.get("used", "0")),

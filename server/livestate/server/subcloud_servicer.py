@@ -9,9 +9,8 @@ from collections.abc import Sequence
 import grpc
 
 from livestate.server import auth, errors, membership, paging, validate
+from livestate.server.clock import redis_now_ms, timestamp
 from livestate.server.errors import InvalidArgument, NotFound
-from livestate.server.jobs import timestamp
-from livestate.server.reads import redis_now_ms
 from livestate.server.runtime import Runtime
 from livestate.server.subclouds import from_json, membership_of, to_json
 from livestate.v1 import subcloud_service_pb2 as pb
@@ -126,7 +125,7 @@ class SubcloudServicer(pb_grpc.SubcloudServiceServicer):
     ) -> pb.ListSubcloudMembersResponse:
         validate.name(request.subcloud, "subcloud", required=True)
         page_size = validate.page_size(request.page_size)
-        after = paging.decode(request.page_token, paging.after_node)
+        after = paging.decode(request.page_token, paging.after_node) or ""
 
         # Grant records hold at most a few thousand nodes; one read, sorted here, keeps pages stable.
         raw = self.rt.client.hgetall(self.rt.keys.grants(request.subcloud))
@@ -146,7 +145,7 @@ class SubcloudServicer(pb_grpc.SubcloudServiceServicer):
         if request.node_id:
             validate.node_id(request.node_id)
         page_size = validate.page_size(request.page_size)
-        before = paging.decode(request.page_token, paging.before_entry)
+        before = paging.decode(request.page_token, paging.before_entry) or ""
 
         changes: list[pb.MembershipChange] = []
         cursor, scanned = (f"({before}" if before else "+"), 0
