@@ -85,6 +85,27 @@ def test_policy_refuses_a_model_it_does_not_allow(ls: Harness) -> None:
     assert error_reason(err.value) == "SUBCLOUD_POLICY"
 
 
+@pytest.mark.parametrize(
+    ("policy", "job"),
+    [
+        ({"allowed_regions": ["us"]}, {"regions": ["eu-west"]}),
+        ({"allowed_gpu_models": ["NVIDIA H100"]}, {"gpu_models": ["NVIDIA L4"]}),
+    ],
+    ids=["region", "gpu"],
+)
+def test_policy_refuses_a_job_whose_every_choice_it_disallows(
+    ls: Harness, policy: dict[str, Any], job: dict[str, Any]
+) -> None:
+    ls.register("n", subclouds=["acme"])
+    _put(ls, "acme", **policy)
+
+    with pytest.raises(grpc.RpcError) as err:
+        ls.match("job", subcloud="acme", **job)
+
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert error_reason(err.value) == "SUBCLOUD_POLICY"
+
+
 def test_a_put_reaches_every_server_within_the_cache_time(make_server: ServerFactory) -> None:
     a = make_server(subcloud_cache_ttl=0.3)
     b = make_server(subcloud_cache_ttl=0.3)

@@ -25,8 +25,6 @@ from livestate.v1 import flag_service_pb2_grpc as pb_grpc
 
 FLAG_KINDS = set(flag_pb2.FlagKind.values()) - {flag_pb2.FLAG_KIND_UNSPECIFIED}
 MAX_FLAG_TTL = 366 * 86_400.0
-# Audit entries one ListFlagChanges call reads at most while filtering for a node.
-AUDIT_SCAN = 5_000
 
 
 def _message(value: str, field: str) -> str:
@@ -129,25 +127,16 @@ class FlagServicer(pb_grpc.FlagServiceServicer):
         if request.node_id:
             validate.node_id(request.node_id)
         page_size = validate.page_size(request.page_size)
-        before = paging.decode(request.page_token, paging.before_entry) or ""
 
-        changes: list[pb.FlagChange] = []
-        cursor, scanned = (f"({before}" if before else "+"), 0
-        while len(changes) < page_size and scanned < AUDIT_SCAN:
-            entries = self.rt.client.xrevrange(self.rt.keys.flag_audit, cursor, "-", count=page_size)
-            if not entries:
-                return pb.ListFlagChangesResponse(changes=changes)
-            for raw_id, raw_fields in entries:
-                scanned += 1
-                entry_id = str(raw_id)
-                fields = {str(k): str(v) for k, v in (raw_fields or {}).items()}
-                cursor = f"({entry_id}"
-                if request.node_id and fields.get("node") != request.node_id:
-                    continue
-                changes.append(_change(entry_id, fields))
-                if len(changes) == page_size:
-                    break
-        return pb.ListFlagChangesResponse(changes=changes, next_page_token=paging.encode(cursor[1:]))
+        page = paging.audit_page(
+            self.rt.client,
+            self.rt.keys.flag_audit,
+            request.page_token,
+            page_size,
+            lambda fields: not request.node_id or fields.get("node") == request.node_id,
+        )
+        changes = [_change(entry_id, fields) for entry_id, fields in page.entries]
+        return pb.ListFlagChangesResponse(changes=changes, next_page_token=page.next_page_token)
 
     def _locate(self, node_id: str) -> tuple[Partition | None, int]:
         pipe = self.rt.client.pipeline(transaction=False)

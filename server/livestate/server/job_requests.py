@@ -4,6 +4,7 @@ policy of the subcloud the job is sent to."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 from livestate.server import jobs, validate
 from livestate.server.errors import InvalidArgument, NotFound
@@ -72,20 +73,12 @@ def with_subcloud_policy(rt: Runtime, job: jobs.JobSpec) -> jobs.JobSpec:
 
     if policy.allowed_models and job.model not in policy.allowed_models:
         raise refuse(f"does not allow model {job.model!r}")
-    regions = list(job.regions)
-    if policy.allowed_regions:
-        regions = (
-            [r for r in regions if r in policy.allowed_regions] if regions else list(policy.allowed_regions)
-        )
-        if not regions:
-            raise refuse("allows none of the job's regions")
-    gpus = list(job.gpu_models)
-    if policy.allowed_gpu_models:
-        gpus = (
-            [g for g in gpus if g in policy.allowed_gpu_models] if gpus else list(policy.allowed_gpu_models)
-        )
-        if not gpus:
-            raise refuse("allows none of the job's GPU models")
+    regions = _narrowed(job.regions, policy.allowed_regions)
+    if policy.allowed_regions and not regions:
+        raise refuse("allows none of the job's regions")
+    gpus = _narrowed(job.gpu_models, policy.allowed_gpu_models)
+    if policy.allowed_gpu_models and not gpus:
+        raise refuse("allows none of the job's GPU models")
     return dataclasses.replace(
         job,
         regions=regions,
@@ -93,3 +86,11 @@ def with_subcloud_policy(rt: Runtime, job: jobs.JobSpec) -> jobs.JobSpec:
         min_vram_mb=max(job.min_vram_mb, policy.min_vram_mb),
         excluded=job.excluded | frozenset(policy.banned_node_ids),
     )
+
+
+def _narrowed(asked: Sequence[str], allowed: Sequence[str]) -> list[str]:
+    """What a job asks for within what the policy allows: the asked values it allows, or all it
+    allows when the job asked for none; unchanged (empty: any) when the policy allows anything."""
+    if not allowed:
+        return list(asked)
+    return [v for v in asked if v in allowed] if asked else list(allowed)

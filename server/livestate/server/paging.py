@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 from collections.abc import Callable
 from typing import Any
+
+import redis
 
 from livestate.server import validate
 from livestate.server.errors import InvalidArgument
 
 NOT_OURS = "not a token this server issued"
+# Audit entries one listing call reads at most while filtering (a filter that matches little
+# still answers in bounded time, with a token to go on from).
+AUDIT_SCAN = 5_000
 
 
 def encode(value: Any) -> str:
@@ -47,3 +53,35 @@ def before_entry(value: Any) -> bool:
     """Audit trails page by stream entry id, read newest first. 0-0 has nothing before it:
     XREVRANGE refuses it as an exclusive bound, and no entry has it, so no page ends on it."""
     return validate.is_stream_id(value) and value != "0-0"
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditPage:
+    """Entries of an audit trail, newest first, as (entry id, fields)."""
+
+    entries: list[tuple[str, dict[str, str]]]
+    next_page_token: str
+
+
+def audit_page(
+    client: redis.Redis, stream: str, token: str, page_size: int, keep: Callable[[dict[str, str]], bool]
+) -> AuditPage:
+    """One page of a capped audit stream, newest first, of the entries `keep` accepts, from where
+    `token` (issued by the previous page) left off."""
+    before = decode(token, before_entry) or ""
+    entries: list[tuple[str, dict[str, str]]] = []
+    cursor, scanned = (f"({before}" if before else "+"), 0
+    while len(entries) < page_size and scanned < AUDIT_SCAN:
+        batch = client.xrevrange(stream, cursor, "-", count=page_size)
+        if not batch:
+            return AuditPage(entries, "")
+        for raw_id, raw_fields in batch:
+            scanned += 1
+            entry_id = str(raw_id)
+            fields = {str(k): str(v) for k, v in (raw_fields or {}).items()}
+            cursor = f"({entry_id}"
+            if keep(fields):
+                entries.append((entry_id, fields))
+                if len(entries) == page_size:
+                    break
+    return AuditPage(entries, encode(cursor[1:]))

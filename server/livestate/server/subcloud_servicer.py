@@ -18,8 +18,6 @@ from livestate.v1 import subcloud_service_pb2_grpc as pb_grpc
 
 MEMBERSHIPS = set(pb.SubcloudMembership.values())
 MAX_MEMBERS_PER_CALL = 1000
-# Audit entries one ListMembershipChanges call reads at most while filtering.
-AUDIT_SCAN = 5_000
 ACTIONS = {
     membership.GRANT: pb.MEMBERSHIP_ACTION_GRANT,
     membership.REVOKE: pb.MEMBERSHIP_ACTION_REVOKE,
@@ -145,27 +143,17 @@ class SubcloudServicer(pb_grpc.SubcloudServiceServicer):
         if request.node_id:
             validate.node_id(request.node_id)
         page_size = validate.page_size(request.page_size)
-        before = paging.decode(request.page_token, paging.before_entry) or ""
 
-        changes: list[pb.MembershipChange] = []
-        cursor, scanned = (f"({before}" if before else "+"), 0
-        while len(changes) < page_size and scanned < AUDIT_SCAN:
-            entries = self.rt.client.xrevrange(self.rt.keys.membership_audit, cursor, "-", count=page_size)
-            if not entries:
-                return pb.ListMembershipChangesResponse(changes=changes)
-            for raw_id, raw_fields in entries:
-                scanned += 1
-                entry_id = str(raw_id)
-                fields = {str(k): str(v) for k, v in (raw_fields or {}).items()}
-                cursor = f"({entry_id}"
-                if request.subcloud and fields.get("sub") != request.subcloud:
-                    continue
-                if request.node_id and fields.get("node") != request.node_id:
-                    continue
-                changes.append(_change(entry_id, fields))
-                if len(changes) == page_size:
-                    break
-        return pb.ListMembershipChangesResponse(changes=changes, next_page_token=paging.encode(cursor[1:]))
+        def keep(fields: dict[str, str]) -> bool:
+            return (not request.subcloud or fields.get("sub") == request.subcloud) and (
+                not request.node_id or fields.get("node") == request.node_id
+            )
+
+        page = paging.audit_page(
+            self.rt.client, self.rt.keys.membership_audit, request.page_token, page_size, keep
+        )
+        changes = [_change(entry_id, fields) for entry_id, fields in page.entries]
+        return pb.ListMembershipChangesResponse(changes=changes, next_page_token=page.next_page_token)
 
     def _validate_members(self, subcloud: str, node_ids: Sequence[str], reason: str) -> list[str]:
         validate.name(subcloud, "subcloud", required=True)
