@@ -29,6 +29,8 @@ from livestate.v1 import (
     node_service_pb2,
     node_service_pb2_grpc,
     queue_service_pb2_grpc,
+    subcloud_service_pb2,
+    subcloud_service_pb2_grpc,
 )
 from livestate.v1 import queue_service_pb2 as qpb
 
@@ -117,6 +119,7 @@ class Harness:
         self.flags = flag_service_pb2_grpc.FlagServiceStub(self.channel)
         self.queue = queue_service_pb2_grpc.QueueServiceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
+        self.subclouds = subcloud_service_pb2_grpc.SubcloudServiceStub(self.channel)
 
     def close(self) -> None:
         self.channel.close()
@@ -187,6 +190,13 @@ class Harness:
         finally:
             stop.set()
             thread.join()
+
+    def put_subcloud(self, name: str, **policy: Any) -> subcloud_service_pb2.Subcloud:
+        request = subcloud_service_pb2.PutSubcloudRequest(
+            subcloud=subcloud_service_pb2.Subcloud(name=name, **policy)
+        )
+        stored: subcloud_service_pb2.Subcloud = self.subclouds.PutSubcloud(request, timeout=5).subcloud
+        return stored
 
     def get(self, node_id: str) -> node_pb2.Node:
         node: node_pb2.Node = self.nodes.GetNode(

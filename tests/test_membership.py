@@ -22,41 +22,30 @@ from livestate.v1 import match_service_pb2 as mpb
 from livestate.v1 import node_service_pb2 as ns
 from livestate.v1 import queue_service_pb2 as qpb
 from livestate.v1 import subcloud_service_pb2 as spb
-from livestate.v1 import subcloud_service_pb2_grpc as spb_grpc
 
 OPEN, GRANTED = spb.SUBCLOUD_MEMBERSHIP_OPEN, spb.SUBCLOUD_MEMBERSHIP_GRANTED
 
 
-def _stub(ls: Harness) -> spb_grpc.SubcloudServiceStub:
-    return spb_grpc.SubcloudServiceStub(ls.channel)
-
-
-def _put(ls: Harness, name: str, **policy: Any) -> spb.Subcloud:
-    request = spb.PutSubcloudRequest(subcloud=spb.Subcloud(name=name, **policy))
-    stored: spb.Subcloud = _stub(ls).PutSubcloud(request, timeout=5).subcloud
-    return stored
-
-
 def _grant(ls: Harness, name: str, *nodes: str, reason: str = "") -> int:
     request = spb.AddSubcloudMembersRequest(subcloud=name, node_ids=nodes, reason=reason)
-    added: int = _stub(ls).AddSubcloudMembers(request, timeout=5).added
+    added: int = ls.subclouds.AddSubcloudMembers(request, timeout=5).added
     return added
 
 
 def _revoke(ls: Harness, name: str, *nodes: str) -> int:
     request = spb.RemoveSubcloudMembersRequest(subcloud=name, node_ids=nodes)
-    removed: int = _stub(ls).RemoveSubcloudMembers(request, timeout=5).removed
+    removed: int = ls.subclouds.RemoveSubcloudMembers(request, timeout=5).removed
     return removed
 
 
 def _members(ls: Harness, name: str) -> list[str]:
-    page = _stub(ls).ListSubcloudMembers(spb.ListSubcloudMembersRequest(subcloud=name), timeout=5)
+    page = ls.subclouds.ListSubcloudMembers(spb.ListSubcloudMembersRequest(subcloud=name), timeout=5)
     return [m.node_id for m in page.members]
 
 
 def _log(ls: Harness, **filters: Any) -> list[spb.MembershipChange]:
     request = spb.ListMembershipChangesRequest(**filters)
-    return list(_stub(ls).ListMembershipChanges(request, timeout=5).changes)
+    return list(ls.subclouds.ListMembershipChanges(request, timeout=5).changes)
 
 
 def _acme_node(ls: Harness, job: str) -> str | None:
@@ -88,7 +77,7 @@ def test_a_node_token_cannot_put_its_node_into_an_isolated_subcloud(make_server:
         return [("authorization", f"Bearer {token}")]
 
     acme = spb.Subcloud(name="acme", isolate=True)
-    _stub(ls).PutSubcloud(spb.PutSubcloudRequest(subcloud=acme), timeout=5, metadata=as_("admin-t"))
+    ls.subclouds.PutSubcloud(spb.PutSubcloudRequest(subcloud=acme), timeout=5, metadata=as_("admin-t"))
     registered = ls.heartbeat.Register(
         hb.RegisterRequest(node=spec("gpu-1", subclouds=["acme"]), boot_id="b1"),
         timeout=5,
@@ -111,14 +100,14 @@ def test_a_node_token_cannot_put_its_node_into_an_isolated_subcloud(make_server:
     assert match("acme-job", subcloud="acme") == grpc.StatusCode.NOT_FOUND
     # Not a member, so not isolated either: it serves everyone else.
     assert match("public-job") == grpc.StatusCode.OK
-    log = _stub(ls).ListMembershipChanges(
+    log = ls.subclouds.ListMembershipChanges(
         spb.ListMembershipChangesRequest(subcloud="acme"), timeout=5, metadata=as_("admin-t")
     )
     refused = [(c.node_id, c.action, c.actor) for c in log.changes]
     assert refused == [("gpu-1", spb.MEMBERSHIP_ACTION_REFUSED, "gpu-1-agent")]
     # Only an administrator grants.
     with pytest.raises(grpc.RpcError) as err:
-        _stub(ls).AddSubcloudMembers(
+        ls.subclouds.AddSubcloudMembers(
             spb.AddSubcloudMembersRequest(subcloud="acme", node_ids=["gpu-1"]),
             timeout=5,
             metadata=as_("node-t"),
@@ -128,7 +117,7 @@ def test_a_node_token_cannot_put_its_node_into_an_isolated_subcloud(make_server:
 
 def test_granted_revoked_and_granted_again(ls: Harness) -> None:
     ls.register("n1", subclouds=["acme"])
-    stored = _put(ls, "acme", isolate=True)
+    stored = ls.put_subcloud("acme", isolate=True)
     assert stored.membership == GRANTED
     assert _acme_node(ls, "j0") is None
 
@@ -154,7 +143,7 @@ def test_granted_revoked_and_granted_again(ls: Harness) -> None:
 
 
 def test_a_grant_made_before_the_node_registers_holds_when_it_does(ls: Harness) -> None:
-    _put(ls, "acme", isolate=True)
+    ls.put_subcloud("acme", isolate=True)
     _grant(ls, "acme", "n1")
 
     _, registered = ls.register("n1", subclouds=["acme"])
@@ -165,7 +154,7 @@ def test_a_grant_made_before_the_node_registers_holds_when_it_does(ls: Harness) 
 
 
 def test_a_grant_needs_the_node_to_ask_for_the_subcloud(ls: Harness) -> None:
-    _put(ls, "acme", isolate=True)
+    ls.put_subcloud("acme", isolate=True)
     ls.register("n1")
     _grant(ls, "acme", "n1")
 
@@ -174,7 +163,7 @@ def test_a_grant_needs_the_node_to_ask_for_the_subcloud(ls: Harness) -> None:
 
 
 def test_a_revocation_reaches_a_job_already_waiting(ls: Harness) -> None:
-    _put(ls, "acme", isolate=True)
+    ls.put_subcloud("acme", isolate=True)
     _grant(ls, "acme", "n1")
     ls.register("n1", subclouds=["acme"])
     held = ls.match("busy", subcloud="acme").lease
@@ -198,7 +187,7 @@ def test_a_revocation_reaches_a_job_already_waiting(ls: Harness) -> None:
 def test_open_subclouds_keep_self_declared_membership(ls: Harness, policy: dict[str, Any] | None) -> None:
     ls.register("n1", subclouds=["acme"])
     if policy is not None:
-        assert _put(ls, "acme", **policy).membership == OPEN
+        assert ls.put_subcloud("acme", **policy).membership == OPEN
 
     assert _acme_node(ls, "j") == "n1"
     assert list(ls.get("n1").subclouds) == ["acme"]
@@ -206,7 +195,7 @@ def test_open_subclouds_keep_self_declared_membership(ls: Harness, policy: dict[
 
 
 def test_a_node_moving_region_keeps_its_granted_membership(ls: Harness) -> None:
-    _put(ls, "acme", isolate=True)
+    ls.put_subcloud("acme", isolate=True)
     _grant(ls, "acme", "n1")
     ls.register("n1", subclouds=["acme"])
     assert _acme_node(ls, "j0") == "n1"
@@ -222,7 +211,7 @@ def test_a_node_moving_region_keeps_its_granted_membership(ls: Harness) -> None:
 def test_a_registration_that_read_the_grant_before_a_revocation_cannot_undo_it(
     ls: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _put(ls, "acme", isolate=True)
+    ls.put_subcloud("acme", isolate=True)
     _grant(ls, "acme", "n1")
     ls.register("n1", subclouds=["acme"])
     read = membership.grants_read
@@ -249,7 +238,7 @@ def test_a_registration_that_read_the_grant_before_a_revocation_cannot_undo_it(
 def test_revocations_hold_while_the_node_keeps_registering(ls: Harness) -> None:
     """History check: a node re-registers (and moves region) without pause while its membership
     is granted and revoked; no Match that starts after a revocation returns may pick it."""
-    _put(ls, "acme", isolate=True)
+    ls.put_subcloud("acme", isolate=True)
     ls.register("n1", subclouds=["acme"])
     stop = threading.Event()
     errors: list[BaseException] = []
@@ -290,7 +279,7 @@ def test_revocations_hold_while_the_node_keeps_registering(ls: Harness) -> None:
 
 @pytest.mark.single_redis
 def test_a_partition_that_lost_its_data_gets_the_grants_back_from_their_record(ls: Harness) -> None:
-    _put(ls, "acme", isolate=True)
+    ls.put_subcloud("acme", isolate=True)
     _grant(ls, "acme", "n1")
     ls.register("n1", subclouds=["acme"])
     tagged = list(ls.redis.scan_iter(match="*{test/eu-west/0}*"))
@@ -304,13 +293,13 @@ def test_a_partition_that_lost_its_data_gets_the_grants_back_from_their_record(l
 
 @pytest.mark.single_redis
 def test_a_wiped_redis_loses_the_grants_and_fails_closed(ls: Harness) -> None:
-    _put(ls, "acme", isolate=True)
+    ls.put_subcloud("acme", isolate=True)
     _grant(ls, "acme", "n1")
     ls.register("n1", subclouds=["acme"])
     assert _acme_node(ls, "j0") == "n1"
 
     ls.redis.flushall()
-    _put(ls, "acme", isolate=True)  # the administrator puts the policy back from their records
+    ls.put_subcloud("acme", isolate=True)  # the administrator puts the policy back from their records
     again = wait_for(lambda: _registered(ls, "n1"))
 
     assert again is not None and list(again[1].node.subclouds) == []
@@ -338,14 +327,14 @@ def test_a_policy_put_after_nodes_claimed_it_holds_at_once_on_every_server(
     assert b.try_match("warm-the-cache") == "n1"  # b has read the (empty) policies
     b.release(b.match("warm-the-cache").lease)
 
-    _put(a, "acme", isolate=True)
+    a.put_subcloud("acme", isolate=True)
 
     assert _acme_node(b, "j") is None
 
 
 def test_bad_membership_requests_name_the_field(ls: Harness) -> None:
-    _put(ls, "acme", isolate=True)
-    stub = _stub(ls)
+    ls.put_subcloud("acme", isolate=True)
+    stub = ls.subclouds
     cases: list[tuple[Any, Any, str]] = [
         (stub.AddSubcloudMembers, spb.AddSubcloudMembersRequest(subcloud="acme"), "node_ids"),
         (stub.AddSubcloudMembers, spb.AddSubcloudMembersRequest(node_ids=["n1"]), "subcloud"),
@@ -385,13 +374,13 @@ def test_bad_membership_requests_name_the_field(ls: Harness) -> None:
 
 
 def test_members_are_listed_page_by_page(ls: Harness) -> None:
-    _put(ls, "acme", isolate=True)
+    ls.put_subcloud("acme", isolate=True)
     nodes = [f"n{i:03d}" for i in range(25)]
     assert _grant(ls, "acme", *nodes) == 25
 
     seen, token = [], ""
     for _ in range(10):
-        page = _stub(ls).ListSubcloudMembers(
+        page = ls.subclouds.ListSubcloudMembers(
             spb.ListSubcloudMembersRequest(subcloud="acme", page_size=10, page_token=token), timeout=5
         )
         seen += [m.node_id for m in page.members]

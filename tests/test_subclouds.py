@@ -10,38 +10,27 @@ import pytest
 from conftest import ServerFactory
 from harness import Harness, error_field, error_reason, wait_for
 from livestate.v1 import subcloud_service_pb2 as spb
-from livestate.v1 import subcloud_service_pb2_grpc as spb_grpc
-
-
-def _stub(ls: Harness) -> spb_grpc.SubcloudServiceStub:
-    return spb_grpc.SubcloudServiceStub(ls.channel)
-
-
-def _put(ls: Harness, name: str, **policy: Any) -> spb.Subcloud:
-    request = spb.PutSubcloudRequest(subcloud=spb.Subcloud(name=name, **policy))
-    stored: spb.Subcloud = _stub(ls).PutSubcloud(request, timeout=5).subcloud
-    return stored
 
 
 def test_put_get_list_delete(ls: Harness) -> None:
-    stored = _put(ls, "acme", isolate=True, allowed_models=["llama-3-8b"], min_vram_mb=16_000)
-    _put(ls, "beta")
+    stored = ls.put_subcloud("acme", isolate=True, allowed_models=["llama-3-8b"], min_vram_mb=16_000)
+    ls.put_subcloud("beta")
 
-    got = _stub(ls).GetSubcloud(spb.GetSubcloudRequest(name="acme"), timeout=5).subcloud
-    listed = _stub(ls).ListSubclouds(spb.ListSubcloudsRequest(), timeout=5).subclouds
+    got = ls.subclouds.GetSubcloud(spb.GetSubcloudRequest(name="acme"), timeout=5).subcloud
+    listed = ls.subclouds.ListSubclouds(spb.ListSubcloudsRequest(), timeout=5).subclouds
 
     assert got == stored and got.isolate and got.update_time.seconds > 0
     assert [s.name for s in listed] == ["acme", "beta"]
-    assert _stub(ls).DeleteSubcloud(spb.DeleteSubcloudRequest(name="acme"), timeout=5).deleted
+    assert ls.subclouds.DeleteSubcloud(spb.DeleteSubcloudRequest(name="acme"), timeout=5).deleted
     with pytest.raises(grpc.RpcError) as err:
-        _stub(ls).GetSubcloud(spb.GetSubcloudRequest(name="acme"), timeout=5)
+        ls.subclouds.GetSubcloud(spb.GetSubcloudRequest(name="acme"), timeout=5)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_isolated_members_serve_only_their_subcloud(ls: Harness) -> None:
     ls.register("private", subclouds=["acme"])
-    _put(ls, "acme", isolate=True)
-    _stub(ls).AddSubcloudMembers(
+    ls.put_subcloud("acme", isolate=True)
+    ls.subclouds.AddSubcloudMembers(
         spb.AddSubcloudMembersRequest(subcloud="acme", node_ids=["private"]), timeout=5
     )
 
@@ -51,7 +40,7 @@ def test_isolated_members_serve_only_their_subcloud(ls: Harness) -> None:
 
 def test_members_of_a_plain_subcloud_serve_anyone(ls: Harness) -> None:
     ls.register("shared", subclouds=["beta"])
-    _put(ls, "beta")
+    ls.put_subcloud("beta")
     assert ls.try_match("public-job") == "shared"
 
 
@@ -69,14 +58,14 @@ def test_policy_narrows_the_match(ls: Harness, policy: dict[str, Any], expected:
     ls.register("us-small", subclouds=["acme"], region="us")
     ls.register("big", subclouds=["acme"], vram_total_mb=81_920, gpu_model="NVIDIA H100")
     ls.register("outsider", vram_total_mb=81_920, gpu_model="NVIDIA H100", region="us")
-    _put(ls, "acme", **policy)
+    ls.put_subcloud("acme", **policy)
 
     assert ls.try_match("job", subcloud="acme") == expected
 
 
 def test_policy_refuses_a_model_it_does_not_allow(ls: Harness) -> None:
     ls.register("n", subclouds=["acme"])
-    _put(ls, "acme", allowed_models=["mistral-7b"])
+    ls.put_subcloud("acme", allowed_models=["mistral-7b"])
 
     with pytest.raises(grpc.RpcError) as err:
         ls.match("job", subcloud="acme")
@@ -97,7 +86,7 @@ def test_policy_refuses_a_job_whose_every_choice_it_disallows(
     ls: Harness, policy: dict[str, Any], job: dict[str, Any]
 ) -> None:
     ls.register("n", subclouds=["acme"])
-    _put(ls, "acme", **policy)
+    ls.put_subcloud("acme", **policy)
 
     with pytest.raises(grpc.RpcError) as err:
         ls.match("job", subcloud="acme", **job)
@@ -113,7 +102,7 @@ def test_a_put_reaches_every_server_within_the_cache_time(make_server: ServerFac
     assert b.try_match("j0") == "private"
     b.release(b.match("j0").lease)
 
-    _put(a, "acme", isolate=True, membership=spb.SUBCLOUD_MEMBERSHIP_OPEN)
+    a.put_subcloud("acme", isolate=True, membership=spb.SUBCLOUD_MEMBERSHIP_OPEN)
     attempts = iter(range(10_000))
 
     def isolated_on_b() -> bool:
@@ -134,6 +123,6 @@ def test_bad_policy_is_invalid(ls: Harness) -> None:
         ({"name": "x", "banned_node_ids": ["bad id"]}, "subcloud.banned_node_ids[0]"),
     ):
         with pytest.raises(grpc.RpcError) as err:
-            _stub(ls).PutSubcloud(spb.PutSubcloudRequest(subcloud=spb.Subcloud(**policy)), timeout=5)
+            ls.subclouds.PutSubcloud(spb.PutSubcloudRequest(subcloud=spb.Subcloud(**policy)), timeout=5)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert error_field(err.value) == field
