@@ -42,7 +42,7 @@ class DecodeRequests(grpc.ServerInterceptor):  # type: ignore[type-arg]
             field = "stream_stream" if handler.stream_stream else "stream_unary"
 
             # A bad message mid-stream raises InvalidArgument inside the servicer's loop, where
-            # the servicer's error mapping (errors.stream) turns it into the status.
+            # the edge maps it to its status (edge.py).
             def streaming(raw_iter: Iterator[bytes], context: grpc.ServicerContext) -> Any:
                 return inner((decode(deserialize, raw) for raw in raw_iter), context)
 

@@ -243,13 +243,13 @@ class Edge(grpc.GenericRpcHandler):  # type: ignore[type-arg]
             return None
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary),
+                self._unary(details.method, handler.unary_unary),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._streamed(handler.unary_stream),
+                self._streamed(details.method, handler.unary_stream),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -266,7 +266,9 @@ class Edge(grpc.GenericRpcHandler):  # type: ignore[type-arg]
             continuation = _chained(interceptor, continuation)
         return continuation(details)
 
-    def _unary(self, behavior: Callable[[Any, Any], Any]) -> Callable[..., Awaitable[Any]]:
+    def _unary(self, method: str, behavior: Callable[[Any, Any], Any]) -> Callable[..., Awaitable[Any]]:
+        """Runs a blocking unary handler on the pool; whatever it raises ends the call with the
+        status errors.py maps it to (the one place errors become statuses)."""
         pool = self._pool
 
         async def unary(request: Any, call: grpc.aio.ServicerContext) -> Any:  # type: ignore[type-arg]
@@ -278,12 +280,18 @@ class Edge(grpc.GenericRpcHandler):  # type: ignore[type-arg]
                 return await loop.run_in_executor(pool, run, behavior, request, context)
             except Aborted as aborted:
                 await abort(call, aborted.status)
+            except Exception as exc:
+                await abort(call, status_of(exc, method))
             finally:
                 context.active = False
 
         return unary
 
-    def _streamed(self, behavior: Callable[[Any, Any], Iterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    def _streamed(
+        self, method: str, behavior: Callable[[Any, Any], Iterator[Any]]
+    ) -> Callable[..., AsyncIterator[Any]]:
+        """Runs a blocking server-streaming handler (a generator) step by step on the pool; what
+        it raises is mapped as for unary calls."""
         pool = self._pool
 
         async def streamed(request: Any, call: grpc.aio.ServicerContext) -> AsyncIterator[Any]:  # type: ignore[type-arg]
@@ -303,6 +311,10 @@ class Edge(grpc.GenericRpcHandler):  # type: ignore[type-arg]
                     yield item
             except Aborted as aborted:
                 await abort(call, aborted.status)
+            except grpc.RpcError:
+                return  # the client cancelled or went away: there is no one to answer
+            except Exception as exc:
+                await abort(call, status_of(exc, method))
             finally:
                 context.active = False
                 if generator is not None:

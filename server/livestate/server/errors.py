@@ -11,18 +11,16 @@
     │                            read-only, loading, busy...: the reason says which); safe to retry
     └── Internal                 a bug (logged with its traceback; no details in the answer)
 
-Servicer methods are wrapped by `unary` / `stream`, which abort the call with the mapped status.
-Redis errors that mean "the store is not answering" become UNAVAILABLE. Anything else is a bug:
+Servicers just raise: the edge (edge.py), through which every call runs, ends each call that
+raised with `status_of` its exception, unary and streaming alike. Redis errors that mean "the store is not answering" become UNAVAILABLE. Anything else is a bug:
 it is logged with its traceback and answered INTERNAL without leaking details.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import redis.exceptions
@@ -205,42 +203,3 @@ def status_of(exc: BaseException, method: str) -> grpc.Status:
         log.error("unexpected error in %s", method, exc_info=exc)
         err = Internal("internal error")
     return to_status(err)
-
-
-def _abort(context: grpc.ServicerContext, exc: BaseException, method: str) -> None:
-    context.abort_with_status(status_of(exc, method))
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def unary(fn: F) -> F:
-    """Wraps a unary (or client-streaming) servicer method."""
-
-    @functools.wraps(fn)
-    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            return fn(self, request, context)
-        except Exception as exc:
-            _abort(context, exc, fn.__qualname__)
-            raise  # abort_with_status raises; this is unreachable
-
-    return wrapper  # type: ignore[return-value]
-
-
-def stream(fn: F) -> F:
-    """Wraps a server-streaming servicer method (a generator)."""
-
-    @functools.wraps(fn)
-    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        try:
-            yield from fn(self, request, context)
-        except grpc.RpcError:
-            # Raised by the request iterator when the client cancelled or went away: the call is
-            # over, there is no one to answer.
-            return
-        except Exception as exc:
-            _abort(context, exc, fn.__qualname__)
-            raise
-
-    return wrapper  # type: ignore[return-value]

@@ -12,7 +12,7 @@ import json
 
 import grpc
 
-from livestate.server import auth, errors, flag_audit, paging, validate
+from livestate.server import auth, flag_audit, paging, validate
 from livestate.server.clock import redis_now_ms, timestamp
 from livestate.server.errors import InvalidArgument, Unavailable
 from livestate.server.keys import Partition
@@ -39,7 +39,6 @@ class FlagServicer(pb_grpc.FlagServiceServicer):
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
 
-    @errors.unary
     def SetFlag(self, request: pb.SetFlagRequest, context: grpc.ServicerContext) -> pb.SetFlagResponse:
         validate.node_id(request.node_id)
         validate.enum_set(request.kind, FLAG_KINDS, "kind", required=True)
@@ -81,7 +80,6 @@ class FlagServicer(pb_grpc.FlagServiceServicer):
             flag.start_time.FromMilliseconds(start_ms)
         return pb.SetFlagResponse(flag=flag)
 
-    @errors.unary
     def ClearFlag(self, request: pb.ClearFlagRequest, context: grpc.ServicerContext) -> pb.ClearFlagResponse:
         validate.node_id(request.node_id)
         validate.enum_set(request.kind, FLAG_KINDS, "kind", required=True)
@@ -92,7 +90,6 @@ class FlagServicer(pb_grpc.FlagServiceServicer):
         self._audit(request.node_id, request.kind, "clear", actor, "", "", 0)
         return pb.ClearFlagResponse(cleared=had)
 
-    @errors.unary
     def ListFlags(self, request: pb.ListFlagsRequest, context: grpc.ServicerContext) -> pb.ListFlagsResponse:
         if request.node_id:
             validate.node_id(request.node_id)
@@ -120,7 +117,6 @@ class FlagServicer(pb_grpc.FlagServiceServicer):
         more = not request.node_id and len(node_ids) == page_size
         return pb.ListFlagsResponse(flags=flags, next_page_token=paging.encode(last) if more else "")
 
-    @errors.unary
     def ListFlagChanges(
         self, request: pb.ListFlagChangesRequest, context: grpc.ServicerContext
     ) -> pb.ListFlagChangesResponse:

@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 import redis
 
-from livestate.server import auth, errors, membership, validate
+from livestate.server import auth, membership, validate
 from livestate.server.assignments import parse, settle
 from livestate.server.clock import duration
 from livestate.server.edge import StreamCall
@@ -81,7 +81,6 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
         self.rt = rt
         self._interval = duration(rt.config.heartbeat_interval)
 
-    @errors.unary
     def Register(self, request: pb.RegisterRequest, context: grpc.ServicerContext) -> pb.RegisterResponse:
         spec = request.node
         validate_spec(spec)
@@ -191,7 +190,6 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
             "notices": answer.notices,
         }
 
-    @errors.unary
     def Beat(self, request: pb.BeatRequest, context: grpc.ServicerContext) -> pb.BeatResponse:
         return pb.BeatResponse(**self._reply(request, self._beat(request, context.time_remaining())))
 
@@ -206,7 +204,6 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
             answer = await self._beat_on_loop(request, call)
             await call.write(pb.HeartbeatResponse(**self._reply(request, answer)))
 
-    @errors.unary
     def Deregister(
         self, request: pb.DeregisterRequest, context: grpc.ServicerContext
     ) -> pb.DeregisterResponse:

@@ -15,7 +15,7 @@ import time
 
 import grpc
 
-from livestate.server import errors, flag_audit, jobs, validate
+from livestate.server import flag_audit, jobs, validate
 from livestate.server.assignments import ENDED, ENDED_BEFORE, Ended, end_lease, end_lease_on_loop, unwait
 from livestate.server.clock import timestamp
 from livestate.server.edge import LoopCall
@@ -90,7 +90,6 @@ class MatchServicer(pb_grpc.MatchServiceServicer):
         answer = await jobs.match_on_loop(rt, job, call.offload)
         return None if answer is None else pb.MatchResponse(lease=answer[0], node=answer[1])
 
-    @errors.unary
     def Match(self, request: pb.MatchRequest, context: grpc.ServicerContext) -> pb.MatchResponse:
         """What `match_on_loop` leaves: a waiting Match, or a plain one the slow way."""
         rt = self.rt
@@ -153,7 +152,6 @@ class MatchServicer(pb_grpc.MatchServiceServicer):
         live = jobs.live_lease(self.rt, job_id, lease_id)
         return None if live is None else pb.MatchResponse(lease=live[0], node=live[1])
 
-    @errors.unary
     def Renew(self, request: pb.RenewRequest, context: grpc.ServicerContext) -> pb.RenewResponse:
         cfg = self.rt.config
         lease_ref(request.lease_id, request.fencing_token)
@@ -177,7 +175,6 @@ class MatchServicer(pb_grpc.MatchServiceServicer):
         )
         return pb.RenewResponse(lease=lease)
 
-    @errors.unary
     def Release(self, request: pb.ReleaseRequest, context: grpc.ServicerContext) -> pb.ReleaseResponse:
         lease_ref(request.lease_id, request.fencing_token)
 
@@ -193,7 +190,6 @@ class MatchServicer(pb_grpc.MatchServiceServicer):
         )
         return _released(ended, request.lease_id)
 
-    @errors.unary
     def Fail(self, request: pb.FailRequest, context: grpc.ServicerContext) -> pb.FailResponse:
         lease_ref(request.lease_id, request.fencing_token)
         validate.at_most(len(request.reason), 1024, "reason")

@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 
-from livestate.server import errors, paging, validate
+from livestate.server import paging, validate
 from livestate.server.errors import InvalidArgument, NotFound
 from livestate.server.reads import fetch_node, fetch_nodes
 from livestate.server.runtime import Runtime
@@ -32,7 +32,6 @@ class NodeServicer(pb_grpc.NodeServiceServicer):
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
 
-    @errors.unary
     def GetNode(self, request: pb.GetNodeRequest, context: grpc.ServicerContext) -> pb.GetNodeResponse:
         validate.node_id(request.node_id)
 
@@ -42,7 +41,6 @@ class NodeServicer(pb_grpc.NodeServiceServicer):
             raise NotFound(f"node {request.node_id!r} not found")
         return pb.GetNodeResponse(node=node)
 
-    @errors.unary
     def ListNodes(self, request: pb.ListNodesRequest, context: grpc.ServicerContext) -> pb.ListNodesResponse:
         validate.name(request.env, "env", required=False)
         validate.model(request.model, "model", required=False)
@@ -88,7 +86,6 @@ class NodeServicer(pb_grpc.NodeServiceServicer):
                     break
         return pb.ListNodesResponse(nodes=nodes)
 
-    @errors.unary
     def CountNodes(
         self, request: pb.CountNodesRequest, context: grpc.ServicerContext
     ) -> pb.CountNodesResponse:
@@ -126,7 +123,6 @@ class NodeServicer(pb_grpc.NodeServiceServicer):
         ]
         return pb.CountNodesResponse(counts=counts)
 
-    @errors.stream
     def Watch(self, request: pb.WatchRequest, context: grpc.ServicerContext) -> Iterator[pb.WatchResponse]:
         validate.name(request.env, "env", required=False)
         validate.name(request.region, "region", required=False)

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import grpc
 
-from livestate.server import auth, errors, jobs, validate
+from livestate.server import auth, jobs, validate
 from livestate.server.assignments import unwait
 from livestate.server.clock import duration_ms, redis_now_ms
 from livestate.server.errors import Aborted, FailedPrecondition, NotFound
@@ -54,7 +54,6 @@ class QueueServicer(pb_grpc.QueueServiceServicer):
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
 
-    @errors.unary
     def Enqueue(self, request: pb.EnqueueRequest, context: grpc.ServicerContext) -> pb.EnqueueResponse:
         rt = self.rt
         job = job_spec(rt, request)
@@ -81,7 +80,6 @@ class QueueServicer(pb_grpc.QueueServiceServicer):
             )
         return pb.EnqueueResponse(position=outcome, epoch=epoch, queue_lost=lost)
 
-    @errors.stream
     def Assignments(
         self, request: pb.AssignmentsRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.AssignmentsResponse]:
@@ -111,7 +109,6 @@ class QueueServicer(pb_grpc.QueueServiceServicer):
                 woken.wait(POLL)
                 woken.clear()
 
-    @errors.unary
     def Cancel(self, request: pb.CancelRequest, context: grpc.ServicerContext) -> pb.CancelResponse:
         rt = self.rt
         validate.job_id(request.job_id)
@@ -130,7 +127,6 @@ class QueueServicer(pb_grpc.QueueServiceServicer):
             raise NotFound(f"job {request.job_id!r} is not waiting", reason="JOB_NOT_WAITING")
         return pb.CancelResponse()
 
-    @errors.unary
     def GetQueue(self, request: pb.GetQueueRequest, context: grpc.ServicerContext) -> pb.GetQueueResponse:
         validate.name(request.env, "env", required=True)
         validate.model(request.model, "model", required=True)
@@ -148,7 +144,6 @@ class QueueServicer(pb_grpc.QueueServiceServicer):
             oldest_wait=summary.oldest_wait,
         )
 
-    @errors.unary
     def ListQueues(
         self, request: pb.ListQueuesRequest, context: grpc.ServicerContext
     ) -> pb.ListQueuesResponse:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import grpc
 
-from livestate.server import auth, errors, membership, paging, validate
+from livestate.server import auth, membership, paging, validate
 from livestate.server.clock import redis_now_ms, timestamp
 from livestate.server.errors import InvalidArgument, NotFound
 from livestate.server.runtime import Runtime
@@ -49,7 +49,6 @@ class SubcloudServicer(pb_grpc.SubcloudServiceServicer):
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
 
-    @errors.unary
     def PutSubcloud(
         self, request: pb.PutSubcloudRequest, context: grpc.ServicerContext
     ) -> pb.PutSubcloudResponse:
@@ -64,7 +63,6 @@ class SubcloudServicer(pb_grpc.SubcloudServiceServicer):
         rt.subclouds.invalidate()
         return pb.PutSubcloudResponse(subcloud=subcloud)
 
-    @errors.unary
     def GetSubcloud(
         self, request: pb.GetSubcloudRequest, context: grpc.ServicerContext
     ) -> pb.GetSubcloudResponse:
@@ -75,7 +73,6 @@ class SubcloudServicer(pb_grpc.SubcloudServiceServicer):
             raise NotFound(f"subcloud {request.name!r} has no policy", reason="SUBCLOUD_NOT_FOUND")
         return pb.GetSubcloudResponse(subcloud=from_json(str(raw)))
 
-    @errors.unary
     def ListSubclouds(
         self, request: pb.ListSubcloudsRequest, context: grpc.ServicerContext
     ) -> pb.ListSubcloudsResponse:
@@ -83,7 +80,6 @@ class SubcloudServicer(pb_grpc.SubcloudServiceServicer):
         subclouds = [from_json(str(raw[name])) for name in sorted(raw)]
         return pb.ListSubcloudsResponse(subclouds=subclouds)
 
-    @errors.unary
     def DeleteSubcloud(
         self, request: pb.DeleteSubcloudRequest, context: grpc.ServicerContext
     ) -> pb.DeleteSubcloudResponse:
@@ -93,7 +89,6 @@ class SubcloudServicer(pb_grpc.SubcloudServiceServicer):
         self.rt.subclouds.invalidate()
         return pb.DeleteSubcloudResponse(deleted=bool(deleted))
 
-    @errors.unary
     def AddSubcloudMembers(
         self, request: pb.AddSubcloudMembersRequest, context: grpc.ServicerContext
     ) -> pb.AddSubcloudMembersResponse:
@@ -105,7 +100,6 @@ class SubcloudServicer(pb_grpc.SubcloudServiceServicer):
         )
         return pb.AddSubcloudMembersResponse(added=done.changed)
 
-    @errors.unary
     def RemoveSubcloudMembers(
         self, request: pb.RemoveSubcloudMembersRequest, context: grpc.ServicerContext
     ) -> pb.RemoveSubcloudMembersResponse:
@@ -117,7 +111,6 @@ class SubcloudServicer(pb_grpc.SubcloudServiceServicer):
         )
         return pb.RemoveSubcloudMembersResponse(removed=done.changed)
 
-    @errors.unary
     def ListSubcloudMembers(
         self, request: pb.ListSubcloudMembersRequest, context: grpc.ServicerContext
     ) -> pb.ListSubcloudMembersResponse:
@@ -135,7 +128,6 @@ class SubcloudServicer(pb_grpc.SubcloudServiceServicer):
             members=members, next_page_token=paging.encode(page[-1]) if more else ""
         )
 
-    @errors.unary
     def ListMembershipChanges(
         self, request: pb.ListMembershipChangesRequest, context: grpc.ServicerContext
     ) -> pb.ListMembershipChangesResponse:
