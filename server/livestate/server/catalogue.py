@@ -16,6 +16,7 @@ from typing import Any
 import redis
 
 from livestate.server.keys import Keys, Partition
+from livestate.server.snapshot import Snapshot, Ticket
 
 # The batcher's pipeline (script calls, plain commands) -> their replies.
 Pipeline = Callable[[Sequence[Any], Sequence[Any]], Awaitable[tuple[list[Any], list[Any]]]]
@@ -30,31 +31,28 @@ class Catalogue:
         self._keys = keys
         self._ttl = ttl
         self._lock = threading.Lock()
-        self._cached: list[Partition] = []
-        self._read_at = -1.0
-        # Bumped by invalidate(): a read that began before it must not leave its (older) answer
-        # looking fresh, or a partition this process just catalogued would be missing for `ttl`.
-        self._generation = 0
+        # A partition this process just catalogued must not be missing for `ttl` (see Snapshot).
+        self._labels: Snapshot[list[Partition]] = Snapshot([], ttl)
         self._depths: dict[str, tuple[float, dict[Partition, int]]] = {}
 
     def partitions(self, env: str = "", region: str | None = None, *, fresh: bool = False) -> list[Partition]:
         """Known partitions, filtered, ordered by label."""
-        if fresh or self._stale():
-            self._load()
+        if fresh or self._labels.due():
+            ticket = self._labels.begin()
+            self._store(self._client.smembers(self._keys.partitions), ticket)
         return self._filtered(env, region)
 
     async def partitions_on_loop(self, pipeline: Pipeline, env: str = "") -> list[Partition]:
         """`partitions` from the event loop: a read that is due goes through `pipeline` (the
         batcher's), never a blocking client."""
-        if self._stale():
-            began = self._began()
+        if self._labels.due():
+            ticket = self._labels.begin()
             _, (labels,) = await pipeline([], [("SMEMBERS", self._keys.partitions)])
-            self._store(labels, began)
+            self._store(labels, ticket)
         return self._filtered(env, None)
 
     def _filtered(self, env: str, region: str | None) -> list[Partition]:
-        with self._lock:
-            found = self._cached
+        found = self._labels.value
         return [p for p in found if (not env or p.env == env) and (region is None or p.region == region)]
 
     def idle_depths(
@@ -69,10 +67,6 @@ class Catalogue:
                 pipe.zcard(self._keys.partition(p).idle_queue(model))
             depths = self._keep_depths(model, now, dict(zip(partitions, pipe.execute(), strict=True)))
         return {p: depths[p] for p in partitions}
-
-    def _stale(self) -> bool:
-        with self._lock:
-            return time.monotonic() - self._read_at > self._ttl
 
     def _cached_depths(
         self, model: str, partitions: list[Partition], now: float
@@ -104,19 +98,9 @@ class Catalogue:
         return {p: depths[p] for p in partitions}
 
     def invalidate(self) -> None:
-        with self._lock:
-            self._read_at = -1.0
-            self._generation += 1
+        self._labels.invalidate()
 
-    def _began(self) -> tuple[int, float]:
-        with self._lock:
-            return self._generation, time.monotonic()
-
-    def _load(self) -> None:
-        began = self._began()
-        self._store(self._client.smembers(self._keys.partitions), began)
-
-    def _store(self, labels: Iterable[Any], began: tuple[int, float]) -> None:
+    def _store(self, labels: Iterable[Any], ticket: Ticket) -> None:
         found = []
         for label in labels:
             try:
@@ -124,8 +108,4 @@ class Catalogue:
             except ValueError:
                 continue
         found.sort(key=lambda p: p.label)
-        generation, started = began
-        with self._lock:
-            self._cached = found
-            # Fresh from when the read began, and only if nothing was invalidated meanwhile.
-            self._read_at = started if generation == self._generation else -1.0
+        self._labels.store(found, ticket)

@@ -12,8 +12,9 @@
     └── Internal                 a bug (logged with its traceback; no details in the answer)
 
 Servicers just raise: the edge (edge.py), through which every call runs, ends each call that
-raised with `status_of` its exception, unary and streaming alike. Redis errors that mean "the store is not answering" become UNAVAILABLE. Anything else is a bug:
-it is logged with its traceback and answered INTERNAL without leaking details.
+raised with `status_of` its exception, unary and streaming alike. Redis errors that mean "the
+store is not answering" become UNAVAILABLE. Anything else is a bug: it is logged with its
+traceback and answered INTERNAL without leaking details.
 """
 
 from __future__ import annotations

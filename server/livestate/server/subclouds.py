@@ -6,14 +6,13 @@ process knows no policy for is looked up afresh each time it is named, so a poli
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Any
 
 import redis
 from google.protobuf import json_format
 
 from livestate.server.keys import Keys
+from livestate.server.snapshot import Snapshot
 from livestate.v1 import subcloud_service_pb2 as pb
 
 
@@ -36,10 +35,7 @@ class SubcloudCache:
     def __init__(self, client: redis.Redis, keys: Keys, ttl: float) -> None:
         self._client = client
         self._key = keys.subcloud_policies
-        self._ttl = ttl
-        self._lock = threading.Lock()
-        self._policies: dict[str, pb.Subcloud] = {}
-        self._read_at = -1.0
+        self._policies: Snapshot[dict[str, pb.Subcloud]] = Snapshot({}, ttl)
 
     def get(self, name: str) -> pb.Subcloud | None:
         policy = self._all().get(name)
@@ -52,8 +48,7 @@ class SubcloudCache:
 
     def knows(self, name: str) -> bool:
         """Whether a policy of that name is held now (no round trip)."""
-        with self._lock:
-            return name in self._policies
+        return name in self._policies.value
 
     def isolated(self) -> set[str]:
         return {name for name, policy in self._all().items() if policy.isolate}
@@ -67,15 +62,11 @@ class SubcloudCache:
         }
 
     def invalidate(self) -> None:
-        with self._lock:
-            self._read_at = -1.0
+        self._policies.invalidate()
 
     def _all(self) -> dict[str, pb.Subcloud]:
-        with self._lock:
-            if time.monotonic() - self._read_at <= self._ttl:
-                return self._policies
+        if not self._policies.due():
+            return self._policies.value
+        ticket = self._policies.begin()
         raw: dict[Any, Any] = dict(self._client.hgetall(self._key))
-        policies = {str(name): from_json(str(value)) for name, value in raw.items()}
-        with self._lock:
-            self._policies, self._read_at = policies, time.monotonic()
-        return policies
+        return self._policies.store({str(name): from_json(str(value)) for name, value in raw.items()}, ticket)
