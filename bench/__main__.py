@@ -29,7 +29,7 @@ from typing import Any
 import grpc
 import redis
 
-from bench import bare, dispatch, fleet, liveness, memory, procs, profile, report, unary
+from bench import bare, dispatch, fleet, liveness, memory, prelude, procs, profile, report, unary
 from bench.stats import pct_ms
 from livestate.server.embedded import EmbeddedRedis, free_port
 from livestate.v1 import heartbeat_service_pb2 as hb
@@ -500,6 +500,15 @@ def main() -> None:
             f"{jobs_paced['rate']:.0f}/s, publish to node p50 {jobs_paced['p50_ms']:.1f} ms  "
             f"p99 {jobs_paced['p99_ms']:.1f} ms; dead-lettered {jobs_burst['dead'] + jobs_paced['dead']}"
         )
+    lua_prelude = prelude.run()
+    scripts_per_pair = 4  # match, settle, release, the deferred clear (see the report)
+    prelude_share = 100 * scripts_per_pair * lua_prelude["prelude_us"] / pair_cost["redis_us"]
+    print(
+        f"Lua prelude (lib.lua, {lua_prelude['lib_lines']} lines) per script call: "
+        f"{lua_prelude['prelude_us']:.1f} us of Redis CPU ({lua_prelude['bare_us']:.1f} us for a bare "
+        f"call, {lua_prelude['with_lib_us']:.1f} us after lib.lua); {scripts_per_pair} calls per pair = "
+        f"{prelude_share:.1f}% of a pair's Redis CPU"
+    )
     results = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": report.machine(server_info),
@@ -551,6 +560,11 @@ def main() -> None:
         "open_loop": [{"processes": n, "rate": rate, **run} for n, rate, run in open_loop],
         "bursts": burst_runs,
         "dispatch": {"burst": jobs_burst, "paced": jobs_paced},
+        "prelude": {
+            **lua_prelude,
+            "scripts_per_pair": scripts_per_pair,
+            "pair_redis_us": pair_cost["redis_us"],
+        },
         "memory": sizes,
         "liveness": silent,
     }

@@ -161,6 +161,7 @@ def markdown(r: dict[str, Any]) -> str:
         ),
         "",
         *_dispatch(r.get("dispatch")),
+        *_prelude(r.get("prelude")),
         *_memory(r["memory"]),
     ]
     if r.get("liveness"):
@@ -342,6 +343,29 @@ def _dispatch(d: dict[str, Any] | None) -> list[str]:
         f"{_f(burst['p50_ms'], 0)} / {_f(burst['p99_ms'], 0)} | {burst['dead']} |",
         f"| spread at {_f(paced['rate'], 0)}/s | {paced['jobs']} | {_f(paced['jobs_per_s'], 0)} | "
         f"{_f(paced['p50_ms'])} / {_f(paced['p99_ms'])} | {paced['dead']} |",
+        "",
+    ]
+
+
+def _prelude(p: dict[str, Any] | None) -> list[str]:
+    if not p:
+        return []
+    share = 100 * p["scripts_per_pair"] * p["prelude_us"] / p["pair_redis_us"]
+    return [
+        "## The shared Lua prelude (lib.lua)",
+        "",
+        f"Every script is lib.lua ({p['lib_lines']} lines of helpers) and then its own body, so each "
+        "call defines every helper again. Redis CPU per EVALSHA (INFO commandstats, best of 3 rounds "
+        f"of {p['calls']:,} calls, on a Redis of its own):",
+        "",
+        "| script | Redis CPU per call (us) |",
+        "|---|---|",
+        f"| `return 1` | {_f(p['bare_us'], 2)} |",
+        f"| lib.lua, then `return 1` | {_f(p['with_lib_us'], 2)} |",
+        f"| what the prelude adds | {_f(p['prelude_us'], 2)} |",
+        "",
+        f"A Match + Release pair makes {p['scripts_per_pair']} script calls: the prelude is "
+        f"{_f(share)}% of the pair's Redis CPU ({_f(p['pair_redis_us'], 0)} us) in this run.",
         "",
     ]
 

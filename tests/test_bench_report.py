@@ -54,3 +54,13 @@ def test_report_names_what_limits_each_missed_target_and_nothing_when_all_hold()
     held = "\n".join(report._targets(_results(pair_ratio=0.35, grown=900)))
     assert "| no |" not in held
     assert "Missed" not in held
+
+
+def test_the_prelude_section_sets_its_cost_beside_a_pairs_redis_cpu() -> None:
+    measured = {"calls": 20_000, "bare_us": 1.5, "with_lib_us": 4.0, "prelude_us": 2.5, "lib_lines": 450}
+
+    lines = report._prelude({**measured, "scripts_per_pair": 4, "pair_redis_us": 500.0})
+
+    assert "| what the prelude adds | 2.50 |" in lines
+    assert any("the prelude is 2.0% of the pair's Redis CPU (500 us)" in line for line in lines)
+    assert report._prelude(None) == []
