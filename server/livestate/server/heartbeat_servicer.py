@@ -17,7 +17,7 @@ from livestate.server.edge import StreamCall
 from livestate.server.errors import FailedPrecondition, InvalidArgument, NotFound
 from livestate.server.keys import Partition
 from livestate.server.reads import nodes_from_replies, queue_node_reads
-from livestate.server.records import joined, spec_fields
+from livestate.server.records import GRANT_PREFIX, is_granted, joined, spec_fields
 from livestate.server.runtime import Runtime
 from livestate.server.scripts import Call
 from livestate.v1 import flag_pb2, node_pb2
@@ -145,7 +145,8 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
             rt.client.delete(rt.keys.pending_flags(node_id))
 
         settle(rt, parse(handed))
-        refused = [s for s in listed if s in rt.subclouds.granted() and not membership.holds(grants, s)]
+        must_grant = rt.subclouds.granted()
+        refused = [s for s in listed if s in must_grant and not is_granted(grants.get(s))]
         membership.audit(rt, [(s, node_id, membership.REFUSED) for s in refused], auth.actor_of(context), "")
         (node,) = nodes_from_replies(rt, [node_id], reads)
         if node is not None:
@@ -172,7 +173,7 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
         carried = {
             str(k): str(v)
             for k, v in rt.client.hgetall(old.control(node_id)).items()
-            if not str(k).startswith("g:")
+            if not str(k).startswith(GRANT_PREFIX)
         }
         flags = {**carried, **pending}
         if carried:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import redis
 
@@ -100,11 +100,6 @@ def grants_read(subclouds: Sequence[str], replies: Sequence[Sequence[str | None]
         elif last is not None:
             out[subcloud] = f"{last}:0"
     return out
-
-
-def holds(memberships: Mapping[str, str], subcloud: str) -> bool:
-    """Whether a grant as `grants_read` (or a control hash's 'g:<subcloud>') says it is held."""
-    return memberships.get(subcloud, "").endswith(":1")
 
 
 def audit(rt: Runtime, entries: Sequence[tuple[str, str, str]], actor: str, reason: str) -> None:

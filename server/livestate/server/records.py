@@ -19,6 +19,7 @@ LIVE_ONLINE = node_pb2.LIVENESS_ONLINE
 LIVE_SUSPECT = node_pb2.LIVENESS_SUSPECT
 LIVE_OFFLINE = node_pb2.LIVENESS_OFFLINE
 LABEL_PREFIX = "l:"
+GRANT_PREFIX = "g:"
 
 
 def spec_fields(spec: node_pb2.NodeSpec) -> list[str]:
@@ -122,11 +123,23 @@ def failure_score(control: Mapping[str, str], now_ms: int, config: Config) -> fl
     return float(score * 2 ** (-(now_ms - since) / (config.failure_half_life * 1000)))
 
 
+def grant_field(subcloud: str) -> str:
+    """The control-hash field holding the node's membership of `subcloud`: '<version>:1' while
+    granted, '<version>:0' once revoked (grant_apply in lua/lib.lua)."""
+    return GRANT_PREFIX + subcloud
+
+
+def is_granted(value: str | None) -> bool:
+    """Whether a membership value (a control-hash field, or a grant as a registration read it)
+    says granted."""
+    return bool(value) and str(value).endswith(":1")
+
+
 def held_subclouds(listed: Sequence[str], control: Mapping[str, str], granted: Collection[str]) -> list[str]:
     """Of the subclouds a node lists, those it is a member of: the open ones, and those among
-    `granted` (membership must be granted) whose grant its control hash holds ('g:<subcloud>' =
-    '<version>:1'; member in lua/lib.lua)."""
-    return [s for s in listed if s not in granted or control.get(f"g:{s}", "").endswith(":1")]
+    `granted` (membership must be granted) whose grant its control hash holds (member in
+    lua/lib.lua)."""
+    return [s for s in listed if s not in granted or is_granted(control.get(grant_field(s)))]
 
 
 def node_from_record(

@@ -92,7 +92,7 @@ class SubcloudServicer(pb_grpc.SubcloudServiceServicer):
     def AddSubcloudMembers(
         self, request: pb.AddSubcloudMembersRequest, context: grpc.ServicerContext
     ) -> pb.AddSubcloudMembersResponse:
-        node_ids = self._validate_members(request.subcloud, request.node_ids, request.reason)
+        node_ids = _validate_members(request.subcloud, request.node_ids, request.reason)
         self._require_policy(request.subcloud)
 
         done = membership.change(
@@ -104,7 +104,7 @@ class SubcloudServicer(pb_grpc.SubcloudServiceServicer):
         self, request: pb.RemoveSubcloudMembersRequest, context: grpc.ServicerContext
     ) -> pb.RemoveSubcloudMembersResponse:
         # No policy needed: revoking is always allowed, and grants outlive a deleted policy.
-        node_ids = self._validate_members(request.subcloud, request.node_ids, request.reason)
+        node_ids = _validate_members(request.subcloud, request.node_ids, request.reason)
 
         done = membership.change(
             self.rt, request.subcloud, node_ids, membership.REVOKE, auth.actor_of(context), request.reason
@@ -147,19 +147,20 @@ class SubcloudServicer(pb_grpc.SubcloudServiceServicer):
         changes = [_change(entry_id, fields) for entry_id, fields in page.entries]
         return pb.ListMembershipChangesResponse(changes=changes, next_page_token=page.next_page_token)
 
-    def _validate_members(self, subcloud: str, node_ids: Sequence[str], reason: str) -> list[str]:
-        validate.name(subcloud, "subcloud", required=True)
-        ids = validate.distinct(node_ids, "node_ids", max_items=MAX_MEMBERS_PER_CALL)
-        if not ids:
-            raise InvalidArgument("node_ids", "required: at least one node id")
-        for i, node_id in enumerate(ids):
-            validate.node_id(node_id, f"node_ids[{i}]")
-        validate.text(reason, "reason", max_len=128)
-        return ids
-
     def _require_policy(self, subcloud: str) -> None:
         if not self.rt.client.hexists(self.rt.keys.subcloud_policies, subcloud):
             raise NotFound(f"subcloud {subcloud!r} has no policy: put one first", reason="SUBCLOUD_NOT_FOUND")
+
+
+def _validate_members(subcloud: str, node_ids: Sequence[str], reason: str) -> list[str]:
+    validate.name(subcloud, "subcloud", required=True)
+    ids = validate.distinct(node_ids, "node_ids", max_items=MAX_MEMBERS_PER_CALL)
+    if not ids:
+        raise InvalidArgument("node_ids", "required: at least one node id")
+    for i, node_id in enumerate(ids):
+        validate.node_id(node_id, f"node_ids[{i}]")
+    validate.text(reason, "reason", max_len=128)
+    return ids
 
 
 def _member(node_id: str, raw: str) -> pb.SubcloudMember:

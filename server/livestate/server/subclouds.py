@@ -6,6 +6,7 @@ process knows no policy for is looked up afresh each time it is named, so a poli
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import redis
@@ -31,14 +32,32 @@ def from_json(raw: str) -> pb.Subcloud:
     return json_format.Parse(raw, pb.Subcloud())
 
 
+@dataclasses.dataclass(frozen=True)
+class Policies:
+    """Every policy, and the two sets Match and reads ask for on every call, derived once per
+    read of the policies rather than per call."""
+
+    by_name: dict[str, pb.Subcloud]
+    isolated: frozenset[str]
+    granted: frozenset[str]
+
+    @classmethod
+    def of(cls, by_name: dict[str, pb.Subcloud]) -> Policies:
+        return cls(
+            by_name,
+            frozenset(n for n, p in by_name.items() if p.isolate),
+            frozenset(n for n, p in by_name.items() if membership_of(p) == pb.SUBCLOUD_MEMBERSHIP_GRANTED),
+        )
+
+
 class SubcloudCache:
     def __init__(self, client: redis.Redis, keys: Keys, ttl: float) -> None:
         self._client = client
         self._key = keys.subcloud_policies
-        self._policies: Snapshot[dict[str, pb.Subcloud]] = Snapshot({}, ttl)
+        self._policies: Snapshot[Policies] = Snapshot(Policies.of({}), ttl)
 
     def get(self, name: str) -> pb.Subcloud | None:
-        policy = self._all().get(name)
+        policy = self._all().by_name.get(name)
         if policy is None:
             raw = self._client.hget(self._key, name)
             if raw is not None:
@@ -48,25 +67,21 @@ class SubcloudCache:
 
     def knows(self, name: str) -> bool:
         """Whether a policy of that name is held now (no round trip)."""
-        return name in self._policies.value
+        return name in self._policies.value.by_name
 
-    def isolated(self) -> set[str]:
-        return {name for name, policy in self._all().items() if policy.isolate}
+    def isolated(self) -> frozenset[str]:
+        return self._all().isolated
 
-    def granted(self) -> set[str]:
+    def granted(self) -> frozenset[str]:
         """Subclouds whose membership must be granted."""
-        return {
-            name
-            for name, policy in self._all().items()
-            if membership_of(policy) == pb.SUBCLOUD_MEMBERSHIP_GRANTED
-        }
+        return self._all().granted
 
     def invalidate(self) -> None:
         self._policies.invalidate()
 
-    def _all(self) -> dict[str, pb.Subcloud]:
+    def _all(self) -> Policies:
         if not self._policies.due():
             return self._policies.value
         ticket = self._policies.begin()
         raw: dict[Any, Any] = dict(self._client.hgetall(self._key))
-        return self._policies.store({str(name): from_json(str(value)) for name, value in raw.items()}, ticket)
+        return self._policies.store(Policies.of({str(n): from_json(str(v)) for n, v in raw.items()}), ticket)
