@@ -31,7 +31,7 @@ import redis
 
 from bench import bare, dispatch, fleet, liveness, memory, prelude, procs, profile, report, unary
 from bench.stats import pct_ms
-from livestate.server.embedded import EmbeddedRedis, free_port
+from livestate.server.store.embedded import EmbeddedRedis, free_port
 from livestate.v1 import heartbeat_service_pb2 as hb
 from livestate.v1 import heartbeat_service_pb2_grpc as hb_grpc
 from livestate.v1 import match_service_pb2 as mpb

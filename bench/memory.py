@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 import redis
 
-from livestate.server.embedded import EmbeddedRedis, free_port
+from livestate.server.store.embedded import EmbeddedRedis, free_port
 from livestate.v1 import heartbeat_service_pb2 as hb
 from livestate.v1 import heartbeat_service_pb2_grpc as hb_grpc
 from livestate.v1 import node_pb2

@@ -12,7 +12,7 @@ from typing import Any
 
 import redis
 
-from livestate.server.embedded import EmbeddedRedis
+from livestate.server.store.embedded import EmbeddedRedis
 
 BODY = "return 1"
 
@@ -30,7 +30,7 @@ def _usec_per_call(client: redis.Redis, sha: str, calls: int) -> float:
 
 
 def run(calls: int = 20_000, rounds: int = 3) -> dict[str, float]:
-    lib = (importlib.resources.files("livestate.server") / "lua" / "lib.lua").read_text("utf-8")
+    lib = (importlib.resources.files("livestate.server.store") / "lua" / "lib.lua").read_text("utf-8")
     with EmbeddedRedis() as embedded:
         client = redis.Redis.from_url(embedded.url)
         try:

@@ -20,8 +20,8 @@ from faults.cluster import LocalCluster
 
 from harness import FAST, Harness
 from livestate.server import Config, LivestateServer
-from livestate.server.embedded import EmbeddedRedis
-from livestate.server.replication import ReplicatedCluster
+from livestate.server.store.embedded import EmbeddedRedis
+from livestate.server.store.replication import ReplicatedCluster
 
 ServerFactory = Callable[..., Harness]
 

@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2_grpc
 from grpc_status import rpc_status
 
 from livestate.server import Config, LivestateServer
-from livestate.server.keys import Partition
+from livestate.server.store.keys import Partition
 from livestate.v1 import (
     flag_service_pb2_grpc,
     heartbeat_service_pb2,

@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from conftest import ServerFactory
 from harness import Harness, error_reason, spec
 from livestate.server import Config, ConfigError, LivestateServer
-from livestate.server.auth import METHOD_ROLES, hash_token
+from livestate.server.api.auth import METHOD_ROLES, hash_token
 from livestate.v1 import flag_pb2, node_pb2, node_service_pb2_grpc
 from livestate.v1 import flag_service_pb2 as fpb
 from livestate.v1 import heartbeat_service_pb2 as hb

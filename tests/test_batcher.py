@@ -13,12 +13,12 @@ import pytest
 import redis
 
 from livestate.server import Config
-from livestate.server.batcher import BeatBatcher
-from livestate.server.edge import EventLoop
-from livestate.server.embedded import EmbeddedRedis
-from livestate.server.errors import Unavailable
-from livestate.server.scripts import Call, Scripts
-from livestate.server.store import connect
+from livestate.server.api.edge import EventLoop
+from livestate.server.core.errors import Unavailable
+from livestate.server.store.batcher import BeatBatcher
+from livestate.server.store.connection import connect
+from livestate.server.store.embedded import EmbeddedRedis
+from livestate.server.store.scripts import Call, Scripts
 
 TIMEOUT = 0.5
 

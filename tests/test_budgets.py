@@ -19,7 +19,7 @@ from grpc_status import rpc_status
 from conftest import ServerFactory
 from harness import IDLE, ONLINE, Harness, error_reason, spec, wait_for
 from livestate.client.agent import NodeAgent, Reading
-from livestate.server.auth import hash_token
+from livestate.server.api.auth import hash_token
 from livestate.v1 import heartbeat_service_pb2 as hb
 from livestate.v1 import heartbeat_service_pb2_grpc as hb_grpc
 from livestate.v1 import match_service_pb2 as mpb

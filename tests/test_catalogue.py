@@ -7,9 +7,9 @@ from typing import Any
 
 import redis
 
-from livestate.server.catalogue import Catalogue
-from livestate.server.keys import Keys, Partition
-from livestate.server.subclouds import SubcloudCache, to_json
+from livestate.server.store.catalogue import Catalogue
+from livestate.server.store.keys import Keys, Partition
+from livestate.server.store.subclouds import SubcloudCache, to_json
 from livestate.v1 import subcloud_service_pb2 as spb
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from harness import Harness
 from livestate.client.cli import main
-from livestate.server.auth import hash_token
+from livestate.server.api.auth import hash_token
 
 LIVESTATE = str(Path(sys.executable).parent / "livestate")
 

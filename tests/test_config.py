@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from livestate.server.config import Config, ConfigError, add_arguments, from_sources, parse
+from livestate.server.core.config import Config, ConfigError, add_arguments, from_sources, parse
 
 
 def test_defaults_follow_design() -> None:

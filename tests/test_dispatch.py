@@ -29,7 +29,7 @@ from conftest import ServerFactory
 from harness import Harness, wait_for
 from livestate.client import Scheduler
 from livestate.client.dispatch import DELIVERY_COUNT, REASON, Dispatcher, dead_queue, job_queue, node_queue
-from livestate.server.embedded import EmbeddedRedis, free_port
+from livestate.server.store.embedded import EmbeddedRedis, free_port
 from livestate.v1 import lease_pb2
 
 pika = pytest.importorskip("pika", reason="pika is not installed (pip install 'livestate[dispatch]')")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from prometheus_client import REGISTRY
 
-import livestate.server.metrics  # noqa: F401  (registers every metric)
+import livestate.server.core.metrics  # noqa: F401  (registers every metric)
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from livestate.server import gcpacing
-from livestate.server.gcpacing import GcPacer
+from livestate.server.api import gcpacing
+from livestate.server.api.gcpacing import GcPacer
 
 
 @pytest.fixture

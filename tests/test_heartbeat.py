@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from harness import BUSY, IDLE, OFFLINE, ONLINE, Harness, error_field, error_reason, spec, wait_for
-from livestate.server.keys import Partition
+from livestate.server.store.keys import Partition
 from livestate.v1 import heartbeat_service_pb2 as hb
 from livestate.v1 import node_pb2
 

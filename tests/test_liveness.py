@@ -10,7 +10,7 @@ import redis
 from conftest import ServerFactory
 from harness import OFFLINE, ONLINE, SUSPECT, Harness, wait_for
 from livestate.server import Config
-from livestate.server.records import Hearing
+from livestate.server.store.records import Hearing
 
 
 def _sweeper_liveness(ls: Harness, node_id: str) -> str | None:
@@ -145,7 +145,7 @@ return out
 def test_the_liveness_rule_in_python_agrees_with_the_scripts(redis_client: redis.Redis) -> None:
     """records.Hearing mirrors hearing/silence in lua/lib.lua; and the sweep's one-bound cutoff
     (silent_before) picks exactly the nodes whose silence exceeds the limit."""
-    lib = (importlib.resources.files("livestate.server") / "lua" / "lib.lua").read_text("utf-8")
+    lib = (importlib.resources.files("livestate.server.store") / "lua" / "lib.lua").read_text("utf-8")
     probe = redis_client.register_script(lib + _PROBE)
     config = Config(listen="127.0.0.1:0", heartbeat_interval=1.0, sweep_gap=2.0)  # offline_after 5 s
     now = 1_000_000

@@ -15,8 +15,8 @@ import pytest
 
 from conftest import ServerFactory
 from harness import Harness, error_field, error_reason, spec, wait_for
-from livestate.server import membership
-from livestate.server.auth import hash_token
+from livestate.server.api.auth import hash_token
+from livestate.server.domain import membership
 from livestate.v1 import heartbeat_service_pb2 as hb
 from livestate.v1 import match_service_pb2 as mpb
 from livestate.v1 import node_service_pb2 as ns

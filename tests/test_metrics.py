@@ -23,8 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import ServerFactory
 from harness import ONLINE, Harness, Stream, enqueue, spec, wait_for
 from livestate.client import NodeAgent
-from livestate.server import logs
-from livestate.server.embedded import free_port
+from livestate.server.core import logs
+from livestate.server.store.embedded import free_port
 from livestate.v1 import flag_pb2
 from livestate.v1 import flag_service_pb2 as fpb
 from livestate.v1 import match_service_pb2 as mpb
@@ -177,7 +177,7 @@ def two_processes(redis_url: str) -> Iterator[tuple[int, int]]:
         [
             sys.executable,
             "-m",
-            "livestate.server.cli",
+            "livestate.server.process.cli",
             "serve",
             "--processes",
             "2",

@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conftest import ServerFactory
 from harness import Harness, wait_for
-from livestate.server.embedded import free_port
+from livestate.server.store.embedded import free_port
 
 LIVESTATE = str(Path(sys.executable).parent / "livestate")
 

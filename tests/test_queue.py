@@ -15,7 +15,7 @@ import pytest
 from conftest import ServerFactory
 from harness import BUSY, Harness, Stream, error_field, wait_for
 from harness import enqueue as _enqueue
-from livestate.server import match_servicer
+from livestate.server.api import match_servicer
 from livestate.v1 import match_service_pb2 as mpb
 from livestate.v1 import queue_service_pb2 as qpb
 

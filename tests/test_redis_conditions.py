@@ -22,8 +22,8 @@ import redis
 
 from conftest import ServerFactory
 from harness import IDLE, Harness, error_reason
-from livestate.server.embedded import EmbeddedRedis, free_port
-from livestate.server.errors import from_redis
+from livestate.server.core.errors import from_redis
+from livestate.server.store.embedded import EmbeddedRedis, free_port
 from livestate.v1 import flag_pb2
 from livestate.v1 import flag_service_pb2 as fpb
 from livestate.v1 import heartbeat_service_pb2 as hb

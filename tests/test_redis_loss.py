@@ -15,9 +15,9 @@ from grpc_health.v1 import health_pb2
 
 from conftest import ServerFactory
 from harness import IDLE, OFFLINE, ONLINE, Harness, enqueue, error_reason, spec, wait_for
-from livestate.server.app import SERVICE_NAMES
-from livestate.server.embedded import EmbeddedRedis
-from livestate.server.keys import Partition, PartitionKeys
+from livestate.server.process.app import SERVICE_NAMES
+from livestate.server.store.embedded import EmbeddedRedis
+from livestate.server.store.keys import Partition, PartitionKeys
 from livestate.v1 import heartbeat_service_pb2 as hb
 from livestate.v1 import node_service_pb2 as ns
 from livestate.v1 import queue_service_pb2 as qpb

@@ -10,8 +10,8 @@ import pytest
 from redis.crc import key_slot
 
 from harness import Harness
-from livestate.server.keys import Keys, Partition, PartitionKeys
-from livestate.server.scripts import SCRIPT_NAMES, _read
+from livestate.server.store.keys import Keys, Partition, PartitionKeys
+from livestate.server.store.scripts import SCRIPT_NAMES, _read
 
 PARTITIONS = [Partition("mainnet", "eu-west"), Partition("testnet", ""), Partition("a.b", "c_d", 7)]
 NODE = "node-1.x_y"

@@ -18,8 +18,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from harness import IDLE, spec, wait_for
-from livestate.server.app import SERVICE_NAMES
-from livestate.server.embedded import free_port
+from livestate.server.process.app import SERVICE_NAMES
+from livestate.server.store.embedded import free_port
 from livestate.v1 import heartbeat_service_pb2 as hb
 from livestate.v1 import heartbeat_service_pb2_grpc as hb_grpc
 

@@ -14,7 +14,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 from conftest import ServerFactory
 from harness import BUSY, IDLE, Harness, wait_for
-from livestate.server.embedded import EmbeddedRedis
+from livestate.server.store.embedded import EmbeddedRedis
 from livestate.v1 import flag_pb2, lease_pb2
 from livestate.v1 import flag_service_pb2 as fpb
 

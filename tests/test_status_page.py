@@ -14,8 +14,8 @@ import pytest
 
 from conftest import ServerFactory
 from harness import Harness, enqueue
-from livestate.server import status_page
-from livestate.server.fleet_metrics import Event, FleetSnapshot
+from livestate.server.process import status_page
+from livestate.server.process.fleet_metrics import Event, FleetSnapshot
 from livestate.v1 import flag_pb2
 from livestate.v1 import flag_service_pb2 as fpb
 

@@ -15,8 +15,8 @@ import redis
 from conftest import ServerFactory
 from harness import Harness, error_reason, wait_for
 from livestate.server import Config
-from livestate.server.embedded import EmbeddedRedis
-from livestate.server.store import connect
+from livestate.server.store.connection import connect
+from livestate.server.store.embedded import EmbeddedRedis
 from livestate.v1 import lease_pb2, match_service_pb2
 
 

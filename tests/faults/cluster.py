@@ -12,7 +12,7 @@ from typing import TypeVar
 
 import redis
 
-from livestate.server.embedded import free_port
+from livestate.server.store.embedded import free_port
 
 from .redisproc import RedisProc, until
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import redis
 
-from livestate.server.embedded import find_server_binary, free_port
+from livestate.server.store.embedded import find_server_binary, free_port
 
 
 def server_binary() -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import redis
 
-from livestate.server.embedded import free_port
+from livestate.server.store.embedded import free_port
 
 from .redisproc import RedisProc, server_binary, until
 

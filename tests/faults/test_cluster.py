@@ -14,8 +14,8 @@ import redis
 import redis.cluster
 
 from harness import Harness, error_reason, wait_for
-from livestate.server.keys import Partition, lease_partition
-from livestate.server.replication import ReplicatedCluster
+from livestate.server.store.keys import Partition, lease_partition
+from livestate.server.store.replication import ReplicatedCluster
 from livestate.v1 import lease_pb2
 
 from .cluster import LocalCluster

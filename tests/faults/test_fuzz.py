@@ -37,8 +37,8 @@ from grpc_health.v1 import health_pb2
 import livestate.v1
 from conftest import ServerFactory
 from harness import Harness, wait_for
-from livestate.server.app import SERVICE_NAMES
-from livestate.server.auth import hash_token
+from livestate.server.api.auth import hash_token
+from livestate.server.process.app import SERVICE_NAMES
 from livestate.v1 import flag_pb2, subcloud_service_pb2_grpc
 from livestate.v1 import flag_service_pb2 as fpb
 from livestate.v1 import subcloud_service_pb2 as spb

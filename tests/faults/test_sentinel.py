@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from harness import Harness, error_reason, wait_for
-from livestate.server.keys import lease_partition
+from livestate.server.store.keys import lease_partition
 
 from .conftest import server_factory
 from .history import OK, History

@@ -476,11 +476,11 @@ def _with_extra(command: str, argv: list[str]) -> int:
     extra = "server" if command == "serve" else "server,demo"
     try:
         if command == "serve":
-            from livestate.server.cli import serve_main as run
+            from livestate.server.process.cli import serve_main as run
         else:
             import rich  # noqa: F401
 
-            from livestate.server.demo import main as run
+            from livestate.server.process.demo import main as run
     except ImportError as exc:
         print(f"livestate {command} needs: pip install 'livestate[{extra}]' ({exc})", file=sys.stderr)
         return 2
