@@ -15,10 +15,11 @@ import redis
 from livestate.server import Config
 from livestate.server.api.edge import EventLoop
 from livestate.server.core.errors import Unavailable
+from livestate.server.store import calls
 from livestate.server.store.batcher import BeatBatcher
 from livestate.server.store.connection import connect
 from livestate.server.store.embedded import EmbeddedRedis
-from livestate.server.store.scripts import Call, Scripts
+from livestate.server.store.scripts import ScriptCall, Scripts
 
 TIMEOUT = 0.5
 
@@ -46,8 +47,8 @@ def batcher(own_redis: EmbeddedRedis) -> Iterator[BeatBatcher]:
     client.close()
 
 
-def _del_if_equal(key: str, value: str) -> Call:
-    return ("del_if_equal", [key], [value, ""])
+def _del_if_equal(key: str, value: str) -> ScriptCall[bool]:
+    return calls.del_if_equal(key, value)
 
 
 def _on_loop(*calls: Any) -> list[Any]:

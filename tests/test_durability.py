@@ -17,7 +17,8 @@ import pytest
 from conftest import ServerFactory
 from harness import BUSY, Harness, Stream, enqueue, error_reason, spec, wait_for
 from livestate.server.domain import jobs
-from livestate.server.domain.assignments import Assignment, settle
+from livestate.server.domain.assignments import settle
+from livestate.server.store.calls import Assignment
 from livestate.server.store.keys import Partition, lease_partition
 from livestate.v1 import flag_pb2, heartbeat_service_pb2, node_pb2
 from livestate.v1 import flag_service_pb2 as fpb

@@ -16,6 +16,7 @@ from livestate.server.api import auth
 from livestate.server.core.clock import redis_now_ms, timestamp
 from livestate.server.core.errors import InvalidArgument, Unavailable
 from livestate.server.domain import flag_audit, paging, validate
+from livestate.server.store import calls
 from livestate.server.store.keys import Partition
 from livestate.server.store.reads import fetch_controls
 from livestate.server.store.records import flags_from_control
@@ -167,8 +168,18 @@ class FlagServicer(pb_grpc.FlagServiceServicer):
                 )
             else:
                 pk = rt.keys.partition(partition)
-                args = [*rt.context(pk), node_id, kind, action, expire_ms, start_ms, meta, deadline_ms]
-                had = bool(rt.scripts.call("setflag", pk.setflag_keys(), args)) or had
+                flagged = calls.setflag(
+                    rt,
+                    pk,
+                    node_id,
+                    kind=kind,
+                    action=action,
+                    expire_ms=expire_ms,
+                    start_ms=start_ms,
+                    meta=meta,
+                    deadline_ms=deadline_ms,
+                )
+                had = rt.scripts.call(flagged) or had
             # One round trip after the write: index the node, drop a pending copy the partition
             # now supersedes, and look where the node is now.
             pipe = rt.client.pipeline(transaction=False)

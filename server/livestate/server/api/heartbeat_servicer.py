@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 from typing import Any
 
@@ -15,12 +13,13 @@ from livestate.server.api.edge import StreamCall
 from livestate.server.core.clock import duration
 from livestate.server.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from livestate.server.domain import membership, validate
-from livestate.server.domain.assignments import parse, settle
+from livestate.server.domain.assignments import settle
+from livestate.server.store import calls
 from livestate.server.store.keys import Partition
 from livestate.server.store.reads import nodes_from_replies, queue_node_reads
 from livestate.server.store.records import GRANT_PREFIX, is_granted, joined, spec_fields
 from livestate.server.store.runtime import Runtime
-from livestate.server.store.scripts import Call
+from livestate.server.store.scripts import ScriptCall
 from livestate.v1 import flag_pb2, node_pb2
 from livestate.v1 import heartbeat_service_pb2 as pb
 from livestate.v1 import heartbeat_service_pb2_grpc as pb_grpc
@@ -37,16 +36,9 @@ DEREG_OK, DEREG_UNKNOWN, DEREG_OTHER_BOOT = 0, 1, 2
 BeatLike = pb.BeatRequest | pb.HeartbeatRequest
 
 
-@dataclasses.dataclass(frozen=True)
-class Answer:
-    """What a beat's answer says besides the interval: what beat.lua returned, and what the node
-    is told of its flags (never SHADOW_BAN and the like: see notices in lua/lib.lua)."""
-
-    code: int
-    paused: bool = False
-    notices: tuple[str, ...] = ()
-
-
+# What a beat's answer says besides the interval is beat.lua's decoded reply: its code, and what
+# the node is told of its flags (never SHADOW_BAN and the like: see notices in lua/lib.lua).
+Answer = calls.Beaten
 RESYNC = Answer(BEAT_RESYNC)
 
 
@@ -122,30 +114,32 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
         flags = {str(k): str(v) for k, v in pending.items()}
         if previous is not None and previous != partition:
             flags = self._leave(previous, node_id, flags)
-        args: list[str | int] = [
-            *rt.context(pk),
+        registration = calls.register(
+            rt,
+            pk,
             node_id,
-            request.boot_id,
-            request.state or node_pb2.NODE_STATE_IDLE,
-            request.vram_free_mb,
-            joined(list(spec.models)),
-            joined(list(spec.subclouds)),
-            request.running_jobs,
-            json.dumps(flags) if flags else "",
-            json.dumps(grants) if grants else "",
-            *spec_fields(spec),
-        ]
+            boot_id=request.boot_id,
+            state=request.state or node_pb2.NODE_STATE_IDLE,
+            vram_free_mb=request.vram_free_mb,
+            models=joined(list(spec.models)),
+            subclouds=joined(list(spec.subclouds)),
+            running_jobs=request.running_jobs,
+            flags=flags,
+            grants=grants,
+            spec_fields=spec_fields(spec),
+        )
 
         def register(pipe: redis.client.Pipeline) -> None:
-            rt.scripts.add(pipe, "register", pk.register_keys(node_id), args)
+            rt.scripts.add(pipe, registration)
             queue_node_reads(pipe, pk, [node_id])
 
-        (_, restarted, _, *handed), *reads = rt.scripts.pipeline(register)
+        reply, *reads = rt.scripts.pipeline(register)
+        registered = registration.decode(reply)
         if flags:
             # In force in the partition now; a flag set meanwhile went there too (see above).
             rt.client.delete(rt.keys.pending_flags(node_id))
 
-        settle(rt, parse(handed))
+        settle(rt, registered.handed)
         must_grant = rt.subclouds.granted()
         refused = [s for s in listed if s in must_grant and not is_granted(grants.get(s))]
         membership.audit(rt, [(s, node_id, membership.REFUSED) for s in refused], auth.actor_of(context), "")
@@ -158,7 +152,7 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
         return pb.RegisterResponse(
             heartbeat_interval=self._interval,
             node=node,
-            restarted=bool(restarted),
+            restarted=registered.restarted,
             suspect_after=duration(rt.config.suspect_after),
             offline_after=duration(rt.config.offline_after),
         )
@@ -179,7 +173,7 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
         flags = {**carried, **pending}
         if carried:
             rt.client.hset(rt.keys.pending_flags(node_id), mapping={k: v for k, v in flags.items()})
-        rt.scripts.call("forget", old.forget_keys(node_id), [*rt.context(old), node_id])
+        rt.scripts.call(calls.forget(rt, old, node_id))
         return flags
 
     def _reply(self, request: BeatLike, answer: Answer) -> dict[str, Any]:
@@ -217,16 +211,15 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
         partition = rt.locator.lookup(request.node_id, use_cache=False)
         if partition is None:
             raise NotFound(f"node {request.node_id!r} is not registered")
-        pk = rt.keys.partition(partition)
-        code, _ = rt.scripts.call(
-            "deregister",
-            pk.deregister_keys(request.node_id),
-            [
-                *rt.context(pk),
+        retention_ms = int((rt.config.retention + rt.config.forget_margin) * 1000)
+        code = rt.scripts.call(
+            calls.deregister(
+                rt,
+                rt.keys.partition(partition),
                 request.node_id,
-                request.boot_id,
-                int((rt.config.retention + rt.config.forget_margin) * 1000),
-            ],
+                boot_id=request.boot_id,
+                retention_ms=retention_ms,
+            )
         )
         if code == DEREG_UNKNOWN:
             raise NotFound(f"node {request.node_id!r} is not registered")
@@ -247,10 +240,9 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
         if partition is None:
             return await call.offload(self._beat, request, call.time_remaining())
         beat, touch = self._beat_call(request, partition)
-        reply = await rt.batcher.call_async(beat, touch_key=touch, touch_ttl_ms=rt.locator.ttl_ms)
-        answer, handed = _answer(reply)
-        if handed or answer.code in (BEAT_RESYNC, BEAT_VRAM_ABOVE_TOTAL):
-            return await call.offload(self._after, request, partition, answer, handed, call.time_remaining())
+        answer = await rt.batcher.call_async(beat, touch_key=touch, touch_ttl_ms=rt.locator.ttl_ms)
+        if answer.handed or answer.code in (BEAT_RESYNC, BEAT_VRAM_ABOVE_TOTAL):
+            return await call.offload(self._after, request, partition, answer, call.time_remaining())
         return answer  # applied, or acknowledged as stale: nothing more to do
 
     def _beat(self, request: BeatLike, time_remaining: float | None) -> Answer:
@@ -261,30 +253,29 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
         partition = self.rt.locator.lookup(request.node_id)
         if partition is None:
             return RESYNC
-        answer, handed = self._run_beat(request, partition, time_remaining)
-        return self._after(request, partition, answer, handed, time_remaining)
+        answer = self._run_beat(request, partition, time_remaining)
+        return self._after(request, partition, answer, time_remaining)
 
     def _after(
         self,
         request: BeatLike,
         partition: Partition,
         answer: Answer,
-        handed: list[Any],
         time_remaining: float | None,
     ) -> Answer:
         """What follows beat.lua's answer: settling the jobs it handed the node, and a second
         look at the locator before telling the agent to resync."""
         rt = self.rt
-        if handed:  # the node turned IDLE and took waiting jobs
-            settle(rt, parse(handed))
+        if answer.handed:  # the node turned IDLE and took waiting jobs
+            settle(rt, answer.handed)
         if answer.code == BEAT_RESYNC:
             # The cached partition may be stale (the node re-registered in another region through
             # another server process): look once more before telling the agent to resync.
             fresh = rt.locator.lookup(request.node_id, use_cache=False)
             if fresh is not None and fresh != partition:
-                answer, handed = self._run_beat(request, fresh, time_remaining)
-                if handed:
-                    settle(rt, parse(handed))
+                answer = self._run_beat(request, fresh, time_remaining)
+                if answer.handed:
+                    settle(rt, answer.handed)
         if answer.code == BEAT_VRAM_ABOVE_TOTAL:
             raise InvalidArgument("vram_free_mb", "above the node's registered vram_total_mb")
         if answer.code == BEAT_RESYNC:
@@ -292,44 +283,27 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
             return RESYNC
         return answer
 
-    def _beat_call(self, request: BeatLike, partition: Partition) -> tuple[Call, str | None]:
+    def _beat_call(self, request: BeatLike, partition: Partition) -> tuple[ScriptCall[Answer], str | None]:
         """beat.lua's call for `request` in `partition`, and the locator key to refresh with it
         (None when not due)."""
         rt = self.rt
-        pk = rt.keys.partition(partition)
         touch = rt.keys.locator(request.node_id) if rt.locator.touch_due(request.node_id) else None
-        call: Call = (
-            "beat",
-            pk.beat_keys(request.node_id),
-            [
-                *rt.context(pk),
-                request.node_id,
-                request.boot_id,
-                request.seq,
-                request.state,
-                request.vram_free_mb,
-                request.running_jobs,
-                int(request.operator_paused),
-            ],
+        beat = calls.beat(
+            rt,
+            rt.keys.partition(partition),
+            request.node_id,
+            boot_id=request.boot_id,
+            seq=request.seq,
+            state=request.state,
+            vram_free_mb=request.vram_free_mb,
+            running_jobs=request.running_jobs,
+            operator_paused=request.operator_paused,
         )
-        return call, touch
+        return beat, touch
 
-    def _run_beat(
-        self, request: BeatLike, partition: Partition, time_remaining: float | None
-    ) -> tuple[Answer, list[Any]]:
+    def _run_beat(self, request: BeatLike, partition: Partition, time_remaining: float | None) -> Answer:
         rt = self.rt
         beat, touch = self._beat_call(request, partition)
-        reply = rt.batcher.call(
+        return rt.batcher.call(
             beat, timeout=rt.redis_wait(time_remaining), touch_key=touch, touch_ttl_ms=rt.locator.ttl_ms
         )
-        return _answer(reply)
-
-
-def _answer(reply: list[Any]) -> tuple[Answer, list[Any]]:
-    """beat.lua's reply: what to answer, and the jobs it handed the node."""
-    code, _, *rest = reply
-    if not rest:  # refused before it was applied
-        return Answer(int(code)), []
-    paused, count, *rest = rest
-    notices, handed = [str(n) for n in rest[: int(count)]], rest[int(count) :]
-    return Answer(int(code), bool(paused), tuple(notices)), handed

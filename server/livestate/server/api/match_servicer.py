@@ -25,15 +25,10 @@ from livestate.server.core.errors import (
     ResourceExhausted,
 )
 from livestate.server.domain import flag_audit, jobs, validate
-from livestate.server.domain.assignments import (
-    ENDED,
-    ENDED_BEFORE,
-    Ended,
-    end_lease,
-    end_lease_on_loop,
-    unwait,
-)
+from livestate.server.domain.assignments import end_lease, end_lease_on_loop, unwait
 from livestate.server.domain.job_requests import job_spec
+from livestate.server.store import calls
+from livestate.server.store.calls import ENDED, ENDED_BEFORE, Ended
 from livestate.server.store.connection import text
 from livestate.server.store.keys import lease_partition
 from livestate.server.store.notify import POLL, job_topic
@@ -164,21 +159,18 @@ class MatchServicer(pb_grpc.MatchServiceServicer):
         lease_ref(request.lease_id, request.fencing_token)
         ttl = validate.duration(request.lease_ttl, "lease_ttl", maximum=cfg.max_lease_ttl) or cfg.lease_ttl
 
-        pk = self.rt.keys.partition(lease_partition(request.lease_id))
-        code, expire_ms, job_id, node_id, sched = self.rt.scripts.call(
-            "renew",
-            pk.renew_keys(),
-            [*self.rt.context(pk), request.lease_id, request.fencing_token, int(ttl * 1000)],
+        renewed = self.rt.scripts.call(
+            calls.renew(self.rt, request.lease_id, token=request.fencing_token, ttl_ms=int(ttl * 1000))
         )
-        check_lease_code(int(code), request.lease_id)
-        if sched:  # the scheduler has its assignment: stop replaying it
-            self.rt.client.hdel(self.rt.keys.scheduler(str(sched)), str(job_id))
+        check_lease_code(renewed.code, request.lease_id)
+        if renewed.scheduler_id:  # the scheduler has its assignment: stop replaying it
+            self.rt.client.hdel(self.rt.keys.scheduler(renewed.scheduler_id), renewed.job_id)
         lease = lease_pb2.Lease(
             lease_id=request.lease_id,
-            job_id=str(job_id),
-            node_id=str(node_id),
+            job_id=renewed.job_id,
+            node_id=renewed.node_id,
             fencing_token=request.fencing_token,
-            expire_time=timestamp(int(expire_ms)),
+            expire_time=timestamp(renewed.expire_ms),
         )
         return pb.RenewResponse(lease=lease)
 

@@ -15,7 +15,6 @@ going back to its node or to the next waiting job.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,53 +22,18 @@ from typing import Any, Protocol, TypeVar
 
 import redis
 
-from livestate.server.store.connection import text
+from livestate.server.store import calls
+from livestate.server.store.calls import ENDED, ENDED_BEFORE, HOLDS_OTHER, SETTLED, Assignment, Ended, Settled
 from livestate.server.store.keys import Partition, lease_partition
 from livestate.server.store.notify import message
 from livestate.server.store.runtime import Runtime
-from livestate.server.store.scripts import Call, Command
-from livestate.v1 import lease_pb2
+from livestate.server.store.scripts import Command, ScriptCall
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Bounds the chain "a losing lease is released, its slot goes to another job that also loses".
 MAX_DEPTH = 4
-
-# settle.lua statuses
-SETTLED, ALREADY, HOLDS_OTHER = 1, 2, 0
-# release.lua codes
-ENDED, NO_LEASE, STALE_TOKEN, ENDED_BEFORE = 0, 1, 2, 3
-
-
-@dataclasses.dataclass(frozen=True)
-class Assignment:
-    job_id: str
-    lease_id: str
-    token: int
-    expire_ms: int
-    node_id: str
-    scheduler_id: str
-
-    @property
-    def partition(self) -> Partition:
-        return lease_partition(self.lease_id)
-
-    def lease(self) -> lease_pb2.Lease:
-        lease = lease_pb2.Lease(
-            lease_id=self.lease_id, job_id=self.job_id, node_id=self.node_id, fencing_token=self.token
-        )
-        lease.expire_time.FromMilliseconds(self.expire_ms)
-        return lease
-
-
-def parse(flat: Sequence[Any]) -> list[Assignment]:
-    """Assignments from a script reply tail: {job, lease_id, token, expire, node, scheduler}*."""
-    out = []
-    for i in range(0, len(flat) - len(flat) % 6, 6):
-        job, lease, token, expire, node, sched = flat[i : i + 6]
-        out.append(Assignment(str(job), str(lease), int(token), int(expire), str(node), str(sched)))
-    return out
 
 
 def lease_is_live(rt: Runtime, lease_id: str) -> bool:
@@ -91,32 +55,20 @@ class Offload(Protocol):
     def __call__(self, fn: Callable[..., T], /, *args: Any) -> Awaitable[T]: ...
 
 
-@dataclasses.dataclass(frozen=True)
-class Ended:
-    code: int
-    job_id: str
-    node_id: str
-    scheduler_id: str
-    score: float
-    flag: int
-
-
 def end_lease(
     rt: Runtime, lease_id: str, token: int, *, failed: bool, reason: str = "", depth: int = 0
 ) -> Ended:
     """Runs release.lua (Release, Fail, or giving back a losing lease) and settles the waiting
     jobs the freed slot went to."""
-    ended, handed = _ended(rt.scripts.call(*_release_call(rt, lease_id, token, failed, reason)))
+    ended = rt.scripts.call(calls.release(rt, lease_id, token=token, failed=failed, reason=reason))
     copies = _copies(rt, lease_id, ended)
     if len(copies) > 1:
         # A scheduler's pending list is replayed to it: clear it before answering.
-        for result in rt.scripts.call_many(copies):
-            if isinstance(result, Exception):
-                raise result
+        rt.scripts.run_all(copies)
     elif copies:
         rt.batcher.defer(call=copies[0])
-    if handed:
-        settle(rt, handed, depth=depth + 1)
+    if ended.handed:
+        settle(rt, ended.handed, depth=depth + 1)
     return ended
 
 
@@ -125,50 +77,20 @@ async def end_lease_on_loop(
 ) -> Ended:
     """`end_lease` from the event loop, through the batcher; settling the jobs the freed slot
     went to (more round trips) goes on a worker thread."""
-    (reply,), _ = await rt.batcher.pipeline([_release_call(rt, lease_id, token, failed, reason)], [])
-    ended, handed = _ended(reply)
+    (ended,), _ = await rt.batcher.pipeline(
+        [calls.release(rt, lease_id, token=token, failed=failed, reason=reason)], []
+    )
     copies = _copies(rt, lease_id, ended)
     if len(copies) > 1:
         await rt.batcher.pipeline(copies, [])  # raises what either raised
     elif copies:
         rt.batcher.defer(call=copies[0])
-    if handed:
-        await offload(functools.partial(settle, rt, handed, depth=1))
+    if ended.handed:
+        await offload(functools.partial(settle, rt, ended.handed, depth=1))
     return ended
 
 
-def _release_call(rt: Runtime, lease_id: str, token: int, failed: bool, reason: str) -> Call:
-    cfg = rt.config
-    pk = rt.keys.partition(lease_partition(lease_id))
-    control_ttl = (max(cfg.quarantine_ttl, cfg.cooldown_ttl) + 10 * cfg.failure_half_life) * 1000
-    return (
-        "release",
-        pk.release_keys(),
-        [
-            *rt.context(pk),
-            lease_id,
-            token,
-            int(failed),
-            int(cfg.failure_half_life * 1000),
-            cfg.cooldown_score,
-            int(cfg.cooldown_ttl * 1000),
-            cfg.quarantine_score,
-            int(cfg.quarantine_ttl * 1000),
-            int(control_ttl),
-            reason,
-            int(cfg.job_ttl * 1000),
-        ],
-    )
-
-
-def _ended(reply: Sequence[Any]) -> tuple[Ended, list[Assignment]]:
-    """release.lua's answer, and the waiting jobs the freed slot went to (to settle)."""
-    code, job_id, node_id, sched, score, flag, *rest = reply
-    ended = Ended(int(code), str(job_id), str(node_id), str(sched), float(score), int(flag))
-    return ended, parse(rest) if ended.code == ENDED else []
-
-
-def _copies(rt: Runtime, lease_id: str, ended: Ended) -> list[Call]:
+def _copies(rt: Runtime, lease_id: str, ended: Ended) -> list[ScriptCall[bool]]:
     """The global copies of an ended lease to clear, only where they still name it (a lease
     given back because its job holds another must not take the winner's entries with it): the
     job record's, then the scheduler's pending one. The job record's alone may wait for the next
@@ -176,9 +98,9 @@ def _copies(rt: Runtime, lease_id: str, ended: Ended) -> list[Call]:
     whoever reads it (jobs.prior, settle)."""
     if ended.code not in (ENDED, ENDED_BEFORE):
         return []
-    copies: list[Call] = [("del_if_equal", [rt.keys.job(ended.job_id)], [lease_id, "lease"])]
+    copies = [calls.del_if_equal(rt.keys.job(ended.job_id), lease_id, "lease")]
     if ended.scheduler_id:
-        copies.append(("del_if_equal", [rt.keys.scheduler(ended.scheduler_id)], [lease_id, ended.job_id]))
+        copies.append(calls.del_if_equal(rt.keys.scheduler(ended.scheduler_id), lease_id, ended.job_id))
     return copies
 
 
@@ -192,12 +114,12 @@ def settle(
     if not assignments:
         return []
     won, told = [], []
-    for a, (status, detail) in zip(assignments, _record(rt, assignments, wake=not drain), strict=True):
-        if status == HOLDS_OTHER and not lease_is_live(rt, detail):
+    for a, settled in zip(assignments, _record(rt, assignments, wake=not drain), strict=True):
+        if settled.status == HOLDS_OTHER and not lease_is_live(rt, settled.detail):
             # The record points at a lease that has ended: this one takes its place.
-            rt.scripts.call("del_if_equal", [rt.keys.job(a.job_id)], [detail, "lease"])
-            ((status, detail),) = _record(rt, [a], wake=not drain)
-        if status == HOLDS_OTHER:
+            rt.scripts.call(calls.del_if_equal(rt.keys.job(a.job_id), settled.detail, "lease"))
+            (settled,) = _record(rt, [a], wake=not drain)
+        if settled.status == HOLDS_OTHER:
             # The job holds another live lease (another partition was faster): give this one back.
             if depth < MAX_DEPTH:
                 end_lease(rt, a.lease_id, a.token, failed=False, depth=depth)
@@ -205,17 +127,17 @@ def settle(
                 log.warning("duplicate assignment of %s left to expire: lease %s", a.job_id, a.lease_id)
             continue
         won.append(a)
-        if status == SETTLED or not drain:
+        if settled.status == SETTLED or not drain:
             told.append(a)
-        if status == SETTLED and detail:
-            unwait(rt, a.job_id, detail, skip=a.partition)
+        if settled.status == SETTLED and settled.detail:
+            unwait(rt, a.job_id, settled.detail, skip=a.partition)
     _announce(rt, told, wake=drain)
     if drain:
         _clear_outbox(rt, assignments)
     return won
 
 
-def _record(rt: Runtime, assignments: Sequence[Assignment], *, wake: bool) -> list[tuple[int, str]]:
+def _record(rt: Runtime, assignments: Sequence[Assignment], *, wake: bool) -> list[Settled]:
     """settle.lua for each assignment, in one pipeline. With `wake`, a waiting Match (no
     scheduler) is woken in the same round trip: a wake-up only, the waiter reads the job record,
     so waking it for a lease that then loses is harmless."""
@@ -225,13 +147,8 @@ def _record(rt: Runtime, assignments: Sequence[Assignment], *, wake: bool) -> li
             record(rt, pipe, a, wake=wake)
 
     replies = rt.scripts.pipeline(build)
-    records = [r for r in replies if isinstance(r, list)]
-    return [(int(status), str(text(detail) or "")) for status, detail in records]
-
-
-def settle_call(rt: Runtime, a: Assignment) -> Call:
-    """settle.lua for one assignment."""
-    return ("settle", [rt.keys.job(a.job_id)], [a.lease_id, a.node_id, int(rt.config.job_ttl * 1000)])
+    settled = iter(r for r in replies if isinstance(r, list))  # the wake-ups' replies are integers
+    return [calls.settle(rt, a).decode(next(settled)) for a in assignments]
 
 
 def wake_command(rt: Runtime, a: Assignment) -> Command:
@@ -242,7 +159,7 @@ def wake_command(rt: Runtime, a: Assignment) -> Command:
 def record(rt: Runtime, pipe: redis.client.Pipeline, a: Assignment, *, wake: bool) -> int:
     """Queues settle.lua for one assignment (and, with `wake`, the wake-up of a waiting Match);
     returns how many replies it queued."""
-    rt.scripts.add(pipe, *settle_call(rt, a))
+    rt.scripts.add(pipe, calls.settle(rt, a))
     if wake and not a.scheduler_id:
         pipe.execute_command(*wake_command(rt, a))
         return 2
@@ -277,17 +194,6 @@ def _clear_outbox(rt: Runtime, assignments: Sequence[Assignment]) -> None:
 def unwait(rt: Runtime, job_id: str, waiting: str | None, skip: Partition | None = None) -> int:
     """Takes the job out of the channels of the partitions it waits in; returns how many held it."""
     labels = [label for label in (waiting or "").split(",") if label]
-    calls: list[Call] = []
-    for label in labels:
-        partition = Partition.from_label(label)
-        if partition == skip:
-            continue
-        pk = rt.keys.partition(partition)
-        calls.append(("unwait", pk.unwait_keys(), [*rt.context(pk), job_id]))
-    if not calls:
-        return 0
-    results = rt.scripts.call_many(calls)
-    for r in results:
-        if isinstance(r, Exception):
-            raise r
-    return sum(int(r) for r in results)
+    partitions = [Partition.from_label(label) for label in labels]
+    unwaits = [calls.unwait(rt, rt.keys.partition(p), job_id) for p in partitions if p != skip]
+    return sum(rt.scripts.run_all(unwaits)) if unwaits else 0

@@ -23,27 +23,16 @@ import redis
 
 from livestate.server.core.clock import timestamp
 from livestate.server.core.errors import FailedPrecondition
-from livestate.server.domain.assignments import (
-    HOLDS_OTHER,
-    SETTLED,
-    Assignment,
-    Offload,
-    end_lease,
-    record,
-    settle,
-    settle_call,
-    unwait,
-    wake_command,
-)
+from livestate.server.domain.assignments import Offload, end_lease, record, settle, unwait, wake_command
+from livestate.server.store import calls
+from livestate.server.store.calls import HOLDS_OTHER, SETTLED, Assignment, Settled
 from livestate.server.store.connection import text
 from livestate.server.store.keys import Partition, PartitionKeys, lease_partition
 from livestate.server.store.reads import node_reads, nodes_from_replies, queue_node_reads, shaped
 from livestate.server.store.runtime import Runtime
-from livestate.server.store.scripts import Call
+from livestate.server.store.scripts import ScriptCall
 from livestate.v1 import lease_pb2, node_pb2
 
-# match.lua return codes
-CLAIMED, NONE, MORE, WAITING, OTHER_MODEL = 0, 1, 2, 3, 4
 POLICY_NUMBERS = {0: 1, 1: 1, 2: 2, 3: 3}  # SelectionPolicy -> match.lua policy
 
 
@@ -118,7 +107,7 @@ def prior(rt: Runtime, job_id: str) -> Prior | tuple[lease_pb2.Lease, node_pb2.N
         live = live_lease(rt, job_id, record["lease"])
         if live is not None:
             return live
-        rt.scripts.call("del_if_equal", [rt.keys.job(job_id)], [record["lease"], "lease"])
+        rt.scripts.call(calls.del_if_equal(rt.keys.job(job_id), record["lease"], "lease"))
         del record["lease"]
     return Prior({str(n) for n in tried}, record)
 
@@ -144,7 +133,7 @@ def settle_own(rt: Runtime, a: Assignment) -> tuple[lease_pb2.Lease, node_pb2.No
         queue_node_reads(pipe, pk, [a.node_id])
 
     settled, *reads = rt.scripts.pipeline(build)
-    return _settled(rt, a, settled, reads)
+    return _settled(rt, a, calls.settle(rt, a).decode(settled), reads)
 
 
 async def settle_own_on_loop(
@@ -153,24 +142,22 @@ async def settle_own_on_loop(
     """`settle_own` from the event loop, through the batcher; what needs more round trips (the
     job holds another lease, or waited elsewhere too) goes on a worker thread."""
     reads = node_reads(rt.keys.partition(a.partition), [a.node_id])
-    (settled,), replies = await rt.batcher.pipeline([settle_call(rt, a)], reads)
-    status, detail = int(settled[0]), str(text(settled[1]) or "")
-    if status == HOLDS_OTHER or (status == SETTLED and detail):
+    (settled,), replies = await rt.batcher.pipeline([calls.settle(rt, a)], reads)
+    if settled.status == HOLDS_OTHER or (settled.status == SETTLED and settled.detail):
         return await offload(_settled, rt, a, settled, shaped(reads, replies))
     return _settled(rt, a, settled, shaped(reads, replies))
 
 
 def _settled(
-    rt: Runtime, a: Assignment, settled: list[Any], reads: list[Any]
+    rt: Runtime, a: Assignment, settled: Settled, reads: list[Any]
 ) -> tuple[lease_pb2.Lease, node_pb2.Node] | None:
     """What settle.lua said of a plain Match's claim, and the node read with it."""
-    status, detail = int(settled[0]), str(text(settled[1]) or "")
-    if status == HOLDS_OTHER:
+    if settled.status == HOLDS_OTHER:
         return None if not settle(rt, [a]) else (a.lease(), _node(rt, a))
-    if status == SETTLED and detail:
+    if settled.status == SETTLED and settled.detail:
         # A copy of the job waits (a Match with wait, elsewhere): take it out of the channels
         # and wake it. Nobody else needs a wake-up, so a plain Match publishes nothing.
-        unwait(rt, a.job_id, detail, skip=a.partition)
+        unwait(rt, a.job_id, settled.detail, skip=a.partition)
         rt.client.execute_command(*wake_command(rt, a))
     rt.batcher.defer(command=("ZREM", rt.keys.partition(a.partition).outbox, a.lease_id))
     (node,) = nodes_from_replies(rt, [a.node_id], reads)
@@ -248,16 +235,13 @@ def try_partition(
     pk = rt.keys.partition(partition)
     cursor = ""
     while True:
-        result = rt.scripts.call(
-            "match", pk.match_keys(), _match_args(rt, pk, job, excluded, scheduler, wait_ms, cursor)
-        )
-        outcome = _decided(job, result, scheduler)
-        if not isinstance(outcome, str):
-            return outcome
-        cursor = outcome
+        matched = rt.scripts.call(_match(rt, pk, job, excluded, scheduler, wait_ms, cursor))
+        if matched.code != calls.MORE:
+            return _decided(job, matched, scheduler)
+        cursor = matched.cursor
 
 
-def _match_args(
+def _match(
     rt: Runtime,
     pk: PartitionKeys,
     job: JobSpec,
@@ -265,48 +249,41 @@ def _match_args(
     scheduler: str,
     wait_ms: int,
     cursor: str,
-) -> list[str | int]:
-    """match.lua's ARGV (see its header)."""
-    return [
-        *rt.context(pk),
+) -> ScriptCall[calls.Matched]:
+    return calls.match(
+        rt,
+        pk,
         job.job_id,
-        job.model,
-        job.min_vram_mb,
-        ",".join(job.gpu_models),
-        job.subcloud,
-        "\n".join(f"{k}={v}" for k, v in sorted(job.labels.items())),
-        ",".join(sorted(excluded)),
-        job.lease_ttl_ms,
-        POLICY_NUMBERS[job.policy],
-        rt.config.match_walk,
-        cursor,
-        random.getrandbits(31),
-        scheduler,
-        1 if wait_ms > 0 else 0,
-        job.priority,
-        wait_ms,
-        ",".join(sorted(job.isolated)),
-        ",".join(sorted(job.granted)),
-    ]
+        model=job.model,
+        min_vram_mb=job.min_vram_mb,
+        gpu_models=job.gpu_models,
+        subcloud=job.subcloud,
+        labels=job.labels,
+        excluded=sorted(excluded),
+        lease_ttl_ms=job.lease_ttl_ms,
+        policy=POLICY_NUMBERS[job.policy],
+        cursor=cursor,
+        seed=random.getrandbits(31),
+        scheduler=scheduler,
+        wait_ms=wait_ms,
+        priority=job.priority,
+        isolated=sorted(job.isolated),
+        granted=sorted(job.granted),
+    )
 
 
-def _decided(job: JobSpec, result: list[Any], scheduler: str) -> Assignment | int | str | None:
-    """match.lua's answer: an Assignment, a waiting position, None (nothing fits), or the
-    cursor to go on from (a str: the walk was cut short)."""
-    code = int(result[0])
-    if code == NONE:
-        return None
-    if code == MORE:
-        return str(result[1])
-    if code == WAITING:
-        return int(result[1])
-    if code == OTHER_MODEL:
+def _decided(job: JobSpec, matched: calls.Matched, scheduler: str) -> Assignment | int | None:
+    """match.lua's decision: an Assignment, a waiting position, or None (nothing fits)."""
+    if matched.code == calls.WAITING:
+        return matched.position
+    if matched.code == calls.OTHER_MODEL:
         raise FailedPrecondition(
-            f"job {job.job_id!r} is waiting for model {result[1]!s}: cancel it or use a new job_id",
+            f"job {job.job_id!r} is waiting for model {matched.other_model}: cancel it or use a new job_id",
             reason="JOB_ID_CONFLICT",
         )
-    _, lease_id, token, expire_ms, node_id = result
-    return Assignment(job.job_id, str(lease_id), int(token), int(expire_ms), str(node_id), scheduler)
+    if matched.code != calls.CLAIMED:
+        return None
+    return matched.assignment(job.job_id, scheduler)
 
 
 async def match_on_loop(
@@ -322,9 +299,9 @@ async def match_on_loop(
     if not candidates:
         return None
     pk = rt.keys.partition(candidates[0])
-    claim: Call = ("match", pk.match_keys(), _match_args(rt, pk, job, set(job.excluded), "", 0, ""))
-    (result,), (tried,) = await rt.batcher.pipeline([claim], [("SMEMBERS", rt.keys.job_tried(job.job_id))])
-    outcome = _decided(job, result, "")
+    claim = _match(rt, pk, job, set(job.excluded), "", 0, "")
+    (matched,), (tried,) = await rt.batcher.pipeline([claim], [("SMEMBERS", rt.keys.job_tried(job.job_id))])
+    outcome = None if matched.code == calls.MORE else _decided(job, matched, "")
     if not isinstance(outcome, Assignment):
         return None
     if outcome.node_id in tried:

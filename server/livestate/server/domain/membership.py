@@ -10,13 +10,13 @@ before a revocation cannot undo it (lua/lib.lua, grant_apply).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Sequence
 
 import redis
 
 from livestate.server.core.errors import Unavailable
+from livestate.server.store import calls
 from livestate.server.store.keys import Keys, Partition
 from livestate.server.store.runtime import Runtime
 
@@ -25,22 +25,13 @@ GRANT, REVOKE, REFUSED = "grant", "revoke", "refused"
 VERSION_FIELD = "#v"  # node ids never contain '#'
 
 
-@dataclasses.dataclass(frozen=True)
-class Change:
-    """What grant.lua did: the version of the change, and how many nodes it changed."""
-
-    version: str
-    changed: int
-
-
 def change(
     rt: Runtime, subcloud: str, node_ids: Sequence[str], action: str, actor: str, reason: str
-) -> Change:
+) -> calls.Granted:
     """Grants (or revokes) and waits until every node's partition has the change: after this
     returns, every Match that starts reads it."""
     meta = json.dumps({"actor": actor, "reason": reason})
-    version, changed = rt.scripts.call("grant", [rt.keys.grants(subcloud)], [action, meta, *node_ids])
-    done = Change(str(version), int(changed))
+    done = rt.scripts.call(calls.grant(rt, subcloud, node_ids, action=action, meta=meta))
     _copy_to_partitions(rt, subcloud, node_ids, done.version, action == GRANT)
     audit(rt, [(subcloud, node_id, action) for node_id in node_ids], actor, reason)
     return done
@@ -61,8 +52,9 @@ def _copy_to_partitions(
                 by_partition.setdefault(partition, []).append(node_id)
         for partition, nodes in by_partition.items():
             pk = rt.keys.partition(partition)
-            args = [*rt.context(pk), subcloud, version, 1 if granted else 0]
-            rt.scripts.call("membership", [pk.control(n) for n in nodes], args)
+            rt.scripts.call(
+                calls.membership(rt, pk, nodes, subcloud=subcloud, version=version, granted=granted)
+            )
         now_at = _locate(rt, list(todo))
         todo = {n: p for n, p in now_at.items() if p is not None and p != todo[n]}
         if not todo:

@@ -11,22 +11,20 @@ go NOT_SERVING while Redis does not answer and SERVING when it does again; the o
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 import redis
 
 from livestate.server.core import metrics
-from livestate.server.domain.assignments import parse, settle
+from livestate.server.domain.assignments import settle
 from livestate.server.process.fallback import Fallback
+from livestate.server.store import calls
 from livestate.server.store.keys import Partition
 from livestate.server.store.runtime import Runtime
-from livestate.server.store.scripts import Call
 
 log = logging.getLogger(__name__)
 
@@ -34,36 +32,6 @@ log = logging.getLogger(__name__)
 MAX_ROUNDS = 20
 # Refresh partition-wide TTLs once per this many ticks (it walks each partition's index catalogue).
 REFRESH_EVERY = 20
-
-
-@dataclasses.dataclass(frozen=True)
-class Swept:
-    """sweep.lua's reply."""
-
-    suspected: int
-    offlined: int
-    expired: int
-    more: bool
-    empty: bool
-    forgotten: list[str]
-    handed: list[Any]
-    unsettled: list[Any]
-
-    @classmethod
-    def parse(cls, reply: list[Any]) -> Swept:
-        suspected, offlined, expired, more, empty, n_forgotten, *rest = reply
-        forgotten, (n_handed, *rest) = rest[:n_forgotten], rest[n_forgotten:]
-        handed, unsettled = rest[: 6 * int(n_handed)], rest[6 * int(n_handed) :]
-        return cls(
-            int(suspected),
-            int(offlined),
-            int(expired),
-            bool(more),
-            bool(empty),
-            [str(n) for n in forgotten],
-            handed,
-            unsettled,
-        )
 
 
 class Maintenance:
@@ -91,7 +59,7 @@ class Maintenance:
         self._thread.join(timeout=5)
         # Hand the role over at once rather than after the lease lapses.
         with contextlib.suppress(redis.exceptions.RedisError):
-            self.rt.scripts.call("del_if_equal", [self.rt.keys.sweeper], [self.token])
+            self.rt.scripts.call(calls.del_if_equal(self.rt.keys.sweeper, self.token))
 
     def _loop(self) -> None:
         due = time.monotonic()
@@ -138,7 +106,7 @@ class Maintenance:
             )
             rt.locator.clear()
         lease_ms = int(2 * rt.config.sweep_interval * 1000) + 100
-        if not int(rt.scripts.call("hold", [rt.keys.sweeper], [self.token, lease_ms])):
+        if not rt.scripts.call(calls.hold(rt.keys.sweeper, token=self.token, lease_ms=lease_ms)):
             return
         self.sweeps += 1
         with metrics.SWEEP_SECONDS.time():
@@ -152,35 +120,26 @@ class Maintenance:
 
     def _sweep(self, parts: list[Partition], refresh: bool) -> list[Partition]:
         rt, cfg = self.rt, self.rt.config
-        calls: list[Call] = []
-        for p in parts:
-            pk = rt.keys.partition(p)
-            calls.append(
-                (
-                    "sweep",
-                    pk.sweep_keys(),
-                    [
-                        *rt.context(pk),
-                        int(cfg.retention * 1000),
-                        int((cfg.retention + cfg.forget_margin) * 1000),
-                        cfg.sweep_batch,
-                        1 if refresh else 0,
-                        int(cfg.outbox_settle_after * 1000),
-                    ],
-                )
+        sweeps = [
+            calls.sweep(
+                rt,
+                rt.keys.partition(p),
+                retention_ms=int(cfg.retention * 1000),
+                offline_ttl_ms=int((cfg.retention + cfg.forget_margin) * 1000),
+                limit=cfg.sweep_batch,
+                refresh=refresh,
+                outbox_age_ms=int(cfg.outbox_settle_after * 1000),
             )
-        results = rt.scripts.call_many(calls)
+            for p in parts
+        ]
         again, released, empty = [], [], []
-        for p, result in zip(parts, results, strict=True):
-            if isinstance(result, Exception):
-                raise result
-            swept = Swept.parse(result)
+        for p, swept in zip(parts, rt.scripts.run_all(sweeps), strict=True):
             suspected, offlined, expired, more = swept.suspected, swept.offlined, swept.expired, swept.more
             forgotten = swept.forgotten
             if swept.handed:  # slots of expired leases went to waiting jobs
-                settle(rt, parse(swept.handed))
+                settle(rt, swept.handed)
             if swept.unsettled:  # assignments whose caller never recorded them
-                settle(rt, parse(swept.unsettled), drain=True)
+                settle(rt, swept.unsettled, drain=True)
             if swept.empty:
                 empty.append(p)
             if suspected or offlined or expired or forgotten:
@@ -201,7 +160,7 @@ class Maintenance:
             self._drop_empty(empty)
         if released:
             rt.scripts.call_many(
-                [("del_if_equal", [rt.keys.locator(node_id)], [p.label]) for p, node_id in released]
+                [calls.del_if_equal(rt.keys.locator(node_id), p.label) for p, node_id in released]
             )
             for _, node_id in released:
                 rt.locator.forget(node_id)

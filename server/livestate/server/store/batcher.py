@@ -39,7 +39,7 @@ from redis._parsers.base import BaseParser
 from livestate.server.core import metrics
 from livestate.server.core.errors import Unavailable
 from livestate.server.store import replication
-from livestate.server.store.scripts import Call, Command, Scripts
+from livestate.server.store.scripts import Call, Command, R, ScriptCall, Scripts
 
 _NOT_YET = object()  # hiredis: no whole reply buffered yet
 
@@ -61,9 +61,9 @@ class _Item:
         if self.call is None:
             assert self.command is not None
             return _pack(self.command)
-        name, keys, args = self.call
+        name = self.call.name
         head = ("EVAL", scripts.sources[name]) if self.as_eval else ("EVALSHA", scripts.sha(name))
-        return _pack((*head, len(keys), *keys, *args))
+        return _pack((*head, *self.call.wire))
 
 
 class BeatBatcher:
@@ -98,7 +98,9 @@ class BeatBatcher:
         for lane in self._lanes.values():
             lane.close(redis.exceptions.ConnectionError("livestate is stopping"))
 
-    def call(self, call: Call, *, timeout: float, touch_key: str | None = None, touch_ttl_ms: int = 0) -> Any:
+    def call(
+        self, call: ScriptCall[R], *, timeout: float, touch_key: str | None = None, touch_ttl_ms: int = 0
+    ) -> R:
         """`call_async` for a blocking caller on another thread: raises what the call raised, or
         Unavailable when no answer came within `timeout` seconds."""
         assert self._loop is not None, "the batcher has not started"
@@ -106,12 +108,14 @@ class BeatBatcher:
             self.call_async(call, touch_key=touch_key, touch_ttl_ms=touch_ttl_ms), self._loop
         )
         try:
-            return waiting.result(timeout)
+            return waiting.result(timeout)  # decoded by call_async
         except concurrent.futures.TimeoutError:
             waiting.cancel()
             raise Unavailable("redis did not answer within the call's deadline") from None
 
-    async def call_async(self, call: Call, *, touch_key: str | None = None, touch_ttl_ms: int = 0) -> Any:
+    async def call_async(
+        self, call: ScriptCall[R], *, touch_key: str | None = None, touch_ttl_ms: int = 0
+    ) -> R:
         """Runs one script call in this turn's batch (with a PEXPIRE of `touch_key`, if given).
         No timer of its own: every batch has one, and a batch that fails takes what is behind it
         along."""
@@ -120,13 +124,13 @@ class BeatBatcher:
         self._queue(_Item(call, future=future))
         if touch_key is not None:
             self._queue(_Item(command=("PEXPIRE", touch_key, touch_ttl_ms)))
-        return await future
+        return call.decode(await future)
 
     async def pipeline(
-        self, calls: Sequence[Call], commands: Sequence[Command]
-    ) -> tuple[list[Any], list[Any]]:
-        """Script calls and plain commands in this turn's batch, in that order; their replies
-        (raw: a hash is a flat list), or the first error among them."""
+        self, calls: Sequence[ScriptCall[R]], commands: Sequence[Command]
+    ) -> tuple[list[R], list[Any]]:
+        """Script calls and plain commands in this turn's batch, in that order; the calls' decoded
+        replies and the commands' raw ones (a hash is a flat list), or the first error among them."""
         assert self._loop is not None, "the batcher has not started"
         call_replies = [self._loop.create_future() for _ in calls]
         command_replies = [self._loop.create_future() for _ in commands]
@@ -135,7 +139,8 @@ class BeatBatcher:
         for command, future in zip(commands, command_replies, strict=True):
             self._queue(_Item(command=command, future=future))
         replies = await asyncio.gather(*call_replies, *command_replies)
-        return replies[: len(calls)], replies[len(calls) :]
+        decoded = [call.decode(reply) for call, reply in zip(calls, replies, strict=False)]
+        return decoded, replies[len(calls) :]
 
     def defer(self, *, call: Call | None = None, command: Command | None = None) -> None:
         """Sends a tidy-up nobody waits for with the next batch (from any thread). Only for what a
@@ -174,7 +179,7 @@ class BeatBatcher:
     def _lane_for(self, item: _Item) -> _Lane:
         name = ""
         if self._cluster:
-            key = item.call[1][0] if item.call is not None else replication.first_key(item.command or ("",))
+            key = item.call.keys[0] if item.call is not None else replication.first_key(item.command or ("",))
             cluster = cast(redis.cluster.RedisCluster, self._client)
             name = cluster.nodes_manager.get_node_from_slot(cluster.keyslot(key)).name
         lane = self._lanes.get(name)

@@ -10,8 +10,9 @@ from collections.abc import Sequence
 import redis
 import redis.cluster
 
+from livestate.server.store import calls
 from livestate.server.store.keys import Keys, Partition
-from livestate.server.store.scripts import Call, Scripts
+from livestate.server.store.scripts import Scripts
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,10 @@ class EpochTracker:
         pkeys = [self._keys.partition(p).epoch for p in parts]
         run_ids = self._run_ids([*pkeys, self._keys.epoch])
         since = self._refresh_partitions(parts, pkeys, run_ids[:-1])
-        reply = self._scripts.call("epoch", [self._keys.epoch], [run_ids[-1], self.mark, 1, since])
-        return self.observe(reply)
+        seen = self._scripts.call(
+            calls.epoch(self._keys.epoch, run_id=run_ids[-1], mark=self.mark, advance=True, since_ms=since)
+        )
+        return self.observe(seen)
 
     def _refresh_partitions(self, parts: list[Partition], pkeys: list[str], run_ids: list[str]) -> int:
         """Advances each partition's epoch marker; returns the newest epoch among partitions whose
@@ -72,15 +75,13 @@ class EpochTracker:
             return 0
         with self._lock:
             marks = [self._parts.get(p, (0, 0))[1] for p in parts]
-        calls: list[Call] = [
-            ("epoch", [key], [run_id, mark, 1])
+        marked = [
+            calls.epoch(key, run_id=run_id, mark=mark, advance=True)
             for key, run_id, mark in zip(pkeys, run_ids, marks, strict=True)
         ]
         since = 0
-        for p, reply in zip(parts, self._scripts.call_many(calls), strict=True):
-            if isinstance(reply, Exception):
-                raise reply
-            since = max(since, self._saw(p, reply))
+        for p, seen in zip(parts, self._scripts.run_all(marked), strict=True):
+            since = max(since, self._saw(p, seen))
         return since
 
     def partition_seen(self, partition: Partition) -> tuple[int, int]:
@@ -88,10 +89,10 @@ class EpochTracker:
         with self._lock:
             return self._parts.get(partition, (0, 0))
 
-    def _saw(self, partition: Partition, reply: list[int | str]) -> int:
+    def _saw(self, partition: Partition, seen: calls.EpochSeen) -> int:
         """Records a partition's epoch; returns it when it moved on since this process last saw
         it (the partition's state was lost), else 0."""
-        epoch, mark = (int(v) for v in reply)
+        epoch, mark = seen.epoch_ms, seen.mark
         with self._lock:
             before, seen_mark = self._parts.get(partition, (0, 0))
             self._parts[partition] = (max(before, epoch), max(seen_mark, mark))
@@ -110,38 +111,51 @@ class EpochTracker:
         """Forgets what this process saw of the Redis it left and reads the epoch of the one it
         serves from now: a new epoch there unless one began at or after `since_ms` (see
         lua/epoch.lua), so records written before this process last left it count as stale."""
-        reply = self._scripts.call(
-            "epoch", [self._keys.epoch], [self._run_ids([self._keys.epoch])[0], 0, 0, since_ms]
+        seen = self._scripts.call(
+            calls.epoch(
+                self._keys.epoch,
+                run_id=self._run_ids([self._keys.epoch])[0],
+                mark=0,
+                advance=False,
+                since_ms=since_ms,
+            )
         )
         # Only now: a failed call leaves leave()'s distrust in place.
         with self._lock:
             self.current = 0
             self.mark = 0
             self._parts.clear()
-        return self.observe(reply)
+        return self.observe(seen)
 
     def queue(self, pipe: redis.client.Pipeline, partition: Partition) -> None:
         """Queues reads of the epoch and of `partition`'s epoch (starting either when there is
         none) on a pipeline; pass their two replies to observe_registration."""
         with self._lock:
             mark = self._parts.get(partition, (0, 0))[1]
-        self._scripts.add(pipe, "epoch", [self._keys.epoch], ["", self.mark, 0])
-        self._scripts.add(pipe, "epoch", [self._keys.partition(partition).epoch], ["", mark, 0])
+        self._scripts.add(pipe, calls.epoch(self._keys.epoch, run_id="", mark=self.mark, advance=False))
+        self._scripts.add(
+            pipe, calls.epoch(self._keys.partition(partition).epoch, run_id="", mark=mark, advance=False)
+        )
 
     def observe_registration(
         self, partition: Partition, reply: list[int | str], part_reply: list[int | str]
     ) -> int:
+        """(The replies are raw: they come from the registration's own pipeline.)"""
         """The epoch a registration into `partition` is stamped with. A partition that lost its
         state starts a new epoch here and now, not at the next maintenance tick: a node stamped
         with the old one in between would be stale at once, and told to resync a second time."""
-        self.observe(reply)
-        since = self._saw(partition, part_reply)
+        self.observe(calls.epoch_seen(reply))
+        since = self._saw(partition, calls.epoch_seen(part_reply))
         if not since or self.current >= since:
             return self.current
-        return self.observe(self._scripts.call("epoch", [self._keys.epoch], ["", self.mark, 0, since]))
+        return self.observe(
+            self._scripts.call(
+                calls.epoch(self._keys.epoch, run_id="", mark=self.mark, advance=False, since_ms=since)
+            )
+        )
 
-    def observe(self, reply: list[int | str]) -> int:
-        epoch, mark = (int(v) for v in reply)
+    def observe(self, seen: calls.EpochSeen) -> int:
+        epoch, mark = seen.epoch_ms, seen.mark
         with self._lock:
             # Epochs only grow; a slower concurrent refresh must not move the cache backwards.
             self.current = max(self.current, epoch)

@@ -7,11 +7,12 @@ a retry never runs a script twice.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.resources
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, get_args
+from typing import Any, Generic, Literal, TypeVar, get_args
 
 import redis
 import redis.cluster
@@ -40,8 +41,27 @@ ScriptName = Literal[
 ]
 SCRIPT_NAMES: tuple[ScriptName, ...] = get_args(ScriptName)
 
-Call = tuple[ScriptName, Sequence[str], Sequence[str | int | float]]
 Command = tuple[str | int | float, ...]
+R = TypeVar("R")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ScriptCall(Generic[R]):
+    """One call of one script, built by its wrapper in calls.py: `decode` turns the raw reply
+    into what the wrapper promises."""
+
+    name: ScriptName
+    keys: Sequence[str]
+    args: Sequence[str | int | float]
+    decode: Callable[[Any], R]
+
+    @property
+    def wire(self) -> tuple[str | int | float, ...]:
+        """What follows EVALSHA <sha> or EVAL <source>."""
+        return (len(self.keys), *self.keys, *self.args)
+
+
+Call = ScriptCall[Any]
 
 
 def _read(name: str) -> str:
@@ -71,37 +91,44 @@ class Scripts:
     def sha(self, name: ScriptName) -> str:
         return self._sha[name]
 
-    def call(self, name: ScriptName, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
+    def call(self, call: ScriptCall[R]) -> R:
         try:
             with metrics.redis_timed("script"):
-                return self._client.evalsha(self._sha[name], len(keys), *keys, *args)
+                return call.decode(
+                    self._client.evalsha(self._sha[call.name], len(call.keys), *call.keys, *call.args)
+                )
         except redis.exceptions.NoScriptError:
             self.load()
             with metrics.redis_timed("script"):
-                return self._client.evalsha(self._sha[name], len(keys), *keys, *args)
+                return call.decode(
+                    self._client.evalsha(self._sha[call.name], len(call.keys), *call.keys, *call.args)
+                )
 
-    def call_many(self, calls: Sequence[Call]) -> list[Any]:
-        """Runs the calls in one pipeline; each result is a value or the exception it raised.
-        After NOSCRIPT (those calls did not run), loads the sources and sends those again."""
+    def call_many(self, calls: Sequence[ScriptCall[R]]) -> list[R | Exception]:
+        """Runs the calls in one pipeline; each result is a decoded reply or the exception it
+        raised. After NOSCRIPT (those calls did not run), loads the sources and sends those again."""
         results = self._run(calls)
         missing = [i for i, r in enumerate(results) if isinstance(r, redis.exceptions.NoScriptError)]
         if missing:
             self.load()
             for i, result in zip(missing, self._run([calls[i] for i in missing]), strict=True):
                 results[i] = result
-        return results
+        return [r if isinstance(r, Exception) else c.decode(r) for c, r in zip(calls, results, strict=True)]
 
-    def add(
-        self,
-        pipe: redis.client.Pipeline,
-        name: ScriptName,
-        keys: Sequence[str],
-        args: Sequence[str | int | float],
-    ) -> None:
-        """Queues one script call on a pipeline being built for `pipeline`."""
+    def run_all(self, calls: Sequence[ScriptCall[R]]) -> list[R]:
+        """`call_many`, raising the first error."""
+        results = self.call_many(calls)
+        for r in results:
+            if isinstance(r, Exception):
+                raise r
+        return results  # type: ignore[return-value]
+
+    def add(self, pipe: redis.client.Pipeline, call: Call) -> None:
+        """Queues one script call on a pipeline being built for `pipeline`; its reply there is
+        raw: pass it to `call.decode`."""
         # As a raw command: redis-py's cluster pipeline refuses its evalsha method, though it
         # routes EVALSHA by its keys like any command.
-        pipe.execute_command("EVALSHA", self._sha[name], len(keys), *keys, *args)
+        pipe.execute_command("EVALSHA", self._sha[call.name], *call.wire)
 
     def pipeline(self, build: Callable[[redis.client.Pipeline], None]) -> list[Any]:
         """Runs a pipeline of plain commands and at most one script call, built by `build`, and
@@ -124,7 +151,7 @@ class Scripts:
 
     def _run(self, calls: Sequence[Call]) -> list[Any]:
         pipe = self._client.pipeline(transaction=False)
-        for name, keys, args in calls:
-            pipe.execute_command("EVALSHA", self._sha[name], len(keys), *keys, *args)
+        for call in calls:
+            self.add(pipe, call)
         with metrics.redis_timed("pipeline"):
             return list(pipe.execute(raise_on_error=False))
