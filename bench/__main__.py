@@ -501,13 +501,14 @@ def main() -> None:
             f"p99 {jobs_paced['p99_ms']:.1f} ms; dead-lettered {jobs_burst['dead'] + jobs_paced['dead']}"
         )
     lua_prelude = prelude.run()
-    scripts_per_pair = 4  # match, settle, release, the deferred clear (see the report)
-    prelude_share = 100 * scripts_per_pair * lua_prelude["prelude_us"] / pair_cost["redis_us"]
+    pair_share = 100 * lua_prelude["pair_helpers_us"] / pair_cost["redis_us"]
+    pair_calls = len(lua_prelude["pair_scripts"])
+    every_share = 100 * pair_calls * lua_prelude["every_helper_us"] / pair_cost["redis_us"]
     print(
-        f"Lua prelude (lib.lua, {lua_prelude['lib_lines']} lines) per script call: "
-        f"{lua_prelude['prelude_us']:.1f} us of Redis CPU ({lua_prelude['bare_us']:.1f} us for a bare "
-        f"call, {lua_prelude['with_lib_us']:.1f} us after lib.lua); {scripts_per_pair} calls per pair = "
-        f"{prelude_share:.1f}% of a pair's Redis CPU"
+        f"Lua helpers: a Match + Release pair's {pair_calls} script calls spend "
+        f"{lua_prelude['pair_helpers_us']:.1f} us of Redis CPU defining the helpers they use "
+        f"({pair_share:.1f}% of the pair's); every helper in every script would be "
+        f"{lua_prelude['every_helper_us']:.1f} us per call ({every_share:.1f}%)"
     )
     results = {
         "date": time.strftime("%Y-%m-%d"),
@@ -560,11 +561,7 @@ def main() -> None:
         "open_loop": [{"processes": n, "rate": rate, **run} for n, rate, run in open_loop],
         "bursts": burst_runs,
         "dispatch": {"burst": jobs_burst, "paced": jobs_paced},
-        "prelude": {
-            **lua_prelude,
-            "scripts_per_pair": scripts_per_pair,
-            "pair_redis_us": pair_cost["redis_us"],
-        },
+        "prelude": {**lua_prelude, "pair_redis_us": pair_cost["redis_us"]},
         "memory": sizes,
         "liveness": silent,
     }

@@ -1,20 +1,24 @@
-"""What the shared Lua prelude costs: every livestate script is lib.lua (its helpers, defined as
-local functions) followed by the script's own body, so each call defines every helper again
-before its body runs. Measured as Redis's own CPU per EVALSHA (INFO commandstats), on a Redis of
-its own: a trivial body alone, and the same body after lib.lua. The difference is what the
-prelude adds to every script call; the report sets it beside a Match + Release pair's Redis CPU.
+"""What the shared Lua helpers cost: each script is loaded with the helpers it uses (prelude.py),
+defined again on every call before its body runs. Measured as Redis's own CPU per EVALSHA (INFO
+commandstats), on a Redis of its own: a trivial body alone, the same body after each script's
+helpers, and after every helper (what each call paid when every script carried them all). The
+report sets the helpers of a Match + Release pair's script calls beside the pair's Redis CPU.
 """
 
 from __future__ import annotations
 
-import importlib.resources
 from typing import Any
 
 import redis
 
+from livestate.server.store import prelude as helpers_of
 from livestate.server.store.embedded import EmbeddedRedis
+from livestate.server.store.scripts import SCRIPT_NAMES, lib_helpers, read_lua
 
 BODY = "return 1"
+# The script calls of one Match + Release pair: the claim, settling it on the job, the release,
+# and the deferred clear of the job's lease (see the report).
+PAIR = ("match", "settle", "release", "del_if_equal")
 
 
 def _usec_per_call(client: redis.Redis, sha: str, calls: int) -> float:
@@ -29,22 +33,36 @@ def _usec_per_call(client: redis.Redis, sha: str, calls: int) -> float:
     return float(stats["cmdstat_evalsha"]["usec_per_call"])
 
 
-def run(calls: int = 20_000, rounds: int = 3) -> dict[str, float]:
-    lib = (importlib.resources.files("livestate.server.store") / "lua" / "lib.lua").read_text("utf-8")
+def run(calls: int = 20_000, rounds: int = 3) -> dict[str, Any]:
+    lib = lib_helpers()
+    every = "".join(h.text for h in lib)
+    own: dict[str, str] = {name: helpers_of.prelude(lib, read_lua(name)) for name in SCRIPT_NAMES}
     with EmbeddedRedis() as embedded:
         client = redis.Redis.from_url(embedded.url)
         try:
-            bare = client.script_load(BODY)
-            prelude = client.script_load(lib + "\n" + BODY)
-            # Alternating rounds, best of each: the least the machine's noise leaves.
-            bare_us = min(_usec_per_call(client, bare, calls) for _ in range(rounds))
-            with_lib_us = min(_usec_per_call(client, prelude, calls) for _ in range(rounds))
+
+            def cost(prefix: str) -> float:
+                sha = client.script_load(prefix + "\n" + BODY)
+                # Best of several rounds: the least the machine's noise leaves.
+                return min(_usec_per_call(client, sha, calls) for _ in range(rounds))
+
+            bare_us = cost("")
+            all_us = cost(every)
+            scripts = {
+                name: {
+                    "helpers": len([h for h in lib if h.text in own[name]]),
+                    "us": max(0.0, cost(text) - bare_us) if text else 0.0,
+                }
+                for name, text in own.items()
+            }
         finally:
             client.close()
     return {
         "calls": calls,
         "bare_us": bare_us,
-        "with_lib_us": with_lib_us,
-        "prelude_us": max(0.0, with_lib_us - bare_us),
-        "lib_lines": len(lib.splitlines()),
+        "every_helper_us": max(0.0, all_us - bare_us),
+        "helpers_total": len(lib),
+        "scripts": scripts,
+        "pair_scripts": list(PAIR),
+        "pair_helpers_us": sum(scripts[name]["us"] for name in PAIR),
     }

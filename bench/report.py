@@ -350,22 +350,30 @@ def _dispatch(d: dict[str, Any] | None) -> list[str]:
 def _prelude(p: dict[str, Any] | None) -> list[str]:
     if not p:
         return []
-    share = 100 * p["scripts_per_pair"] * p["prelude_us"] / p["pair_redis_us"]
+    pair = p["pair_scripts"]
+    pair_share = 100 * p["pair_helpers_us"] / p["pair_redis_us"]
+    every_share = 100 * len(pair) * p["every_helper_us"] / p["pair_redis_us"]
+    rows = [
+        f"| {name} | {s['helpers']} of {p['helpers_total']} | {_f(s['us'], 2)} |"
+        for name, s in sorted(p["scripts"].items(), key=lambda item: -item[1]["us"])
+    ]
     return [
-        "## The shared Lua prelude (lib.lua)",
+        "## The shared Lua helpers (lua/lib/)",
         "",
-        f"Every script is lib.lua ({p['lib_lines']} lines of helpers) and then its own body, so each "
-        "call defines every helper again. Redis CPU per EVALSHA (INFO commandstats, best of 3 rounds "
-        f"of {p['calls']:,} calls, on a Redis of its own):",
+        "Each script is loaded with the helpers it uses (store/prelude.py), which it defines again on "
+        "every call. Redis CPU per EVALSHA that the helpers add to a trivial body (INFO commandstats, "
+        f"best of 3 rounds of {p['calls']:,} calls, on a Redis of its own; a bare call is "
+        f"{_f(p['bare_us'], 2)} us):",
         "",
-        "| script | Redis CPU per call (us) |",
-        "|---|---|",
-        f"| `return 1` | {_f(p['bare_us'], 2)} |",
-        f"| lib.lua, then `return 1` | {_f(p['with_lib_us'], 2)} |",
-        f"| what the prelude adds | {_f(p['prelude_us'], 2)} |",
+        "| script | helpers | added per call (us) |",
+        "|---|---|---|",
+        *rows,
+        f"| (every helper) | {p['helpers_total']} of {p['helpers_total']} | {_f(p['every_helper_us'], 2)} |",
         "",
-        f"A Match + Release pair makes {p['scripts_per_pair']} script calls: the prelude is "
-        f"{_f(share)}% of the pair's Redis CPU ({_f(p['pair_redis_us'], 0)} us) in this run.",
+        f"A Match + Release pair makes {len(pair)} script calls ({', '.join(pair)}): their helpers cost "
+        f"{_f(p['pair_helpers_us'], 2)} us, {_f(pair_share)}% of the pair's Redis CPU "
+        f"({_f(p['pair_redis_us'], 0)} us) in this run; every helper in every script would be "
+        f"{_f(every_share)}%.",
         "",
     ]
 

@@ -56,11 +56,21 @@ def test_report_names_what_limits_each_missed_target_and_nothing_when_all_hold()
     assert "Missed" not in held
 
 
-def test_the_prelude_section_sets_its_cost_beside_a_pairs_redis_cpu() -> None:
-    measured = {"calls": 20_000, "bare_us": 1.5, "with_lib_us": 4.0, "prelude_us": 2.5, "lib_lines": 450}
+def test_the_prelude_section_sets_each_scripts_helpers_beside_a_pairs_redis_cpu() -> None:
+    measured = {
+        "calls": 20_000,
+        "bare_us": 1.5,
+        "every_helper_us": 2.5,
+        "helpers_total": 40,
+        "scripts": {"match": {"helpers": 20, "us": 1.5}, "settle": {"helpers": 0, "us": 0.0}},
+        "pair_scripts": ["match", "settle"],
+        "pair_helpers_us": 1.5,
+    }
 
-    lines = report._prelude({**measured, "scripts_per_pair": 4, "pair_redis_us": 500.0})
+    lines = report._prelude({**measured, "pair_redis_us": 500.0})
 
-    assert "| what the prelude adds | 2.50 |" in lines
-    assert any("the prelude is 2.0% of the pair's Redis CPU (500 us)" in line for line in lines)
+    assert "| match | 20 of 40 | 1.50 |" in lines
+    assert "| settle | 0 of 40 | 0.00 |" in lines
+    assert any("their helpers cost 1.50 us, 0.3% of the pair's Redis CPU (500 us)" in line for line in lines)
+    assert any("every helper in every script would be 1.0%" in line for line in lines)
     assert report._prelude(None) == []

@@ -72,7 +72,7 @@ def test_the_readme_layout_names_every_server_module_and_script() -> None:
     layout = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
     named = set(re.findall(r"[\w]+\.(?:py|lua)\b", layout))
     files = {p.name for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
-    files |= {p.name for p in (PACKAGE / "store" / "lua").glob("*.lua")}
+    files |= {p.name for p in (PACKAGE / "store" / "lua").rglob("*.lua")}
     assert sorted(files - named) == []
     for layer in LAYERS:
         assert re.search(rf"^\s+{layer}/", layout, re.M), layer

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.resources
 import time
 
 import redis
@@ -11,6 +10,7 @@ from conftest import ServerFactory
 from harness import OFFLINE, ONLINE, SUSPECT, Harness, wait_for
 from livestate.server import Config
 from livestate.server.store.records import Hearing
+from livestate.server.store.scripts import with_helpers
 
 
 def _sweeper_liveness(ls: Harness, node_id: str) -> str | None:
@@ -143,10 +143,9 @@ return out
 
 
 def test_the_liveness_rule_in_python_agrees_with_the_scripts(redis_client: redis.Redis) -> None:
-    """records.Hearing mirrors hearing/silence in lua/lib.lua; and the sweep's one-bound cutoff
+    """records.Hearing mirrors hearing/silence in lua/lib/hearing.lua; and the sweep's one-bound cutoff
     (silent_before) picks exactly the nodes whose silence exceeds the limit."""
-    lib = (importlib.resources.files("livestate.server.store") / "lua" / "lib.lua").read_text("utf-8")
-    probe = redis_client.register_script(lib + _PROBE)
+    probe = redis_client.register_script(with_helpers(_PROBE))
     config = Config(listen="127.0.0.1:0", heartbeat_interval=1.0, sweep_gap=2.0)  # offline_after 5 s
     now = 1_000_000
     seens = [now - d for d in (0, 500, 2_999, 3_000, 3_001, 6_000, 9_000, 20_000, 60_000)]

@@ -58,6 +58,7 @@ def test_wheel_holds_only_the_livestate_namespace(tmp_path: Path) -> None:
     assert "livestate/client/agent.py" in names
     assert "livestate/server/process/app.py" in names
     assert "livestate/server/store/lua/beat.lua" in names
+    assert "livestate/server/store/lua/lib/base.lua" in names
     # `livestate` is a namespace package shared by the server and client trees.
     assert "livestate/__init__.py" not in names
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()

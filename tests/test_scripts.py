@@ -11,7 +11,8 @@ from redis.crc import key_slot
 
 from harness import Harness
 from livestate.server.store.keys import Keys, Partition, PartitionKeys
-from livestate.server.store.scripts import SCRIPT_NAMES, _read
+from livestate.server.store.prelude import LIB, helpers, prelude
+from livestate.server.store.scripts import SCRIPT_NAMES, read_lua
 
 PARTITIONS = [Partition("mainnet", "eu-west"), Partition("testnet", ""), Partition("a.b", "c_d", 7)]
 NODE = "node-1.x_y"
@@ -34,7 +35,7 @@ PER_ITEM_KEYS = {"membership"}
 
 
 def _declared_keys(name: str) -> int:
-    return len(re.findall(r"^-- KEYS\[(\d+)\]", _read(name), flags=re.M))
+    return len(re.findall(r"^-- KEYS\[(\d+)\]", read_lua(name), flags=re.M))
 
 
 @pytest.mark.parametrize("partition", PARTITIONS, ids=lambda p: p.label)
@@ -55,16 +56,16 @@ def test_every_key_of_a_partition_script_hashes_to_one_slot(script: str, partiti
 def test_script_headers_declare_the_keys_the_server_passes(script: str) -> None:
     pk = Keys("ls").partition(PARTITIONS[0])
     if script in PER_ITEM_KEYS:
-        assert re.search(r"^-- KEYS\[1\.\.n\]", _read(script), flags=re.M)
+        assert re.search(r"^-- KEYS\[1\.\.n\]", read_lua(script), flags=re.M)
     else:
         assert _declared_keys(script) == len(PARTITION_SCRIPTS[script](pk))
-    # Every partition script reads its partition context first, as lib.lua's context() does.
-    assert "-- ARGV[1..18] partition context (lib.lua)" in _read(script)
-    assert "local C = context()" in _read(script)
+    # Every partition script reads its partition context first, as context() in lib/base.lua does.
+    assert "-- ARGV[1..18] partition context (lib/base.lua)" in read_lua(script)
+    assert "local C = context()" in read_lua(script)
 
 
 def test_lua_context_matches_the_key_builder_and_runtime() -> None:
-    lib = _read("lib")
+    lib = read_lua("lib/base")
     body = lib.split("local function context()", 1)[1].split("\nend", 1)[0]
     order = re.findall(r"(\w+) = (?:tonumber\()?ARGV\[(\d+)\]", body)
     assert [int(i) for _, i in order] == list(range(1, 19))
@@ -96,9 +97,9 @@ def test_partitions_land_in_different_slots() -> None:
     assert len(slots) == len(PARTITIONS)
 
 
-@pytest.mark.parametrize("script", [*SCRIPT_NAMES, "lib"])
+@pytest.mark.parametrize("script", [*SCRIPT_NAMES, *(f"lib/{name}" for name in LIB)])
 def test_scripts_never_walk_the_keyspace_or_use_commands_newer_than_redis_7_0(script: str) -> None:
-    source = _read(script)
+    source = read_lua(script)
     calls = set(re.findall(r"redis\.call\('([A-Z]+)'", source))
     assert not calls & {"KEYS", "SCAN", "FLUSHALL", "FLUSHDB", "RANDOMKEY"}
     # Commands of Redis 7.2+ (and Valkey-only ones) would break on Debian's Redis 7.0.
@@ -107,8 +108,28 @@ def test_scripts_never_walk_the_keyspace_or_use_commands_newer_than_redis_7_0(sc
 
 @pytest.mark.parametrize("script", SCRIPT_NAMES)
 def test_scripts_open_with_a_header(script: str) -> None:
-    first = _read(script).splitlines()[0]
+    first = read_lua(script).splitlines()[0]
     assert first.startswith(f"-- {script}.lua: ")
+
+
+@pytest.mark.parametrize("name", LIB)
+def test_helper_files_open_with_a_header_naming_their_concern(name: str) -> None:
+    assert read_lua(f"lib/{name}").startswith(f"-- lib/{name}.lua: ")
+
+
+def test_a_script_is_loaded_with_only_the_helpers_it_uses() -> None:
+    lib = helpers([read_lua(f"lib/{name}") for name in LIB])
+    # A script naming no helper gets none; one naming a helper gets it and what it uses, in order.
+    assert prelude(lib, "return redis.call('GET', KEYS[1])") == ""
+    needed = prelude(lib, "local C = context()\nreturn idle_leave(C, 'n', 'm', 1)")
+    defined = re.findall(r"^local function (\w+)", needed, re.M)
+    assert defined == ["context", "split", "vram_class", "idle_keys", "idle_leave"]
+    assert "serve_waiting" not in needed
+
+
+def test_a_helper_using_one_defined_after_it_is_refused() -> None:
+    with pytest.raises(ValueError, match="before they are defined"):
+        helpers(["local function a() return b() end", "local function b() return 1 end"])
 
 
 def test_partition_label_round_trips() -> None:

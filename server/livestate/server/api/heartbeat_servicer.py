@@ -37,7 +37,7 @@ BeatLike = pb.BeatRequest | pb.HeartbeatRequest
 
 
 # What a beat's answer says besides the interval is beat.lua's decoded reply: its code, and what
-# the node is told of its flags (never SHADOW_BAN and the like: see notices in lua/lib.lua).
+# the node is told of its flags (never SHADOW_BAN and the like: see notices in lua/lib/control.lua).
 Answer = calls.Beaten
 RESYNC = Answer(BEAT_RESYNC)
 

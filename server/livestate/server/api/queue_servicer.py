@@ -1,6 +1,6 @@
 """QueueService: fast queues. Jobs wait in per-(partition, model) channels, highest priority
 first and oldest first within a priority; the script that frees a slot hands it to the head of
-the channel in the same step (serve_waiting in lua/lib.lua).
+the channel in the same step (serve_waiting in lua/lib/waiting.lua).
 
 Assignments for a scheduler are kept in its record until it takes them up (Renew, Release or
 Fail of the lease), and replayed on every Assignments stream it opens, so a scheduler that was

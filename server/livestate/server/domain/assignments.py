@@ -2,7 +2,7 @@
 the job leaves the channels of other partitions, and its scheduler (or waiting Match) hears.
 
 The script that claims the slot has already written everything a crash must not lose: the lease,
-the job's lease in that partition, and an outbox entry (see claim in lua/lib.lua). Settling is
+the job's lease in that partition, and an outbox entry (see claim in lua/lib/leases.lua). Settling is
 derived from those and idempotent (settle.lua), so the caller does it at once, and if the caller
 times out or dies first, the next sweep of any process settles what the outbox still holds.
 

@@ -5,7 +5,7 @@ claim script cannot read it (on a cluster it lives in another slot), so each gra
 is copied into the control hash of the node's partition, and a registration brings the grants of
 the subclouds the node lists into its new partition. Every copy carries the version grant.lua
 gave the change, and a copy never replaces a newer one: a registration that read the grants just
-before a revocation cannot undo it (lua/lib.lua, grant_apply).
+before a revocation cannot undo it (grant_apply in lua/lib/control.lua).
 """
 
 from __future__ import annotations

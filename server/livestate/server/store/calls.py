@@ -22,7 +22,7 @@ from livestate.v1 import lease_pb2
 if TYPE_CHECKING:  # runtime.py builds the epoch tracker, which calls epoch() from here
     from livestate.server.store.runtime import Runtime
 
-# --- what several scripts return: slots handed to waiting jobs (serve_waiting in lib.lua) ------
+# --- what several scripts return: slots handed to waiting jobs (serve_waiting in lib/waiting.lua) ------
 
 
 @dataclasses.dataclass(frozen=True)

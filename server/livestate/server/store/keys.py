@@ -41,7 +41,7 @@ class Partition:
 
 
 def lease_partition(lease_id: str) -> Partition:
-    """The partition a lease id names (lib.lua's claim makes them "<label>/<token in hex>", so
+    """The partition a lease id names (claim in lib/leases.lua makes them "<label>/<token in hex>", so
     Renew/Release/Fail find the lease without a lookup); ValueError when it is not one of ours."""
     label, _, unique = lease_id.rpartition("/")
     if not unique or not re.fullmatch(r"[0-9a-f]{8,64}", unique):
@@ -69,7 +69,7 @@ class PartitionKeys:
         self.wait_models = self.base + "wmodels"
         self.drains = self.base + "drains"
         self.flagexp = self.base + "flagexp"
-        # Assignments not yet recorded on their job (lua/lib.lua claim): the outbox that lets any
+        # Assignments not yet recorded on their job (claim in lua/lib/leases.lua): the outbox that lets any
         # process finish what a crashed or timed-out caller could not.
         self.outbox = self.base + "outbox"
         # This partition's own epoch (lua/epoch.lua): on a cluster a shard can lose its data, or
@@ -80,7 +80,7 @@ class PartitionKeys:
         self.subcloud_base = self.base + "sub:"
         self.idle_base = self.base + "idle:"
         self.idlev_base = self.base + "idlev:"
-        # Lease records are lease_base + lease_id ("<label>/<hex>"); lib.lua also derives
+        # Lease records are lease_base + lease_id ("<label>/<hex>"); the Lua helpers also derive
         # lease_base + "job:<job_id>" (the job's lease here) and + "tried:<job_id>" (nodes here
         # the job failed on) from it: job ids hold no '/', so the names never meet.
         self.lease_base = self.base + "lease:"
@@ -114,7 +114,7 @@ class PartitionKeys:
         return self.wait_base + model
 
     def bases(self) -> list[str]:
-        """The head of every partition script's context (lib.lua): the bases from which scripts
+        """The head of every partition script's context (lib/base.lua): the bases from which scripts
         derive per-item keys (base + id), in the order context() reads them."""
         return [
             self.node_base,

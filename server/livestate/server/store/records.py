@@ -50,7 +50,7 @@ def _split(value: str | None) -> list[str]:
 class Hearing:
     """What a partition's silence is measured against: the epoch (no node is silent for longer
     than the state has existed) and the last outage forgiven [ostart, oend). The rule of
-    `hearing` and `silence` in lua/lib.lua; test_liveness checks that both agree."""
+    `hearing` and `silence` in lua/lib/hearing.lua; test_liveness checks that both agree."""
 
     epoch_ms: int
     ostart_ms: int = 0
@@ -125,7 +125,7 @@ def failure_score(control: Mapping[str, str], now_ms: int, config: Config) -> fl
 
 def grant_field(subcloud: str) -> str:
     """The control-hash field holding the node's membership of `subcloud`: '<version>:1' while
-    granted, '<version>:0' once revoked (grant_apply in lua/lib.lua)."""
+    granted, '<version>:0' once revoked (grant_apply in lua/lib/control.lua)."""
     return GRANT_PREFIX + subcloud
 
 
@@ -138,7 +138,7 @@ def is_granted(value: str | None) -> bool:
 def held_subclouds(listed: Sequence[str], control: Mapping[str, str], granted: Collection[str]) -> list[str]:
     """Of the subclouds a node lists, those it is a member of: the open ones, and those among
     `granted` (membership must be granted) whose grant its control hash holds (member in
-    lua/lib.lua)."""
+    lua/lib/matching.lua)."""
     return [s for s in listed if s not in granted or is_granted(control.get(grant_field(s)))]
 
 

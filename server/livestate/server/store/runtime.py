@@ -48,7 +48,7 @@ class Runtime:
         )
 
     def context(self, pk: PartitionKeys) -> list[str | int]:
-        """ARGV[1..18] of every partition script (see context() in lua/lib.lua)."""
+        """ARGV[1..18] of every partition script (see context() in lua/lib/base.lua)."""
         cfg = self.config
         return [
             *pk.bases(),

@@ -1,6 +1,7 @@
 """Lua scripts: loaded once from package data, called by SHA, batched in pipelines.
 
-Every script is `lib.lua` + its own file. Calls use EVALSHA; a NOSCRIPT answer (Redis restarted or
+Every script is the shared helpers it uses (lua/lib/*.lua, chosen by prelude.py) followed by its
+own file. Calls use EVALSHA; a NOSCRIPT answer (Redis restarted or
 flushed its script cache) loads the sources again and repeats only the calls that did not run, so
 a retry never runs a script twice.
 """
@@ -8,6 +9,7 @@ a retry never runs a script twice.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib.resources
 import threading
@@ -20,6 +22,7 @@ import redis.connection
 import redis.exceptions
 
 from livestate.server.core import metrics
+from livestate.server.store import prelude
 
 ScriptName = Literal[
     "register",
@@ -64,15 +67,24 @@ class ScriptCall(Generic[R]):
 Call = ScriptCall[Any]
 
 
-def _read(name: str) -> str:
+def read_lua(name: str) -> str:
     return (importlib.resources.files("livestate.server.store") / "lua" / f"{name}.lua").read_text("utf-8")
+
+
+@functools.cache
+def lib_helpers() -> tuple[prelude.Helper, ...]:
+    return tuple(prelude.helpers([read_lua(f"lib/{name}") for name in prelude.LIB]))
+
+
+def with_helpers(body: str) -> str:
+    """A script's whole source: the helpers its body uses, then the body."""
+    return prelude.prelude(lib_helpers(), body) + "\n" + body
 
 
 class Scripts:
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
-        lib = _read("lib")
-        self.sources: dict[ScriptName, str] = {name: lib + "\n" + _read(name) for name in SCRIPT_NAMES}
+        self.sources: dict[ScriptName, str] = {name: with_helpers(read_lua(name)) for name in SCRIPT_NAMES}
         self._sha = {name: hashlib.sha1(src.encode()).hexdigest() for name, src in self.sources.items()}
         self._load_lock = threading.Lock()
 

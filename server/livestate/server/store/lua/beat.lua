@@ -4,12 +4,12 @@
 -- KEYS[2]  zset   <p>:alive           ONLINE nodes, score = last seen (ms)
 -- KEYS[3]  zset   <p>:suspect         SUSPECT nodes, score = last seen (ms)
 -- KEYS[4]  stream <p>:events          node events (capped)
--- KEYS[5]  hash   <p>:meta            partition sweep pulse and last outage (see hearing in lib.lua)
+-- KEYS[5]  hash   <p>:meta            partition sweep pulse and last outage (see hearing in lib/hearing.lua)
 -- KEYS[6]  zset   <p>:leases          live leases, score = expiry (ms)
 -- KEYS[7]  string <p>:fence           fencing token counter
 -- KEYS[8]  zset   <p>:wexp            waiting jobs, score = when they stop waiting (ms)
--- KEYS[9]  zset   <p>:outbox          assignments not yet settled (see claim in lib.lua)
--- ARGV[1..18] partition context (lib.lua); its epoch is the one the server knows: records
+-- KEYS[9]  zset   <p>:outbox          assignments not yet settled (see claim in lib/leases.lua)
+-- ARGV[1..18] partition context (lib/base.lua); its epoch is the one the server knows: records
 --          stamped with an older one are stale
 -- ARGV[19] node_id
 -- ARGV[20] boot_id
@@ -24,8 +24,8 @@
 --   1 = resync: unknown node, another boot, a stale epoch, or OFFLINE (register again)
 --   2 = acknowledged but not applied: seq not newer than the last applied one
 --   3 = free VRAM above the registered total (bad input; nothing written)
--- paused and the notices are what the node is told of its flags (see notices in lib.lua); then
--- the waiting jobs the node was handed when it turned IDLE (see serve_waiting in lib.lua).
+-- paused and the notices are what the node is told of its flags (see notices in lib/control.lua); then
+-- the waiting jobs the node was handed when it turned IDLE (see serve_waiting in lib/waiting.lua).
 --
 -- Why a script: the boot/epoch/seq checks and the deadline move must be one step, or a beat of
 -- a dead boot could revive a record that a re-registration or the sweeper just replaced; and a

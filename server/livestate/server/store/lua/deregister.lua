@@ -6,8 +6,8 @@
 -- KEYS[4]  zset   <p>:offline         OFFLINE nodes, score = when they went offline (ms)
 -- KEYS[5]  stream <p>:events          node events (capped)
 -- KEYS[6]  zset   <p>:leases          live leases, score = expiry (ms)
--- KEYS[7]  zset   <p>:outbox          assignments not yet settled (see claim in lib.lua)
--- ARGV[1..18] partition context (lib.lua)
+-- KEYS[7]  zset   <p>:outbox          assignments not yet settled (see claim in lib/leases.lua)
+-- ARGV[1..18] partition context (lib/base.lua)
 -- ARGV[19] node_id
 -- ARGV[20] boot_id
 -- ARGV[21] retention (ms): how long the OFFLINE record stays readable

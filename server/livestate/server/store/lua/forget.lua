@@ -7,8 +7,8 @@
 -- KEYS[5]  zset   <p>:nodes
 -- KEYS[6]  zset   <p>:leases
 -- KEYS[7]  stream <p>:events
--- KEYS[8]  zset   <p>:outbox  assignments not yet settled (see claim in lib.lua)
--- ARGV[1..18] partition context (lib.lua)
+-- KEYS[8]  zset   <p>:outbox  assignments not yet settled (see claim in lib/leases.lua)
+-- ARGV[1..18] partition context (lib/base.lua)
 -- ARGV[19] node_id
 --
 -- Returns 1 when a record was removed, 0 when the partition did not hold the node.

@@ -4,11 +4,11 @@
 -- KEYS[1]  zset   <p>:leases  live leases, score = expiry (ms)
 -- KEYS[2]  string <p>:fence   fencing token counter
 -- KEYS[3]  stream <p>:events  node events (capped)
--- KEYS[4]  hash   <p>:meta    hearing floor (see lib.lua)
+-- KEYS[4]  hash   <p>:meta    hearing floor (see hearing in lib/hearing.lua)
 -- KEYS[5]  zset   <p>:wexp    waiting jobs, score = when they stop waiting (ms)
 -- KEYS[6]  set    <p>:wmodels models that have had waiting jobs (for ListQueues)
--- KEYS[7]  zset   <p>:outbox  assignments not yet settled on their job (see claim in lib.lua)
--- ARGV[1..18] partition context (lib.lua)
+-- KEYS[7]  zset   <p>:outbox  assignments not yet settled on their job (see claim in lib/leases.lua)
+-- ARGV[1..18] partition context (lib/base.lua)
 -- ARGV[19] job_id
 -- ARGV[20] model
 -- ARGV[21] min total VRAM (MiB), 0 = any

@@ -1,8 +1,8 @@
 -- membership.lua: copy a grant or revocation of one subcloud into the control hashes of nodes
--- in this partition, where the claim script reads it (member in lib.lua).
+-- in this partition, where the claim script reads it (member in lib/matching.lua).
 --
 -- KEYS[1..n]  hash  <p>:ctl:<node_id>  the control hash of each node
--- ARGV[1..18] partition context (lib.lua)
+-- ARGV[1..18] partition context (lib/base.lua)
 -- ARGV[19] subcloud
 -- ARGV[20] version (grant.lua)
 -- ARGV[21] 1 = granted, 0 = revoked

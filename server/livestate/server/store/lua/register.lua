@@ -8,14 +8,14 @@
 -- KEYS[6]  set    <p>:models          models with an index in this partition
 -- KEYS[7]  set    <p>:subclouds       subclouds with an index in this partition
 -- KEYS[8]  stream <p>:events          node events (capped)
--- KEYS[9]  hash   <p>:meta            partition sweep pulse and last outage (see hearing in lib.lua)
+-- KEYS[9]  hash   <p>:meta            partition sweep pulse and last outage (see hearing in lib/hearing.lua)
 -- KEYS[10] zset   <p>:leases          live leases, score = expiry (ms)
 -- KEYS[11] string <p>:fence           fencing token counter
 -- KEYS[12] zset   <p>:wexp            waiting jobs, score = when they stop waiting (ms)
 -- KEYS[13] zset   <p>:drains          draining nodes with a deadline, score = the deadline (ms)
--- KEYS[14] zset   <p>:flagexp         flags with a TTL (see flag_expiry in lib.lua)
--- KEYS[15] zset   <p>:outbox          assignments not yet settled (see claim in lib.lua)
--- ARGV[1..18] partition context (lib.lua)
+-- KEYS[14] zset   <p>:flagexp         flags with a TTL (see flag_expiry in lib/control.lua)
+-- KEYS[15] zset   <p>:outbox          assignments not yet settled (see claim in lib/leases.lua)
+-- ARGV[1..18] partition context (lib/base.lua)
 -- ARGV[19] node_id
 -- ARGV[20] boot_id
 -- ARGV[21] state (NodeState number)
@@ -28,12 +28,12 @@
 --          flags set while the node was not registered, or carried from the partition it left;
 --          "" for none
 -- ARGV[27] memberships of granted subclouds the node lists, JSON {subcloud: '<version>:<0|1>'}
---          as the grant records said when read (see grant_apply in lib.lua); "" for none
+--          as the grant records said when read (see grant_apply in lib/control.lua); "" for none
 -- ARGV[28..] spec fields as field, value pairs (env, region, gpu, ...; labels as "l:<key>")
 --
 -- Returns {code, restarted, now_ms, assignment...}: code 0 = registered; restarted 1 when a
 -- previous boot of the node was replaced (its leases are dropped, LEASE_LOST), 0 otherwise; then
--- the waiting jobs the node was handed at once (sextuples, see serve_waiting in lib.lua).
+-- the waiting jobs the node was handed at once (sextuples, see serve_waiting in lib/waiting.lua).
 --
 -- Why one script: the record, the liveness sets, the indexes and the idle queues must never
 -- disagree, and a restart replaces the previous boot's state without a window where both count.

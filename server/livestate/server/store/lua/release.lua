@@ -4,11 +4,11 @@
 -- KEYS[1]  zset   <p>:leases  live leases, score = expiry (ms)
 -- KEYS[2]  stream <p>:events  node events (capped)
 -- KEYS[3]  string <p>:fence   fencing token counter
--- KEYS[4]  hash   <p>:meta    hearing floor (see lib.lua)
+-- KEYS[4]  hash   <p>:meta    hearing floor (see hearing in lib/hearing.lua)
 -- KEYS[5]  zset   <p>:wexp    waiting jobs, score = when they stop waiting (ms)
--- KEYS[6]  zset   <p>:flagexp flags with a TTL (see flag_expiry in lib.lua)
--- KEYS[7]  zset   <p>:outbox  assignments not yet settled (see claim in lib.lua)
--- ARGV[1..18] partition context (lib.lua)
+-- KEYS[6]  zset   <p>:flagexp flags with a TTL (see flag_expiry in lib/control.lua)
+-- KEYS[7]  zset   <p>:outbox  assignments not yet settled (see claim in lib/leases.lua)
+-- ARGV[1..18] partition context (lib/base.lua)
 -- ARGV[19] lease_id
 -- ARGV[20] fencing token the caller holds
 -- ARGV[21] 1 = the job failed (score the node), 0 = it finished
@@ -25,7 +25,7 @@
 -- such lease (never issued, or expired), 2 = the token is not the lease's, 3 = this lease
 -- already ended by Release or Fail (a repeated call: answered as done, nothing changes); score
 -- is the node's failure score after this failure (a decimal string), flag the FlagKind newly
--- set (0 = none); then the waiting jobs the freed slot went to (see serve_waiting in lib.lua).
+-- set (0 = none); then the waiting jobs the freed slot went to (see serve_waiting in lib/waiting.lua).
 --
 -- Idempotent: an ended lease stays as a tombstone for a while (see lease_end), so a Release
 -- retried after a timeout, whose first copy did run, is told it is done, not "no such lease".

@@ -2,8 +2,8 @@
 --
 -- KEYS[1]  zset <p>:leases  live leases, score = expiry (ms)
 -- KEYS[2]  zset <p>:outbox  assignments not yet settled: a Renew shows the scheduler has the
---                           lease, so its entry is done (see claim in lib.lua)
--- ARGV[1..18] partition context (lib.lua)
+--                           lease, so its entry is done (see claim in lib/leases.lua)
+-- ARGV[1..18] partition context (lib/base.lua)
 -- ARGV[19] lease_id
 -- ARGV[20] fencing token the caller holds
 -- ARGV[21] new TTL from now (ms)

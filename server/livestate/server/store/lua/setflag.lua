@@ -4,7 +4,7 @@
 -- KEYS[1]  stream <p>:events  node events (capped)
 -- KEYS[2]  zset   <p>:drains  draining nodes with a deadline, score = the deadline (ms)
 -- KEYS[3]  zset   <p>:flagexp flags with a TTL, "<node_id>|<kind>", score = expiry (ms)
--- ARGV[1..18] partition context (lib.lua)
+-- ARGV[1..18] partition context (lib/base.lua)
 -- ARGV[19] node_id
 -- ARGV[20] FlagKind number
 -- ARGV[21] 'set' or 'clear'

@@ -18,8 +18,8 @@
 -- KEYS[12] set    <p>:wmodels    models that have had waiting jobs
 -- KEYS[13] zset   <p>:drains     draining nodes with a deadline, score = the deadline (ms)
 -- KEYS[14] zset   <p>:flagexp    flags with a TTL, "<node_id>|<kind>", score = expiry (ms)
--- KEYS[15] zset   <p>:outbox     assignments not yet settled (see claim in lib.lua)
--- ARGV[1..18] partition context (lib.lua). Its epoch: no node counts as silent for longer than
+-- KEYS[15] zset   <p>:outbox     assignments not yet settled (see claim in lib/leases.lua)
+-- ARGV[1..18] partition context (lib/base.lua). Its epoch: no node counts as silent for longer than
 --          the Redis state has existed, so a Redis restart never declares nodes dead by itself;
 --          likewise for an outage (see hearing).
 -- ARGV[19] retention (ms): how long an OFFLINE node stays readable
@@ -36,7 +36,7 @@
 -- forgotten ids are for the caller to drop their global locators; assignments are waiting jobs
 -- handed the slots of expired leases; unsettled are outbox entries older than ARGV[23] whose
 -- lease still lives (their caller never settled them: a crash, a timeout), both as sextuples
--- (see serve_waiting in lib.lua).
+-- (see serve_waiting in lib/waiting.lua).
 
 local C = context()
 local K = {leases = KEYS[9], fence = KEYS[10], meta = KEYS[8], wexp = KEYS[11], outbox = KEYS[15]}
@@ -164,7 +164,7 @@ if ARGV[22] == '1' then
   end
 end
 
--- Assignments whose caller never settled them (see claim in lib.lua): handed back, with the
+-- Assignments whose caller never settled them (see claim in lib/leases.lua): handed back, with the
 -- lease's current terms, to be settled by this caller. Ended leases need nothing.
 local unsettled = {}
 local old = redis.call('ZRANGEBYSCORE', K.outbox, '-inf', now - tonumber(ARGV[23]), 'LIMIT', 0, limit)
