@@ -81,29 +81,26 @@ def spec(node_id: str, **fields: Any) -> node_pb2.NodeSpec:
     return node_pb2.NodeSpec(node_id=node_id, **values)
 
 
+def _detail(err: grpc.RpcError, kind: type[T]) -> T | None:
+    """The first detail of that message type in the call's rich status."""
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    for detail in status.details if status is not None else ():
+        if detail.Is(kind.DESCRIPTOR):  # type: ignore[attr-defined]
+            found = kind()
+            detail.Unpack(found)
+            return found
+    return None
+
+
 def error_field(err: grpc.RpcError) -> str | None:
     """The field an INVALID_ARGUMENT names in its BadRequest detail."""
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    if status is None:
-        return None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            return str(bad.field_violations[0].field)
-    return None
+    bad = _detail(err, error_details_pb2.BadRequest)
+    return None if bad is None else str(bad.field_violations[0].field)
 
 
 def error_reason(err: grpc.RpcError) -> str | None:
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    if status is None:
-        return None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return str(info.reason)
-    return None
+    info = _detail(err, error_details_pb2.ErrorInfo)
+    return None if info is None else str(info.reason)
 
 
 class Harness:

@@ -21,7 +21,7 @@ import pytest
 import redis
 
 from conftest import ServerFactory
-from harness import IDLE, Harness, error_reason
+from harness import IDLE, Harness, error_reason, wait_for
 from livestate.server.core.errors import from_redis
 from livestate.server.store.embedded import EmbeddedRedis, free_port
 from livestate.v1 import flag_pb2
@@ -86,6 +86,16 @@ def _assert_unavailable(name: str, call: Call, reason: str) -> None:
     # UNAVAILABLE from the server, before the client's own deadline (DEADLINE_EXCEEDED) ran out.
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE, (name, err.value.code(), err.value.details())
     assert error_reason(err.value) == reason, (name, err.value.details())
+
+
+def _answers_busy(client: redis.Redis) -> bool:
+    try:
+        client.ping()
+    except redis.exceptions.BusyLoadingError:
+        return False
+    except redis.exceptions.ResponseError as exc:
+        return "BUSY" in str(exc).split(" ", 1)[0]
+    return False
 
 
 def _assert_serves(ls: Harness, boot: str) -> None:
@@ -176,7 +186,7 @@ def test_redis_busy_with_a_script_is_unavailable_redis_busy(
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()
     try:
-        time.sleep(0.2)
+        wait_for(lambda: _answers_busy(hurt))  # the script has run past busy-reply-threshold
         for name in ("GetNode", "Beat", "Register", "SetFlag"):
             _assert_unavailable(name, calls[name], "REDIS_BUSY")
     finally:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import redis
 
-from livestate.server.store.embedded import find_server_binary, free_port
+from livestate.server.store.embedded import find_server_binary, free_port, server_args
 
 
 def server_binary() -> str:
@@ -81,28 +81,9 @@ class RedisProc:
             raise RuntimeError("redis is already running")
         if persistent is not None:
             self.persistent = persistent
-        persistence = (
-            ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
+        args = server_args(
+            self.binary, self.port, str(self.dir), persist=self.persistent, extra=self.extra_args
         )
-        args = [
-            self.binary,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            *persistence,
-            "--dir",
-            str(self.dir),
-            "--daemonize",
-            "no",
-            "--protected-mode",
-            "yes",
-            "--loglevel",
-            "warning",
-            *self.extra_args,
-        ]
         with open(self.log_path, "ab") as log_file:
             self.proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT)
         self.frozen_now = False

@@ -215,18 +215,17 @@ class Edge(grpc.GenericRpcHandler):  # type: ignore[type-arg]
 
         async def unary(raw: bytes, call: grpc.aio.ServicerContext) -> Any:  # type: ignore[type-arg]
             context = CallContext(call)
-            try:
+
+            async def answer() -> Any:
                 _admit(access, method, call)
                 request = decode(decoder, raw)
                 on_loop = LoopCall(call, pool)
-                answer = await fast(request, on_loop)
-                return answer if answer is not None else await on_loop.offload(slow, request, context)
-            except Aborted as aborted:
-                await abort(call, aborted.status)
-            except Exception as exc:
-                await abort(call, status_of(exc, method))
-            finally:
-                context.active = False
+                fast_answer = await fast(request, on_loop)
+                if fast_answer is not None:
+                    return fast_answer
+                return await on_loop.offload(slow, request, context)
+
+            return await _answered(call, method, context, answer())
 
         self._native[method] = grpc.unary_unary_rpc_method_handler(
             unary, response_serializer=handler.response_serializer
@@ -273,17 +272,14 @@ class Edge(grpc.GenericRpcHandler):  # type: ignore[type-arg]
 
         async def unary(request: Any, call: grpc.aio.ServicerContext) -> Any:  # type: ignore[type-arg]
             context = CallContext(call)
-            loop = asyncio.get_running_loop()
             # A context of its own per call: what auth sets for the call stays with it.
             run = contextvars.copy_context().run
-            try:
-                return await loop.run_in_executor(pool, run, behavior, request, context)
-            except Aborted as aborted:
-                await abort(call, aborted.status)
-            except Exception as exc:
-                await abort(call, status_of(exc, method))
-            finally:
-                context.active = False
+
+            async def answer() -> Any:
+                # Scheduled inside _answered: a pool shutting down is mapped like any error.
+                return await asyncio.get_running_loop().run_in_executor(pool, run, behavior, request, context)
+
+            return await _answered(call, method, context, answer())
 
         return unary
 
@@ -321,6 +317,24 @@ class Edge(grpc.GenericRpcHandler):  # type: ignore[type-arg]
                     _close_later(pool, run, generator, step)
 
         return streamed
+
+
+async def _answered(
+    call: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    method: str,
+    context: CallContext,
+    answer: Awaitable[Any],
+) -> Any:
+    """A unary call's answer; what computing it raised ends the call with the status errors.py
+    maps it to (the one place errors become statuses)."""
+    try:
+        return await answer
+    except Aborted as aborted:
+        await abort(call, aborted.status)
+    except Exception as exc:
+        await abort(call, status_of(exc, method))
+    finally:
+        context.active = False
 
 
 def _admit(

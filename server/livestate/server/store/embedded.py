@@ -12,6 +12,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
@@ -40,6 +41,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def server_args(
+    binary: str, port: int, directory: str, *, persist: bool, extra: Sequence[str] = ()
+) -> list[str]:
+    """The command line of a loopback redis-server/valkey-server in the foreground: no RDB
+    snapshots; with `persist`, an AOF fsynced on every write (nothing acknowledged is lost to
+    a kill -9)."""
+    persistence = ["--appendonly", "yes", "--appendfsync", "always"] if persist else ["--appendonly", "no"]
+    return [
+        binary,
+        *("--port", str(port), "--bind", "127.0.0.1", "--save", ""),
+        *persistence,
+        *("--dir", directory, "--daemonize", "no", "--protected-mode", "yes", "--loglevel", "warning"),
+        *extra,
+    ]
+
+
 class EmbeddedRedis:
     """A valkey-server child process on a loopback port; start, kill -9, restart on the same port.
 
@@ -64,31 +81,8 @@ class EmbeddedRedis:
         return f"unix://{self._dir}/valkey.sock?db=0"
 
     def start(self, timeout: float = 10.0) -> None:
-        args = [
-            self.binary,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "yes" if self.persist else "no",
-            "--appendfsync",
-            "always",
-            "--dir",
-            self._dir,
-            "--daemonize",
-            "no",
-            "--protected-mode",
-            "yes",
-            "--loglevel",
-            "warning",
-            "--unixsocket",
-            f"{self._dir}/valkey.sock",
-            "--unixsocketperm",
-            "700",
-        ]
+        unix = ["--unixsocket", f"{self._dir}/valkey.sock", "--unixsocketperm", "700"]
+        args = server_args(self.binary, self.port, self._dir, persist=self.persist, extra=unix)
         log_path = Path(self._dir) / "valkey.log"
         with open(log_path, "ab") as log_file:
             self.proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT)
