@@ -29,7 +29,7 @@ from conftest import ServerFactory
 from harness import Harness, wait_for
 from livestate.client import Scheduler
 from livestate.client.dispatch import DELIVERY_COUNT, REASON, Dispatcher, dead_queue, job_queue, node_queue
-from livestate.server.store.embedded import EmbeddedRedis, free_port
+from livestate.server.store.embedded import EmbeddedRedis, free_ports
 from livestate.v1 import lease_pb2
 
 pika = pytest.importorskip("pika", reason="pika is not installed (pip install 'livestate[dispatch]')")
@@ -53,7 +53,7 @@ def amqp_url() -> Iterator[str]:
     binary = shutil.which("rabbitmq-server", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
     if binary is None:
         pytest.skip("no RabbitMQ answers on 127.0.0.1:5672 and rabbitmq-server is not installed")
-    port, dist = free_port(), free_port()
+    port, dist = free_ports(2)
     base = tempfile.mkdtemp(prefix="livestate-rabbit-")
     os.chmod(base, 0o777)  # Debian's script runs the broker as the rabbitmq user
     env = {

@@ -24,7 +24,7 @@ from conftest import ServerFactory
 from harness import ONLINE, Harness, Stream, enqueue, spec, wait_for
 from livestate.client import NodeAgent
 from livestate.server.core import logs
-from livestate.server.store.embedded import free_port
+from livestate.server.store.embedded import free_ports
 from livestate.v1 import flag_pb2
 from livestate.v1 import flag_service_pb2 as fpb
 from livestate.v1 import match_service_pb2 as mpb
@@ -171,7 +171,7 @@ def test_json_logs_are_one_object_a_line(capsys: pytest.CaptureFixture[str]) -> 
 @pytest.fixture
 def two_processes(redis_url: str) -> Iterator[tuple[int, int]]:
     """`livestate serve --processes 2 --metrics-listen`: the gRPC and the metrics port."""
-    port, metrics_port = free_port(), free_port()
+    port, metrics_port = free_ports(2)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVESTATE_", "PROMETHEUS_"))}
     proc = subprocess.Popen(
         [

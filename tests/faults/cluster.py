@@ -12,7 +12,7 @@ from typing import TypeVar
 
 import redis
 
-from livestate.server.store.embedded import free_port
+from livestate.server.store.embedded import free_ports
 
 from .redisproc import RedisProc, until
 
@@ -66,9 +66,12 @@ def _replication(field: str) -> Callable[[redis.Redis], str]:
 
 class LocalCluster:
     def __init__(self, masters: int = 3, replicas: int = 0, node_timeout_ms: int = 1000) -> None:
-        self.masters = [RedisProc() for _ in range(masters)]
-        self.replicas = [RedisProc() for _ in range(masters * replicas)]
-        self.bus_ports = {proc.port: free_port() for proc in self.procs}
+        count = masters * (1 + replicas)
+        # Client and bus ports in one draw, so no two of them are the same port.
+        ports = free_ports(2 * count)
+        procs = [RedisProc(port=port) for port in ports[:count]]
+        self.masters, self.replicas = procs[:masters], procs[masters:]
+        self.bus_ports = {proc.port: bus for proc, bus in zip(procs, ports[count:], strict=True)}
         for proc in self.procs:
             proc.extra_args = _cluster_args(str(proc.dir), self.bus_ports[proc.port], node_timeout_ms)
 

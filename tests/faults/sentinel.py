@@ -15,7 +15,7 @@ from pathlib import Path
 
 import redis
 
-from livestate.server.store.embedded import free_port
+from livestate.server.store.embedded import free_ports
 
 from .redisproc import RedisProc, server_binary, until
 
@@ -23,8 +23,8 @@ MASTER = "mymaster"
 
 
 class SentinelProc:
-    def __init__(self, directory: Path, master_port: int, down_after_ms: int) -> None:
-        self.port = free_port()
+    def __init__(self, port: int, directory: Path, master_port: int, down_after_ms: int) -> None:
+        self.port = port
         self.dir = directory
         self.conf = directory / f"sentinel-{self.port}.conf"
         self.conf.write_text(
@@ -90,12 +90,16 @@ class SentinelProc:
 
 class SentinelGroup:
     def __init__(self, replicas: int = 2, sentinels: int = 3, down_after_ms: int = 1000) -> None:
-        self.master = RedisProc()
+        # Every port in one draw, so no two of them are the same port.
+        ports = free_ports(1 + replicas + sentinels)
+        self.master = RedisProc(port=ports[0])
         self.replicas = [
-            RedisProc(extra_args=["--replicaof", "127.0.0.1", str(self.master.port)]) for _ in range(replicas)
+            RedisProc(port=port, extra_args=["--replicaof", "127.0.0.1", str(self.master.port)])
+            for port in ports[1 : 1 + replicas]
         ]
         self.sentinels = [
-            SentinelProc(self.master.dir, self.master.port, down_after_ms) for _ in range(sentinels)
+            SentinelProc(port, self.master.dir, self.master.port, down_after_ms)
+            for port in ports[1 + replicas :]
         ]
 
     @property
