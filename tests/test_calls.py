@@ -3,7 +3,6 @@ ARGV its script's header declares."""
 
 from __future__ import annotations
 
-import importlib.resources
 import re
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +14,7 @@ from livestate.server import Config
 from livestate.server.store import calls
 from livestate.server.store.keys import Partition
 from livestate.server.store.runtime import Runtime
-from livestate.server.store.scripts import SCRIPT_NAMES, ScriptCall
+from livestate.server.store.scripts import SCRIPT_NAMES, ScriptCall, read_lua
 
 # A client that is never used: building a call reads config and keys only.
 RT = Runtime.build(Config(), redis.Redis(host="127.0.0.1", port=1))
@@ -83,13 +82,25 @@ SAMPLES: dict[str, Callable[[], ScriptCall[Any]]] = {
 
 def _header(name: str) -> tuple[int | None, int, bool]:
     """(KEYS declared, or None for KEYS[1..n]; the last fixed ARGV; whether more ARGV may follow)."""
-    source = (importlib.resources.files("livestate.server.store") / "lua" / f"{name}.lua").read_text("utf-8")
-    head = "\n".join(line for line in source.splitlines() if line.startswith("--"))
+    head = "\n".join(line for line in read_lua(name).splitlines() if line.startswith("--"))
     keys = [int(k) for k in re.findall(r"^-- KEYS\[(\d+)\]", head, re.M)]
     argv = [int(a) for a in re.findall(r"^-- ARGV\[(?:\d+\.\.)?(\d+)\]", head, re.M)]
     variadic = re.search(r"^-- ARGV\[(\d+)\.\.\]", head, re.M)
     last = int(variadic.group(1)) - 1 if variadic else max(argv, default=0)
     return (max(keys) if keys else None), last, variadic is not None
+
+
+def test_each_partition_scripts_keys_are_the_ones_its_header_names_in_its_order() -> None:
+    for name, keys in calls.PARTITION_KEYS.items():
+        declared = re.findall(r"^-- KEYS\[\d+\]\s+\w+\s+<p>:(\w+)", read_lua(name), re.M)
+        assert tuple(declared) == keys, name
+        built = PK.named(keys, "n")
+        assert built == [PK.node("n") if k == "node" else f"{PK.base}{k}" for k in keys]
+
+
+def test_a_name_that_is_not_a_partition_key_is_refused() -> None:
+    with pytest.raises(KeyError):
+        PK.named(("alive", "nope"))
 
 
 def test_every_script_has_a_wrapper() -> None:

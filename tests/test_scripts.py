@@ -10,6 +10,7 @@ import pytest
 from redis.crc import key_slot
 
 from harness import Harness
+from livestate.server.store.calls import PARTITION_KEYS
 from livestate.server.store.keys import Keys, Partition, PartitionKeys
 from livestate.server.store.prelude import LIB, helpers, prelude
 from livestate.server.store.scripts import SCRIPT_NAMES, read_lua
@@ -17,17 +18,13 @@ from livestate.server.store.scripts import SCRIPT_NAMES, read_lua
 PARTITIONS = [Partition("mainnet", "eu-west"), Partition("testnet", ""), Partition("a.b", "c_d", 7)]
 NODE = "node-1.x_y"
 
+
+def _named(names: tuple[str, ...]) -> Callable[[PartitionKeys], list[str]]:
+    return lambda pk: pk.named(names, NODE)
+
+
 PARTITION_SCRIPTS: dict[str, Callable[[PartitionKeys], list[str]]] = {
-    "register": lambda pk: pk.register_keys(NODE),
-    "beat": lambda pk: pk.beat_keys(NODE),
-    "deregister": lambda pk: pk.deregister_keys(NODE),
-    "forget": lambda pk: pk.forget_keys(NODE),
-    "sweep": lambda pk: pk.sweep_keys(),
-    "match": lambda pk: pk.match_keys(),
-    "renew": lambda pk: pk.renew_keys(),
-    "release": lambda pk: pk.release_keys(),
-    "unwait": lambda pk: pk.unwait_keys(),
-    "setflag": lambda pk: pk.setflag_keys(),
+    **{name: _named(names) for name, names in PARTITION_KEYS.items()},
     "membership": lambda pk: [pk.control(NODE), pk.control("other-node")],
 }
 # Scripts that take one key per item (KEYS[1..n]) instead of a fixed list.

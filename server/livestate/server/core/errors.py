@@ -37,8 +37,17 @@ DOMAIN = "livestate"
 
 
 class LivestateError(Exception):
+    """An answer other than OK. A subclass names its status code, and the reason its ErrorInfo
+    gives unless the raiser names a narrower one: `class NotFound(LivestateError, code=...)`."""
+
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
     reason: str = "UNKNOWN"
+
+    def __init_subclass__(cls, *, code: grpc.StatusCode | None = None, reason: str | None = None) -> None:
+        super().__init_subclass__()
+        if code is not None:
+            cls.code = code
+            cls.reason = reason or code.name
 
     def __init__(
         self, message: str, *, reason: str | None = None, metadata: dict[str, str] | None = None
@@ -53,10 +62,7 @@ class LivestateError(Exception):
         return [error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=self.metadata)]
 
 
-class InvalidArgument(LivestateError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
-    reason = "INVALID_ARGUMENT"
-
+class InvalidArgument(LivestateError, code=grpc.StatusCode.INVALID_ARGUMENT):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}", metadata={"field": field})
         self.field = field
@@ -69,41 +75,32 @@ class InvalidArgument(LivestateError):
         return [*super().details(), error_details_pb2.BadRequest(field_violations=[violation])]
 
 
-class NotFound(LivestateError):
-    code = grpc.StatusCode.NOT_FOUND
-    reason = "NOT_FOUND"
+class NotFound(LivestateError, code=grpc.StatusCode.NOT_FOUND):
+    """The node, lease, job or subcloud named is not there (or no longer)."""
 
 
-class FailedPrecondition(LivestateError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
-    reason = "FAILED_PRECONDITION"
+class FailedPrecondition(LivestateError, code=grpc.StatusCode.FAILED_PRECONDITION):
+    """A valid request the current state refuses (another boot, a job waiting for another model)."""
 
 
-class PermissionDenied(LivestateError):
-    code = grpc.StatusCode.PERMISSION_DENIED
-    reason = "PERMISSION_DENIED"
+class PermissionDenied(LivestateError, code=grpc.StatusCode.PERMISSION_DENIED):
+    """The caller's role, or the node its token is bound to, does not allow the call."""
 
 
-class Aborted(LivestateError):
-    code = grpc.StatusCode.ABORTED
-    reason = "ABORTED"
+class Aborted(LivestateError, code=grpc.StatusCode.ABORTED):
+    """What the caller was following is gone; it must start over (QueueLost)."""
 
 
-class ResourceExhausted(LivestateError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
-    reason = "RESOURCE_EXHAUSTED"
+class ResourceExhausted(LivestateError, code=grpc.StatusCode.RESOURCE_EXHAUSTED):
+    """A rate limit or a stream budget is spent (counted in livestate_refused_total)."""
 
 
-class Unavailable(LivestateError):
-    code = grpc.StatusCode.UNAVAILABLE
-    reason = "REDIS_UNAVAILABLE"
+class Unavailable(LivestateError, code=grpc.StatusCode.UNAVAILABLE, reason="REDIS_UNAVAILABLE"):
+    """Redis did not answer, or refused for its own state (down, frozen, OOM): nothing was decided."""
 
 
-class Internal(LivestateError):
+class Internal(LivestateError, code=grpc.StatusCode.INTERNAL):
     """A bug. Its details stay in the log, never in the answer."""
-
-    code = grpc.StatusCode.INTERNAL
-    reason = "INTERNAL"
 
 
 def to_status(err: LivestateError) -> grpc.Status:

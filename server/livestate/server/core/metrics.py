@@ -85,36 +85,26 @@ SWEEP_LAG = Gauge(
 
 # -- the fleet, read from Redis every few seconds (fleet_metrics.py) ---------------------------
 
-NODES = Gauge(
+
+def _fleet_gauge(name: str, documentation: str, labels: list[str]) -> Gauge:
+    # Every process reads the same fleet: across --processes, the latest read is the answer.
+    return Gauge(name, documentation, labels, multiprocess_mode="mostrecent")
+
+
+BY_MODEL = ["env", "region", "model"]
+NODES = _fleet_gauge(
     "livestate_nodes",
     "Nodes by region and liveness (ONLINE, SUSPECT, OFFLINE).",
     ["env", "region", "liveness"],
-    multiprocess_mode="mostrecent",
 )
-IDLE_NODES = Gauge(
-    "livestate_idle_nodes",
-    "Nodes with a free slot, by region and model.",
-    ["env", "region", "model"],
-    multiprocess_mode="mostrecent",
-)
-QUEUE_DEPTH = Gauge(
-    "livestate_queue_depth",
-    "Jobs waiting, by region and model.",
-    ["env", "region", "model"],
-    multiprocess_mode="mostrecent",
-)
-QUEUE_HEAD_WAIT = Gauge(
+IDLE_NODES = _fleet_gauge("livestate_idle_nodes", "Nodes with a free slot, by region and model.", BY_MODEL)
+QUEUE_DEPTH = _fleet_gauge("livestate_queue_depth", "Jobs waiting, by region and model.", BY_MODEL)
+QUEUE_HEAD_WAIT = _fleet_gauge(
     "livestate_queue_head_wait_seconds",
     "How long the job first in line (the oldest of the highest priority) has waited, by region and model.",
-    ["env", "region", "model"],
-    multiprocess_mode="mostrecent",
+    BY_MODEL,
 )
-FLAGS = Gauge(
-    "livestate_flags_in_force",
-    "Flags in force, by kind.",
-    ["kind"],
-    multiprocess_mode="mostrecent",
-)
+FLAGS = _fleet_gauge("livestate_flags_in_force", "Flags in force, by kind.", ["kind"])
 FLEET_READ_SECONDS = Histogram(
     "livestate_fleet_read_seconds",
     "Duration of the periodic read behind the fleet gauges.",

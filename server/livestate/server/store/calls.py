@@ -55,6 +55,27 @@ def assignments(flat: Sequence[Any]) -> list[Assignment]:
     return out
 
 
+# KEYS of each partition script by the names its header gives them (<p>:<name>), in its order;
+# "node" is the record of the node the call is for. test_calls.py reads them off the headers.
+PARTITION_KEYS: dict[str, tuple[str, ...]] = {
+    name: tuple(names.split())
+    for name, names in {
+        "register": "node alive suspect offline nodes models subclouds events meta leases fence wexp drains "
+        "flagexp outbox",
+        "beat": "node alive suspect events meta leases fence wexp outbox",
+        "deregister": "node alive suspect offline events leases outbox",
+        "forget": "node alive suspect offline nodes leases events outbox",
+        "sweep": "alive suspect offline nodes models subclouds events meta leases fence wexp wmodels drains "
+        "flagexp outbox",
+        "match": "leases fence events meta wexp wmodels outbox",
+        "renew": "leases outbox",
+        "release": "leases events fence meta wexp flagexp outbox",
+        "unwait": "wexp",
+        "setflag": "events drains flagexp",
+    }.items()
+}
+
+
 def _flag(reply: Any) -> bool:
     return bool(int(reply))
 
@@ -100,7 +121,7 @@ def register(
         json.dumps(dict(grants)) if grants else "",
         *spec_fields,
     )
-    return ScriptCall("register", pk.register_keys(node_id), args, _registered)
+    return ScriptCall("register", pk.named(PARTITION_KEYS["register"], node_id), args, _registered)
 
 
 def _registered(reply: Sequence[Any]) -> Registered:
@@ -138,7 +159,7 @@ def beat(
         running_jobs,
         int(operator_paused),
     )
-    return ScriptCall("beat", pk.beat_keys(node_id), args, _beaten)
+    return ScriptCall("beat", pk.named(PARTITION_KEYS["beat"], node_id), args, _beaten)
 
 
 def _beaten(reply: Sequence[Any]) -> Beaten:
@@ -155,12 +176,16 @@ def deregister(
 ) -> ScriptCall[int]:
     """Decodes to the code: 0 deregistered, 1 unknown node, 2 another boot."""
     args = (*rt.context(pk), node_id, boot_id, retention_ms)
-    return ScriptCall("deregister", pk.deregister_keys(node_id), args, lambda reply: int(reply[0]))
+    return ScriptCall(
+        "deregister", pk.named(PARTITION_KEYS["deregister"], node_id), args, lambda reply: int(reply[0])
+    )
 
 
 def forget(rt: Runtime, pk: PartitionKeys, node_id: str) -> ScriptCall[bool]:
     """Decodes to whether the partition held the node."""
-    return ScriptCall("forget", pk.forget_keys(node_id), (*rt.context(pk), node_id), _flag)
+    return ScriptCall(
+        "forget", pk.named(PARTITION_KEYS["forget"], node_id), (*rt.context(pk), node_id), _flag
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,7 +211,7 @@ def sweep(
     outbox_age_ms: int,
 ) -> ScriptCall[Swept]:
     args = (*rt.context(pk), retention_ms, offline_ttl_ms, limit, int(refresh), outbox_age_ms)
-    return ScriptCall("sweep", pk.sweep_keys(), args, _swept)
+    return ScriptCall("sweep", pk.named(PARTITION_KEYS["sweep"]), args, _swept)
 
 
 def _swept(reply: Sequence[Any]) -> Swept:
@@ -268,7 +293,7 @@ def match(
         ",".join(sorted(isolated)),
         ",".join(sorted(granted)),
     )
-    return ScriptCall("match", pk.match_keys(), args, _matched)
+    return ScriptCall("match", pk.named(PARTITION_KEYS["match"]), args, _matched)
 
 
 def _matched(reply: Sequence[Any]) -> Matched:
@@ -301,7 +326,7 @@ class Renewed:
 def renew(rt: Runtime, lease_id: str, *, token: int, ttl_ms: int) -> ScriptCall[Renewed]:
     pk = rt.keys.partition(lease_partition(lease_id))
     args = (*rt.context(pk), lease_id, token, ttl_ms)
-    return ScriptCall("renew", pk.renew_keys(), args, _renewed)
+    return ScriptCall("renew", pk.named(PARTITION_KEYS["renew"]), args, _renewed)
 
 
 def _renewed(reply: Sequence[Any]) -> Renewed:
@@ -338,7 +363,7 @@ def release(rt: Runtime, lease_id: str, *, token: int, failed: bool, reason: str
         reason,
         int(cfg.job_ttl * 1000),
     )
-    return ScriptCall("release", pk.release_keys(), args, _ended)
+    return ScriptCall("release", pk.named(PARTITION_KEYS["release"]), args, _ended)
 
 
 def _ended(reply: Sequence[Any]) -> Ended:
@@ -369,7 +394,7 @@ def _settled(reply: Sequence[Any]) -> Settled:
 
 def unwait(rt: Runtime, pk: PartitionKeys, job_id: str) -> ScriptCall[bool]:
     """Decodes to whether the job was waiting in the partition."""
-    return ScriptCall("unwait", pk.unwait_keys(), (*rt.context(pk), job_id), _flag)
+    return ScriptCall("unwait", pk.named(PARTITION_KEYS["unwait"]), (*rt.context(pk), job_id), _flag)
 
 
 # --- flags and membership: setflag.lua, grant.lua, membership.lua --------------------------------
@@ -389,7 +414,7 @@ def setflag(
 ) -> ScriptCall[bool]:
     """Decodes to whether a flag of that kind was in force before."""
     args = (*rt.context(pk), node_id, kind, action, expire_ms, start_ms, meta, deadline_ms)
-    return ScriptCall("setflag", pk.setflag_keys(), args, _flag)
+    return ScriptCall("setflag", pk.named(PARTITION_KEYS["setflag"]), args, _flag)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Sequence
 
 _LABEL_PART = re.compile(r"^[A-Za-z0-9._-]*$")
 
@@ -98,9 +99,6 @@ class PartitionKeys:
     def subcloud_index(self, subcloud: str) -> str:
         return self.subcloud_base + subcloud
 
-    def liveness_sets(self) -> list[str]:
-        return [self.alive, self.suspect, self.offline, self.nodes]
-
     def idle_queue(self, model: str) -> str:
         return self.idle_base + model
 
@@ -129,84 +127,19 @@ class PartitionKeys:
             self.wjob_base,
         ]
 
-    # KEYS of each partition script, in the order its header lists them.
+    # The partition-wide keys by the names script headers give them (<p>:<name>).
+    NAMED = frozenset(
+        {"alive", "suspect", "offline", "nodes", "models", "subclouds", "events", "meta", "leases", "fence"}
+        | {"wexp", "wmodels", "drains", "flagexp", "outbox"}
+    )
 
-    def register_keys(self, node_id: str) -> list[str]:
-        return [
-            self.node(node_id),
-            *self.liveness_sets(),
-            self.models,
-            self.subclouds,
-            self.events,
-            self.meta,
-            self.leases,
-            self.fence,
-            self.wexp,
-            self.drains,
-            self.flagexp,
-            self.outbox,
-        ]
-
-    def beat_keys(self, node_id: str) -> list[str]:
-        return [
-            self.node(node_id),
-            self.alive,
-            self.suspect,
-            self.events,
-            self.meta,
-            self.leases,
-            self.fence,
-            self.wexp,
-            self.outbox,
-        ]
-
-    def deregister_keys(self, node_id: str) -> list[str]:
-        return [
-            self.node(node_id),
-            self.alive,
-            self.suspect,
-            self.offline,
-            self.events,
-            self.leases,
-            self.outbox,
-        ]
-
-    def forget_keys(self, node_id: str) -> list[str]:
-        return [self.node(node_id), *self.liveness_sets(), self.leases, self.events, self.outbox]
-
-    def sweep_keys(self) -> list[str]:
-        return [
-            *self.liveness_sets(),
-            self.models,
-            self.subclouds,
-            self.events,
-            self.meta,
-            self.leases,
-            self.fence,
-            self.wexp,
-            self.wait_models,
-            self.drains,
-            self.flagexp,
-            self.outbox,
-        ]
-
-    def match_keys(self) -> list[str]:
-        return [self.leases, self.fence, self.events, self.meta, self.wexp, self.wait_models, self.outbox]
-
-    def renew_keys(self) -> list[str]:
-        return [self.leases, self.outbox]
-
-    def release_keys(self) -> list[str]:
-        return [self.leases, self.events, self.fence, self.meta, self.wexp, self.flagexp, self.outbox]
-
-    def unwait_keys(self) -> list[str]:
-        return [self.wexp]
-
-    def setflag_keys(self) -> list[str]:
-        return [self.events, self.drains, self.flagexp]
-
-    def membership_keys(self) -> list[str]:
-        return [self.events]
+    def named(self, names: Sequence[str], node_id: str = "") -> list[str]:
+        """Keys by the names script headers use: a partition-wide key, or "node" for the record of
+        `node_id` (calls.PARTITION_KEYS lists each script's, in its header's order)."""
+        unknown = set(names) - self.NAMED - {"node"}
+        if unknown:
+            raise KeyError(f"not a partition key: {sorted(unknown)}")
+        return [self.node(node_id) if name == "node" else self.base + name for name in names]
 
 
 class Keys:
