@@ -82,10 +82,7 @@ def make_server(redis_client: redis.Redis, redis_url: str) -> Iterator[ServerFac
 
     yield factory
     for harness in started:
-        harness.close()
-        harness.server.stop(grace=0)
-        if harness.redis is not redis_client:
-            harness.redis.close()
+        harness.stop(close_redis=harness.redis is not redis_client)
 
 
 @pytest.fixture

@@ -121,6 +121,14 @@ class Harness:
     def close(self) -> None:
         self.channel.close()
 
+    def stop(self, *, close_redis: bool = True) -> None:
+        """Closes the channel, stops the server at once and (unless the test shares it) closes
+        the Redis client."""
+        self.close()
+        self.server.stop(grace=0)
+        if close_redis:
+            self.redis.close()
+
     def register(
         self, node_id: str, boot_id: str | None = None, **fields: Any
     ) -> tuple[str, heartbeat_service_pb2.RegisterResponse]:

@@ -225,6 +225,19 @@ def _dispatcher(
     return d
 
 
+def _nodes_and_jobs(
+    ls: Harness, broker: Broker, env: str, nodes: int, jobs: int, job_name: str = "job-{}"
+) -> tuple[list[str], list[str]]:
+    """Registers `nodes` nodes for llama-3-8b in `env` and publishes `jobs` jobs for them."""
+    node_ids = [f"{env}-n{i}" for i in range(nodes)]
+    for node in node_ids:
+        ls.register(node, env=env)
+    job_ids = [job_name.format(i) for i in range(jobs)]
+    for job_id in job_ids:
+        broker.publish(job_queue(env, "llama-3-8b", 0), {"job_id": job_id})
+    return node_ids, job_ids
+
+
 def test_jobs_from_the_broker_reach_nodes_exactly_once(
     slow_beats: Harness, broker: Broker, amqp_url: str, env: str
 ) -> None:
@@ -320,12 +333,7 @@ def test_a_dispatcher_killed_mid_run_loses_nothing_and_nodes_see_each_job_once(
     slow_beats: Harness, broker: Broker, amqp_url: str, env: str
 ) -> None:
     ls = slow_beats
-    nodes = [f"{env}-n{i}" for i in range(3)]
-    for node in nodes:
-        ls.register(node, env=env)
-    jobs = [f"job-{i}" for i in range(24)]
-    for job_id in jobs:
-        broker.publish(job_queue(env, "llama-3-8b", 0), {"job_id": job_id})
+    nodes, jobs = _nodes_and_jobs(ls, broker, env, nodes=3, jobs=24)
     broker.queues |= {job_queue(env, "llama-3-8b", 0), dead_queue(env)}
 
     with Nodes(ls, broker, nodes) as side:
@@ -407,12 +415,7 @@ def test_a_dropped_broker_connection_is_reopened_and_every_job_reaches_a_node_on
     slow_beats: Harness, broker: Broker, amqp_url: str, env: str
 ) -> None:
     ls = slow_beats
-    nodes = [f"{env}-n{i}" for i in range(8)]
-    for node in nodes:
-        ls.register(node, env=env)
-    jobs = [f"job-{i:03d}" for i in range(200)]
-    for job_id in jobs:
-        broker.publish(job_queue(env, "llama-3-8b", 0), {"job_id": job_id})
+    nodes, jobs = _nodes_and_jobs(ls, broker, env, nodes=8, jobs=200, job_name="job-{:03d}")
     link = CuttableLink(pika.URLParameters(amqp_url).port)
     via_link = f"amqp://guest:guest@127.0.0.1:{link.port}/%2F"
 
@@ -459,12 +462,7 @@ def test_redis_killed_and_restarted_empty_mid_run_every_job_still_reaches_a_node
     job_count: int,
 ) -> None:
     ls = make_server(url=own_redis.url, heartbeat_interval=20.0, suspect_after=60.0, offline_after=120.0)
-    nodes = [f"{env}-n{i}" for i in range(node_count)]
-    for node in nodes:
-        ls.register(node, env=env)
-    jobs = [f"job-{i}" for i in range(job_count)]
-    for job_id in jobs:
-        broker.publish(job_queue(env, "llama-3-8b", 0), {"job_id": job_id})
+    nodes, jobs = _nodes_and_jobs(ls, broker, env, nodes=node_count, jobs=job_count)
 
     with (
         Nodes(ls, broker, nodes, releasing=False) as side,

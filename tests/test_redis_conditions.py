@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import threading
 import time
@@ -105,48 +106,43 @@ def _assert_serves(ls: Harness, boot: str) -> None:
     ls.flags.ClearFlag(fpb.ClearFlagRequest(node_id="gpu-1", kind=flag_pb2.FLAG_KIND_PAUSE), timeout=5)
 
 
-def test_out_of_memory_is_unavailable_redis_oom(served: tuple[Harness, str], hurt: redis.Redis) -> None:
+def _writes_refused_until_undone(
+    served: tuple[Harness, str], names: tuple[str, ...], reason: str, undo: Callable[[], object]
+) -> None:
+    """Each call in `names` answers UNAVAILABLE with `reason` while reads still serve; once the
+    condition is undone, everything serves again."""
     ls, boot = served
     calls = _calls(ls, boot)
+    try:
+        for name in names:
+            _assert_unavailable(name, calls[name], reason)
+        ls.get("gpu-1")  # a read needs no memory, no replica, no write access
+    finally:
+        undo()
+    _assert_serves(ls, boot)
+
+
+def test_out_of_memory_is_unavailable_redis_oom(served: tuple[Harness, str], hurt: redis.Redis) -> None:
     hurt.config_set("maxmemory-policy", "noeviction")
     hurt.config_set("maxmemory", "1")
-    try:
-        for name in ("Register", "SetFlag", "Beat", "Match"):
-            _assert_unavailable(name, calls[name], "REDIS_OOM")
-        ls.get("gpu-1")  # reads need no memory
-    finally:
-        hurt.config_set("maxmemory", "0")
-    _assert_serves(ls, boot)
+    undo = functools.partial(hurt.config_set, "maxmemory", "0")
+    _writes_refused_until_undone(served, ("Register", "SetFlag", "Beat", "Match"), "REDIS_OOM", undo)
 
 
 def test_too_few_replicas_is_unavailable_redis_noreplicas(
     served: tuple[Harness, str], hurt: redis.Redis
 ) -> None:
-    ls, boot = served
-    calls = _calls(ls, boot)
     hurt.config_set("min-replicas-to-write", "1")
-    try:
-        for name in ("Register", "SetFlag", "Beat"):
-            _assert_unavailable(name, calls[name], "REDIS_NOREPLICAS")
-        ls.get("gpu-1")
-    finally:
-        hurt.config_set("min-replicas-to-write", "0")
-    _assert_serves(ls, boot)
+    undo = functools.partial(hurt.config_set, "min-replicas-to-write", "0")
+    _writes_refused_until_undone(served, ("Register", "SetFlag", "Beat"), "REDIS_NOREPLICAS", undo)
 
 
 def test_demoted_master_is_unavailable_redis_readonly(served: tuple[Harness, str], hurt: redis.Redis) -> None:
     """A master turned replica (its new master unreachable) still serves stale reads; every write,
     inside a script or not, is refused READONLY."""
-    ls, boot = served
-    calls = _calls(ls, boot)
     hurt.replicaof("127.0.0.1", free_port())
-    try:
-        for name in ("Register", "SetFlag", "Beat"):
-            _assert_unavailable(name, calls[name], "REDIS_READONLY")
-        ls.get("gpu-1")
-    finally:
-        hurt.replicaof("NO", "ONE")
-    _assert_serves(ls, boot)
+    undo = functools.partial(hurt.replicaof, "NO", "ONE")
+    _writes_refused_until_undone(served, ("Register", "SetFlag", "Beat"), "REDIS_READONLY", undo)
 
 
 def test_replica_without_its_master_is_unavailable_redis_masterdown(

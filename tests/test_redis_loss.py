@@ -112,6 +112,14 @@ def own_redis() -> Iterator[EmbeddedRedis]:
         yield embedded
 
 
+@pytest.fixture
+def on_own_redis(make_server: ServerFactory, own_redis: EmbeddedRedis) -> tuple[Harness, str]:
+    """A server on the test's own Redis (to kill or freeze) with node gpu-1 registered; its boot."""
+    ls = make_server(url=own_redis.url)
+    boot, _ = ls.register("gpu-1")
+    return ls, boot
+
+
 def _readiness(ls: Harness) -> int:
     name = SERVICE_NAMES[0]
     return ls.health.Check(health_pb2.HealthCheckRequest(service=name), timeout=2).status  # type: ignore[no-any-return]
@@ -119,10 +127,9 @@ def _readiness(ls: Harness) -> int:
 
 @pytest.mark.single_redis
 def test_redis_killed_gives_unavailable_then_recovers(
-    make_server: ServerFactory, own_redis: EmbeddedRedis
+    on_own_redis: tuple[Harness, str], own_redis: EmbeddedRedis
 ) -> None:
-    ls = make_server(url=own_redis.url)
-    boot, _ = ls.register("gpu-1")
+    ls, boot = on_own_redis
     wait_for(lambda: _readiness(ls) == health_pb2.HealthCheckResponse.SERVING)
 
     own_redis.kill()
@@ -151,10 +158,9 @@ def test_redis_killed_gives_unavailable_then_recovers(
 
 @pytest.mark.single_redis
 def test_frozen_redis_gives_unavailable_within_deadline(
-    make_server: ServerFactory, own_redis: EmbeddedRedis
+    on_own_redis: tuple[Harness, str], own_redis: EmbeddedRedis
 ) -> None:
-    ls = make_server(url=own_redis.url)
-    boot, _ = ls.register("gpu-1")
+    ls, boot = on_own_redis
     assert own_redis.proc is not None
     os.kill(own_redis.proc.pid, signal.SIGSTOP)
     try:

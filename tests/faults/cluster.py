@@ -14,7 +14,7 @@ import redis
 
 from livestate.server.store.embedded import free_ports
 
-from .redisproc import RedisProc, until
+from .redisproc import RedisProc, ask, until
 
 SLOTS = 16384
 T = TypeVar("T")
@@ -44,14 +44,7 @@ def _info(client: redis.Redis) -> dict[str, str]:
 
 
 def _ask(proc: RedisProc, question: Callable[[redis.Redis], T]) -> T | None:
-    """question(client) on a short-lived client of proc; None when it does not answer."""
-    client = proc.client(timeout=1.0)
-    try:
-        return question(client)
-    except redis.exceptions.RedisError:
-        return None
-    finally:
-        client.close()
+    return ask(proc.client(timeout=1.0), question)
 
 
 def _slot_map(client: redis.Redis) -> str | None:

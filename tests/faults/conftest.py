@@ -62,9 +62,7 @@ def server_factory(client: Callable[[], redis.Redis], **where: Any) -> Iterator[
 
     yield factory
     for harness in started:
-        harness.close()
-        harness.server.stop(grace=0)
-        harness.redis.close()
+        harness.stop()
 
 
 @pytest.fixture

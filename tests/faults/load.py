@@ -370,6 +370,11 @@ class Schedulers(_Stoppable):
     def granted(self) -> int:
         return sum(self._granted.values())
 
+    def grant_more(self, count: int, timeout: float) -> None:
+        """Waits until `count` more leases than now were granted: the load is flowing."""
+        before = self.granted
+        wait_for(lambda: self.granted >= before + count, timeout=timeout, interval=0.05)
+
     def match(self, name: str, job_id: str, give_up: float | None = None) -> LeaseRef | None:
         """Matches `job_id`, retrying the same job_id until a lease, a definite refusal, stop()
         or `give_up` seconds."""

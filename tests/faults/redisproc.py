@@ -19,10 +19,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import redis
 
 from livestate.server.store.embedded import find_server_binary, free_port, server_args
+
+T = TypeVar("T")
 
 
 def server_binary() -> str:
@@ -247,3 +250,13 @@ def until(deadline: float, condition: Callable[[], bool], message: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(message)
         time.sleep(0.05)
+
+
+def ask(client: redis.Redis, question: Callable[[redis.Redis], T]) -> T | None:
+    """question(client), then the client is closed; None when the server does not answer."""
+    try:
+        return question(client)
+    except redis.exceptions.RedisError:
+        return None
+    finally:
+        client.close()

@@ -17,7 +17,7 @@ import redis
 
 from livestate.server.store.embedded import free_ports
 
-from .redisproc import RedisProc, server_binary, until
+from .redisproc import RedisProc, ask, server_binary, until
 
 MASTER = "mymaster"
 
@@ -54,24 +54,12 @@ class SentinelProc:
 
     def master_port(self) -> int | None:
         """The master's port as this sentinel names it; None when it does not answer."""
-        client = self.client()
-        try:
-            found = client.sentinel_get_master_addr_by_name(MASTER)
-        except redis.exceptions.RedisError:
-            return None
-        finally:
-            client.close()
+        found = ask(self.client(), lambda client: client.sentinel_get_master_addr_by_name(MASTER))
         return int(found[1]) if isinstance(found, tuple) else None
 
     def sees(self, replicas: int, sentinels: int) -> bool:
         """True once this sentinel knows that many replicas and other sentinels."""
-        client = self.client()
-        try:
-            master = client.sentinel_master(MASTER)
-        except redis.exceptions.RedisError:
-            return False
-        finally:
-            client.close()
+        master = ask(self.client(), lambda client: client.sentinel_master(MASTER))
         if not isinstance(master, dict):
             return False
         return (

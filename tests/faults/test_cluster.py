@@ -137,8 +137,7 @@ def test_partition_primary_killed_under_load_its_replica_takes_over(
         wait_for(lambda: bool(cluster.replicas_of(new_primary)), timeout=30, interval=0.05)
         linked = time.monotonic()
         back = probe_match(ls, history, table, "probe-job", within=5)
-        granted = schedulers.granted
-        wait_for(lambda: schedulers.granted >= granted + 50, timeout=15)
+        schedulers.grant_more(50, timeout=15)
         schedulers.stop()
         agents.stop()
 
@@ -204,8 +203,7 @@ def test_partition_shard_wiped_under_load_resyncs_its_agents_and_reports_waiting
         wait_for(lambda: all(agents.resyncs.values()), timeout=10, interval=0.05)
         resynced = time.monotonic()
         back = probe_match(ls, history, table, "probe-job", within=5)
-        granted = schedulers.granted
-        wait_for(lambda: schedulers.granted >= granted + 50, timeout=15)
+        schedulers.grant_more(50, timeout=15)
         schedulers.stop()
         agents.stop()
         # The lost jobs, enqueued again, are served once nodes for their model come.

@@ -55,9 +55,7 @@ def regional_server(redisproc: RedisProc, central: RedisProc) -> Iterator[Harnes
     try:
         yield harness
     finally:
-        harness.close()
-        server.stop(grace=0)
-        harness.redis.close()
+        harness.stop()
 
 
 def serving_from(ls: Harness) -> str | None:
@@ -97,8 +95,7 @@ def test_regional_redis_lost_then_back_switches_to_central_and_home_again(
         on_central = probe_match(ls, history, table, "probe-central", within=15)
         wait_for(lambda: resynced(agents, 1), timeout=10)
         wait_for(lambda: len(nodes_with(ls, ONLINE)) == AGENTS, timeout=10)
-        granted = schedulers.granted
-        wait_for(lambda: schedulers.granted >= granted + 50, timeout=15)
+        schedulers.grant_more(50, timeout=15)
         resyncs_on_central = {n: len(t) for n, t in agents.resyncs.items()}
 
         if fault == "kill":
@@ -113,8 +110,7 @@ def test_regional_redis_lost_then_back_switches_to_central_and_home_again(
         # trusted, every agent is told to register again.
         wait_for(lambda: resynced(agents, 2), timeout=10)
         wait_for(lambda: len(nodes_with(ls, ONLINE)) == AGENTS, timeout=10)
-        granted = schedulers.granted
-        wait_for(lambda: schedulers.granted >= granted + 50, timeout=15)
+        schedulers.grant_more(50, timeout=15)
         schedulers.stop()
         agents.stop()
 

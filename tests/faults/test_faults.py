@@ -329,8 +329,7 @@ def test_frozen_redis_calls_end_within_deadline_and_recover(
             5,
             lambda: f"jobs cut off by the freeze: {_job_outcomes(history, 'cut-')}",
         )
-        granted = schedulers.granted
-        wait_for(lambda: schedulers.granted >= granted + 50, timeout=10)
+        schedulers.grant_more(50, timeout=10)
         schedulers.stop()
 
         # Every slot is free again once the load has stopped.

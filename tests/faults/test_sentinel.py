@@ -120,8 +120,7 @@ def test_master_frozen_under_load_fails_over_without_a_double_assignment(
 
         # The old master comes back as a replica of the new one; the load carries on.
         group.master.thaw()
-        granted = schedulers.granted
-        wait_for(lambda: schedulers.granted >= granted + 50, timeout=15)
+        schedulers.grant_more(50, timeout=15)
         schedulers.stop()
         agents.stop()
 
