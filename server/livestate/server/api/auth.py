@@ -48,9 +48,8 @@ from livestate.v1 import (
 ROLES = ("node", "scheduler", "reader", "admin")
 
 
-class Unauthenticated(LivestateError):
-    code = grpc.StatusCode.UNAUTHENTICATED
-    reason = "UNAUTHENTICATED"
+class Unauthenticated(LivestateError, code=grpc.StatusCode.UNAUTHENTICATED):
+    """No token, or one this server does not know."""
 
 
 @dataclasses.dataclass

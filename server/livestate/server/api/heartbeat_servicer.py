@@ -15,6 +15,13 @@ from livestate.server.core.errors import FailedPrecondition, InvalidArgument, No
 from livestate.server.domain import membership, validate
 from livestate.server.domain.assignments import settle
 from livestate.server.store import calls
+from livestate.server.store.calls import (
+    BEAT_RESYNC,
+    BEAT_VRAM_ABOVE_TOTAL,
+    DEREG_OTHER_BOOT,
+    DEREG_UNKNOWN,
+    Beaten,
+)
 from livestate.server.store.keys import Partition
 from livestate.server.store.reads import nodes_from_replies, queue_node_reads
 from livestate.server.store.records import GRANT_PREFIX, is_granted, joined, spec_fields
@@ -28,18 +35,8 @@ log = logging.getLogger(__name__)
 
 NODE_STATES = set(node_pb2.NodeState.values())
 
-# beat.lua return codes
-BEAT_APPLIED, BEAT_RESYNC, BEAT_STALE_SEQ, BEAT_VRAM_ABOVE_TOTAL = 0, 1, 2, 3
-# deregister.lua return codes
-DEREG_OK, DEREG_UNKNOWN, DEREG_OTHER_BOOT = 0, 1, 2
-
 BeatLike = pb.BeatRequest | pb.HeartbeatRequest
-
-
-# What a beat's answer says besides the interval is beat.lua's decoded reply: its code, and what
-# the node is told of its flags (never SHADOW_BAN and the like: see notices in lua/lib/control.lua).
-Answer = calls.Beaten
-RESYNC = Answer(BEAT_RESYNC)
+RESYNC = Beaten(BEAT_RESYNC)
 
 
 def validate_spec(spec: node_pb2.NodeSpec) -> None:
@@ -176,7 +173,7 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
         rt.scripts.call(calls.forget(rt, old, node_id))
         return flags
 
-    def _reply(self, request: BeatLike, answer: Answer) -> dict[str, Any]:
+    def _reply(self, request: BeatLike, answer: Beaten) -> dict[str, Any]:
         """The fields BeatResponse and HeartbeatResponse share."""
         return {
             "resync_required": answer.code == BEAT_RESYNC,
@@ -229,7 +226,7 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
             )
         return pb.DeregisterResponse()
 
-    async def _beat_on_loop(self, request: pb.HeartbeatRequest, call: StreamCall) -> Answer:
+    async def _beat_on_loop(self, request: pb.HeartbeatRequest, call: StreamCall) -> Beaten:
         """`_beat` for a stream: the common beat (its node's partition cached, nothing handed to
         it, nothing to resync) only waits for its batch; the rest goes to the worker pool."""
         _validate_beat(request)
@@ -245,7 +242,7 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
             return await call.offload(self._after, request, partition, answer, call.time_remaining())
         return answer  # applied, or acknowledged as stale: nothing more to do
 
-    def _beat(self, request: BeatLike, time_remaining: float | None) -> Answer:
+    def _beat(self, request: BeatLike, time_remaining: float | None) -> Beaten:
         """Applies one beat and says what to answer."""
         _validate_beat(request)
         auth.require_node(request.node_id)
@@ -260,9 +257,9 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
         self,
         request: BeatLike,
         partition: Partition,
-        answer: Answer,
+        answer: Beaten,
         time_remaining: float | None,
-    ) -> Answer:
+    ) -> Beaten:
         """What follows beat.lua's answer: settling the jobs it handed the node, and a second
         look at the locator before telling the agent to resync."""
         rt = self.rt
@@ -283,7 +280,7 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
             return RESYNC
         return answer
 
-    def _beat_call(self, request: BeatLike, partition: Partition) -> tuple[ScriptCall[Answer], str | None]:
+    def _beat_call(self, request: BeatLike, partition: Partition) -> tuple[ScriptCall[Beaten], str | None]:
         """beat.lua's call for `request` in `partition`, and the locator key to refresh with it
         (None when not due)."""
         rt = self.rt
@@ -301,7 +298,7 @@ class HeartbeatServicer(pb_grpc.HeartbeatServiceServicer):
         )
         return beat, touch
 
-    def _run_beat(self, request: BeatLike, partition: Partition, time_remaining: float | None) -> Answer:
+    def _run_beat(self, request: BeatLike, partition: Partition, time_remaining: float | None) -> Beaten:
         rt = self.rt
         beat, touch = self._beat_call(request, partition)
         return rt.batcher.call(

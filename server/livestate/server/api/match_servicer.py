@@ -28,7 +28,7 @@ from livestate.server.domain import flag_audit, jobs, validate
 from livestate.server.domain.assignments import end_lease, end_lease_on_loop, unwait
 from livestate.server.domain.job_requests import job_spec
 from livestate.server.store import calls
-from livestate.server.store.calls import ENDED, ENDED_BEFORE, Ended
+from livestate.server.store.calls import ENDED, ENDED_BEFORE, NO_LEASE, STALE_TOKEN, Ended
 from livestate.server.store.connection import text
 from livestate.server.store.keys import lease_partition
 from livestate.server.store.notify import POLL, job_topic
@@ -37,13 +37,9 @@ from livestate.v1 import lease_pb2
 from livestate.v1 import match_service_pb2 as pb
 from livestate.v1 import match_service_pb2_grpc as pb_grpc
 
-# renew.lua / release.lua return codes
-LEASE_OK, LEASE_GONE, LEASE_STALE = 0, 1, 2
 
-
-class DeadlineExceeded(LivestateError):
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
-    reason = "WAIT_EXPIRED"
+class DeadlineExceeded(LivestateError, code=grpc.StatusCode.DEADLINE_EXCEEDED, reason="WAIT_EXPIRED"):
+    """A waiting Match whose wait ran out with no node for it."""
 
 
 def lease_ref(lease_id: str, token: int) -> None:
@@ -59,9 +55,9 @@ def lease_ref(lease_id: str, token: int) -> None:
 
 
 def check_lease_code(code: int, lease_id: str) -> None:
-    if code == LEASE_GONE:
+    if code == NO_LEASE:
         raise NotFound(f"lease {lease_id!r} does not exist or has expired", reason="LEASE_NOT_FOUND")
-    if code == LEASE_STALE:
+    if code == STALE_TOKEN:
         raise FailedPrecondition(
             "fencing_token is not the lease's current token", reason="STALE_FENCING_TOKEN"
         )

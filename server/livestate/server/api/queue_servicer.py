@@ -34,10 +34,8 @@ PRIORITY_STRIDE = 2**41  # match.lua: score = -priority * 2^41 + enqueue ms
 MAX_CHANNEL_READ = 10_000
 
 
-class QueueLost(Aborted):
+class QueueLost(Aborted, reason="QUEUE_LOST"):
     """The live state was lost (a new epoch): every job that was waiting is gone."""
-
-    reason = "QUEUE_LOST"
 
     def __init__(self, epoch: int) -> None:
         super().__init__(

@@ -47,7 +47,9 @@ class LivestateError(Exception):
         super().__init_subclass__()
         if code is not None:
             cls.code = code
-            cls.reason = reason or code.name
+            cls.reason = code.name
+        if reason is not None:
+            cls.reason = reason
 
     def __init__(
         self, message: str, *, reason: str | None = None, metadata: dict[str, str] | None = None

@@ -148,7 +148,7 @@ def _record(rt: Runtime, assignments: Sequence[Assignment], *, wake: bool) -> li
 
     replies = rt.scripts.pipeline(build)
     settled = iter(r for r in replies if isinstance(r, list))  # the wake-ups' replies are integers
-    return [calls.settle(rt, a).decode(next(settled)) for a in assignments]
+    return [calls.settle_reply(next(settled)) for _ in assignments]
 
 
 def wake_command(rt: Runtime, a: Assignment) -> Command:

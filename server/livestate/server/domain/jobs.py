@@ -133,7 +133,7 @@ def settle_own(rt: Runtime, a: Assignment) -> tuple[lease_pb2.Lease, node_pb2.No
         queue_node_reads(pipe, pk, [a.node_id])
 
     settled, *reads = rt.scripts.pipeline(build)
-    return _settled(rt, a, calls.settle(rt, a).decode(settled), reads)
+    return _settled(rt, a, calls.settle_reply(settled), reads)
 
 
 async def settle_own_on_loop(
@@ -259,7 +259,7 @@ def _match(
         gpu_models=job.gpu_models,
         subcloud=job.subcloud,
         labels=job.labels,
-        excluded=sorted(excluded),
+        excluded=excluded,
         lease_ttl_ms=job.lease_ttl_ms,
         policy=POLICY_NUMBERS[job.policy],
         cursor=cursor,
@@ -267,8 +267,8 @@ def _match(
         scheduler=scheduler,
         wait_ms=wait_ms,
         priority=job.priority,
-        isolated=sorted(job.isolated),
-        granted=sorted(job.granted),
+        isolated=job.isolated,
+        granted=job.granted,
     )
 
 

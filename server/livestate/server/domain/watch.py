@@ -32,9 +32,8 @@ BATCH = 256
 MAX_POSITIONS = 4096
 
 
-class OutOfRange(LivestateError):
-    code = grpc.StatusCode.OUT_OF_RANGE
-    reason = "RESUME_TOKEN_TOO_OLD"
+class OutOfRange(LivestateError, code=grpc.StatusCode.OUT_OF_RANGE, reason="RESUME_TOKEN_TOO_OLD"):
+    """A resume token from before what the capped event streams still hold."""
 
 
 def _id(value: str) -> tuple[int, int]:

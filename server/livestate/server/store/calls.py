@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from livestate.server.store.connection import text
@@ -129,9 +129,16 @@ def _registered(reply: Sequence[Any]) -> Registered:
     return Registered(bool(int(restarted)), assignments(handed))
 
 
+# beat.lua codes
+BEAT_APPLIED, BEAT_RESYNC, BEAT_STALE_SEQ, BEAT_VRAM_ABOVE_TOTAL = 0, 1, 2, 3
+
+
 @dataclasses.dataclass(frozen=True)
 class Beaten:
-    code: int  # 0 applied, 1 resync, 2 not newer, 3 bad VRAM (beat.lua)
+    """What a beat's answer says besides the interval: beat.lua's code, and what the node is told
+    of its flags (never SHADOW_BAN and the like: see notices in lib/control.lua)."""
+
+    code: int  # BEAT_APPLIED, BEAT_RESYNC, BEAT_STALE_SEQ, BEAT_VRAM_ABOVE_TOTAL
     paused: bool = False
     notices: tuple[str, ...] = ()  # what the node is told of its flags
     handed: tuple[Assignment, ...] = ()
@@ -171,10 +178,14 @@ def _beaten(reply: Sequence[Any]) -> Beaten:
     return Beaten(int(code), bool(int(paused)), tuple(str(n) for n in notices), tuple(assignments(handed)))
 
 
+# deregister.lua codes
+DEREGISTERED, DEREG_UNKNOWN, DEREG_OTHER_BOOT = 0, 1, 2
+
+
 def deregister(
     rt: Runtime, pk: PartitionKeys, node_id: str, *, boot_id: str, retention_ms: int
 ) -> ScriptCall[int]:
-    """Decodes to the code: 0 deregistered, 1 unknown node, 2 another boot."""
+    """Decodes to the code: DEREGISTERED, DEREG_UNKNOWN, DEREG_OTHER_BOOT."""
     args = (*rt.context(pk), node_id, boot_id, retention_ms)
     return ScriptCall(
         "deregister", pk.named(PARTITION_KEYS["deregister"], node_id), args, lambda reply: int(reply[0])
@@ -261,7 +272,7 @@ def match(
     gpu_models: Sequence[str],
     subcloud: str,
     labels: Mapping[str, str],
-    excluded: Sequence[str],
+    excluded: Collection[str],
     lease_ttl_ms: int,
     policy: int,
     cursor: str,
@@ -269,8 +280,8 @@ def match(
     scheduler: str,
     wait_ms: int,
     priority: int,
-    isolated: Sequence[str],
-    granted: Sequence[str],
+    isolated: Collection[str],
+    granted: Collection[str],
 ) -> ScriptCall[Matched]:
     args = (
         *rt.context(pk),
@@ -310,13 +321,14 @@ def _matched(reply: Sequence[Any]) -> Matched:
     return Matched(code)
 
 
-# renew.lua and release.lua codes
-ENDED, NO_LEASE, STALE_TOKEN, ENDED_BEFORE = 0, 1, 2, 3
+# renew.lua and release.lua codes (0: renewed, or ended by this call)
+RENEWED = ENDED = 0
+NO_LEASE, STALE_TOKEN, ENDED_BEFORE = 1, 2, 3
 
 
 @dataclasses.dataclass(frozen=True)
 class Renewed:
-    code: int  # ENDED (here: renewed), NO_LEASE, STALE_TOKEN
+    code: int  # RENEWED, NO_LEASE, STALE_TOKEN
     expire_ms: int
     job_id: str
     node_id: str
@@ -384,10 +396,11 @@ class Settled:
 
 def settle(rt: Runtime, a: Assignment) -> ScriptCall[Settled]:
     args = (a.lease_id, a.node_id, int(rt.config.job_ttl * 1000))
-    return ScriptCall("settle", (rt.keys.job(a.job_id),), args, _settled)
+    return ScriptCall("settle", (rt.keys.job(a.job_id),), args, settle_reply)
 
 
-def _settled(reply: Sequence[Any]) -> Settled:
+def settle_reply(reply: Sequence[Any]) -> Settled:
+    """settle.lua's reply (public: settling rides in pipelines with other commands)."""
     status, detail = reply
     return Settled(int(status), str(text(detail) or ""))
 

@@ -140,10 +140,10 @@ class EpochTracker:
     def observe_registration(
         self, partition: Partition, reply: list[int | str], part_reply: list[int | str]
     ) -> int:
-        """(The replies are raw: they come from the registration's own pipeline.)"""
-        """The epoch a registration into `partition` is stamped with. A partition that lost its
-        state starts a new epoch here and now, not at the next maintenance tick: a node stamped
-        with the old one in between would be stale at once, and told to resync a second time."""
+        """The epoch a registration into `partition` is stamped with, from the two raw replies of
+        `queue` in the registration's own pipeline. A partition that lost its state starts a new
+        epoch here and now, not at the next maintenance tick: a node stamped with the old one in
+        between would be stale at once, and told to resync a second time."""
         self.observe(calls.epoch_seen(reply))
         since = self._saw(partition, calls.epoch_seen(part_reply))
         if not since or self.current >= since:

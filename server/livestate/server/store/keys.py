@@ -89,6 +89,16 @@ class PartitionKeys:
         self.ctl_base = self.base + "ctl:"
         self.wait_base = self.base + "wait:"
         self.wjob_base = self.base + "wjob:"
+        # The partition-wide keys by the names script headers give them (<p>:<name>, each key's
+        # own suffix), for calls.PARTITION_KEYS.
+        self._named = {
+            key.removeprefix(self.base): key
+            for key in (
+                *(self.alive, self.suspect, self.offline, self.nodes, self.models, self.subclouds),
+                *(self.events, self.meta, self.leases, self.fence, self.wexp, self.wait_models),
+                *(self.drains, self.flagexp, self.outbox),
+            )
+        }
 
     def node(self, node_id: str) -> str:
         return self.node_base + node_id
@@ -127,19 +137,11 @@ class PartitionKeys:
             self.wjob_base,
         ]
 
-    # The partition-wide keys by the names script headers give them (<p>:<name>).
-    NAMED = frozenset(
-        {"alive", "suspect", "offline", "nodes", "models", "subclouds", "events", "meta", "leases", "fence"}
-        | {"wexp", "wmodels", "drains", "flagexp", "outbox"}
-    )
-
     def named(self, names: Sequence[str], node_id: str = "") -> list[str]:
         """Keys by the names script headers use: a partition-wide key, or "node" for the record of
-        `node_id` (calls.PARTITION_KEYS lists each script's, in its header's order)."""
-        unknown = set(names) - self.NAMED - {"node"}
-        if unknown:
-            raise KeyError(f"not a partition key: {sorted(unknown)}")
-        return [self.node(node_id) if name == "node" else self.base + name for name in names]
+        `node_id` (calls.PARTITION_KEYS lists each script's, in its header's order); KeyError for
+        a name that is neither."""
+        return [self.node(node_id) if name == "node" else self._named[name] for name in names]
 
 
 class Keys:

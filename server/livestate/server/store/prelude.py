@@ -53,8 +53,10 @@ def helpers(sources: Sequence[str]) -> list[Helper]:
         end = starts[k + 1][0] if k + 1 < len(starts) else len(lines)
         text = "\n".join(lines[first:end]).rstrip() + "\n"
         uses = frozenset((_names_in(text) & every) - set(names))
-        if uses - defined or defined & set(names):
+        if uses - defined:
             raise ValueError(f"lua helper {names[0]} uses {sorted(uses - defined)} before they are defined")
+        if defined & set(names):
+            raise ValueError(f"lua helpers {sorted(defined & set(names))} are defined twice")
         defined.update(names)
         out.append(Helper(names, text, uses))
     return out
